@@ -1,0 +1,173 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""`DecPOConfig`: `trl.DPOConfig` plus the decorrelation penalty's settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trl import DPOConfig
+
+from .capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
+from .decorrelation import REDUCTION_CHOICES, TARGET_CHOICES
+
+
+# The paper's formula read literally, with its coefficient: `1e-4 * ||z z^T - I||_F^2` on raw activations.
+PAPER_RECIPE = {
+    "decorrelation_coef": 1e-4,
+    "decorrelation_normalize": False,
+    "decorrelation_reduction": "sum",
+    "decorrelation_target": "samples",
+    "decorrelation_pooling": "last",
+}
+
+
+@dataclass
+class DecPOConfig(DPOConfig):
+    r"""
+    Configuration class for [`DecPOTrainer`]: every [`~trl.DPOConfig`] field, plus the decorrelation penalty of
+    Yan et al. (arXiv 2406.17969), `loss = loss_DPO + decorrelation_coef * sum_layers ||M - I||_F^2`.
+
+    Parameters:
+        decorrelation_coef (`float`, *optional*, defaults to `0.01`):
+            Weight of the penalty. `0` turns it off: the trainer then behaves exactly like `trl.DPOTrainer`.
+        decorrelation_layers (`list[int]` or `None`, *optional*):
+            Decoder layers whose activations are decorrelated (negative indices count from the end). `None`: one layer
+            at about a third of the depth (`num_layers // 3`, layer 10 of Llama-2-7B, as in the paper).
+        decorrelation_site (`str` or `None`, *optional*):
+            Module path inside a decoder layer whose output is captured, e.g. `mlp.up_proj`; append `:input` to
+            capture the module's input instead (`mlp.down_proj:input` is the full gated product). `None`: `mlp.up_proj`
+            for gated MLPs (Llama, Mistral, Qwen2, Gemma), `mlp.act` for GPT-2 and GPT-NeoX.
+        decorrelation_pooling (`str`, *optional*, defaults to `"last"`):
+            How a sequence's token activations become rows: `last` (the last real token, one row per sequence),
+            `mean` (mean over its completion tokens) or `tokens` (every completion token is a row).
+        decorrelation_sequences (`str`, *optional*, defaults to `"both"`):
+            Which sequences of the `[chosen; rejected]` batch give rows: `chosen`, `rejected` or `both`.
+        decorrelation_normalize (`bool`, *optional*, defaults to `True`):
+            `True`: L2-normalise the rows (cosine Gram; for the `features` target, standardise the features into a
+            correlation matrix). `False`: raw activations, the paper's formula read literally.
+        decorrelation_reduction (`str`, *optional*, defaults to `"mean"`):
+            `sum` (squared Frobenius norm, the paper) or `mean` (divided by the number of matrix entries: scale-free).
+        decorrelation_target (`str`, *optional*, defaults to `"samples"`):
+            `samples` (the `n x n` Gram of the rows, the paper) or `features` (the `d x d` feature correlation, computed
+            without ever building a `d x d` matrix when `d > n`).
+        decorrelation_max_rows (`int` or `None`, *optional*):
+            Cap on the rows per layer with `decorrelation_pooling="tokens"` (evenly subsampled). Required for
+            `tokens` pooling with the `samples` target, whose `n x n` Gram grows with the square of the token count.
+    """
+
+    decorrelation_coef: float = field(
+        default=0.01,
+        metadata={
+            "help": "Weight of the DecPO decorrelation penalty added to the DPO loss. 0 turns it off (plain DPO)."
+        },
+    )
+    decorrelation_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder layers whose activations are decorrelated; negative indices count from the end. "
+            "Default: one layer at about a third of the depth (num_layers // 3)."
+        },
+    )
+    decorrelation_site: str | None = field(
+        default=None,
+        metadata={
+            "help": "Module path inside a decoder layer whose output is captured, e.g. 'mlp.up_proj'; append ':input' "
+            "to capture its input instead (e.g. 'mlp.down_proj:input'). Default: 'mlp.up_proj' for gated MLPs "
+            "(Llama, Mistral, Qwen2, Gemma), 'mlp.act' for GPT-2 / GPT-NeoX."
+        },
+    )
+    decorrelation_pooling: str = field(
+        default="last",
+        metadata={
+            "help": "How token activations become rows: 'last' (last real token of each sequence), 'mean' (mean over "
+            "completion tokens) or 'tokens' (every completion token is a row).",
+            "choices": list(POOLING_CHOICES),
+        },
+    )
+    decorrelation_sequences: str = field(
+        default="both",
+        metadata={
+            "help": "Which sequences of the [chosen; rejected] batch give rows: 'chosen', 'rejected' or 'both'.",
+            "choices": list(SEQUENCES_CHOICES),
+        },
+    )
+    decorrelation_normalize: bool = field(
+        default=True,
+        metadata={
+            "help": "L2-normalise the rows (cosine Gram; for the 'features' target, standardise the features). "
+            "False uses raw activations, the paper's formula read literally."
+        },
+    )
+    decorrelation_reduction: str = field(
+        default="mean",
+        metadata={
+            "help": "'sum' (squared Frobenius norm, the paper) or 'mean' (divided by the number of matrix entries).",
+            "choices": list(REDUCTION_CHOICES),
+        },
+    )
+    decorrelation_target: str = field(
+        default="samples",
+        metadata={
+            "help": "'samples' (n x n Gram of the rows, the paper) or 'features' (d x d feature correlation, never "
+            "materialised when d > n).",
+            "choices": list(TARGET_CHOICES),
+        },
+    )
+    decorrelation_max_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cap on the rows per layer with 'tokens' pooling (evenly subsampled). Required for 'tokens' "
+            "pooling with the 'samples' target."
+        },
+    )
+
+    def __post_init__(self):
+        self._validate_decorrelation()
+        super().__post_init__()
+
+    def _validate_decorrelation(self):
+        coef = self.decorrelation_coef
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef) or coef < 0:
+            raise ValueError(f"`decorrelation_coef` must be a finite number >= 0 (0 turns it off), got {coef!r}")
+        layers = self.decorrelation_layers
+        if layers is not None:
+            if isinstance(layers, int) and not isinstance(layers, bool):
+                layers = self.decorrelation_layers = [layers]
+            if not isinstance(layers, (list, tuple)) or len(layers) == 0:
+                raise ValueError(
+                    "`decorrelation_layers` must be a non-empty list of layer indices, or None for the default layer; "
+                    f"got {layers!r}"
+                )
+            if any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+                raise ValueError(f"`decorrelation_layers` must hold integers, got {list(layers)!r}")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"`decorrelation_layers` names a layer twice: {list(layers)!r}")
+            self.decorrelation_layers = list(layers)
+        if self.decorrelation_site is not None:
+            Site.parse(self.decorrelation_site)  # raises with the expected format
+        for name, allowed in (
+            ("decorrelation_pooling", POOLING_CHOICES),
+            ("decorrelation_sequences", SEQUENCES_CHOICES),
+            ("decorrelation_reduction", REDUCTION_CHOICES),
+            ("decorrelation_target", TARGET_CHOICES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}")
+        if not isinstance(self.decorrelation_normalize, bool):
+            raise ValueError(f"`decorrelation_normalize` must be True or False, got {self.decorrelation_normalize!r}")
+        cap = self.decorrelation_max_rows
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 2):
+            raise ValueError(f"`decorrelation_max_rows` must be an integer >= 2 or None, got {cap!r}")
+        if self.decorrelation_pooling == "tokens" and self.decorrelation_target == "samples" and cap is None:
+            raise ValueError(
+                "`decorrelation_pooling='tokens'` with `decorrelation_target='samples'` builds an n x n Gram over every "
+                "completion token of the batch; set `decorrelation_max_rows` (e.g. 1024) to cap n, or use "
+                "`decorrelation_pooling` in ['last', 'mean'] or `decorrelation_target='features'`."
+            )
+        if self.decorrelation_pooling != "tokens" and cap is not None:
+            raise ValueError(
+                "`decorrelation_max_rows` only applies to `decorrelation_pooling='tokens'`; "
+                f"got decorrelation_pooling={self.decorrelation_pooling!r}"
+            )
