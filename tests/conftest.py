@@ -48,6 +48,9 @@ VOCAB = len(WORDS) + 3
 
 def tiny_config(arch: str = "llama", layers: int = 4):
     common = dict(vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    if arch == "llama64":  # bitsandbytes' CPU 4-bit kernels need widths that are multiples of its block size (64)
+        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=128, **common)
     if arch == "llama":
         return LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=layers, num_attention_heads=4,
                            num_key_value_heads=2, max_position_embeddings=128, **common)
@@ -105,8 +108,9 @@ def make_dataset(n: int = 8) -> Dataset:
     )
 
 
-def decpo_config(tmp_path, **overrides) -> DecPOConfig:
-    kwargs = dict(
+def base_kwargs(tmp_path) -> dict:
+    """TrainingArguments for fast, deterministic CPU runs (no decorrelation fields)."""
+    return dict(
         output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=4,
         per_device_eval_batch_size=4,
@@ -120,10 +124,11 @@ def decpo_config(tmp_path, **overrides) -> DecPOConfig:
         save_strategy="no",
         seed=0,
         dataloader_num_workers=0,
-        decorrelation_coef=1.0,
     )
-    kwargs.update(overrides)
-    return DecPOConfig(**kwargs)
+
+
+def decpo_config(tmp_path, **overrides) -> DecPOConfig:
+    return DecPOConfig(**{**base_kwargs(tmp_path), "decorrelation_coef": 1.0, **overrides})
 
 
 @pytest.fixture

@@ -1,0 +1,148 @@
+"""The penalty against independent computations written here, for every option (issue 2, item 4)."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from trl_decpo.decorrelation import decorrelation_penalty, gram_minus_identity_sq
+
+
+def brute_force(z: torch.Tensor, normalize: bool, reduction: str, target: str) -> float:
+    """Float64 numpy reference: build the full matrix, subtract the identity, square, sum."""
+    x = z.detach().double().numpy()
+    n, d = x.shape
+    if target == "samples":
+        u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) if normalize else x
+        m = u @ u.T
+        size = n
+    else:
+        if normalize:
+            m = np.corrcoef(x, rowvar=False)  # Pearson correlation of the features (columns)
+        else:
+            m = x.T @ x
+        size = d
+    value = ((m - np.eye(size)) ** 2).sum()
+    return value / size**2 if reduction == "mean" else value
+
+
+OPTIONS = list(itertools.product([True, False], ["sum", "mean"], ["samples", "features"]))
+
+
+@pytest.mark.parametrize("normalize,reduction,target", OPTIONS)
+@pytest.mark.parametrize("shape", [(6, 10), (12, 5)])  # n < d and n > d exercise both Gram forms
+def test_matches_brute_force(normalize, reduction, target, shape):
+    torch.manual_seed(0)
+    z = torch.randn(*shape) + 0.3 * torch.randn(1, shape[1])  # correlated rows
+    got = decorrelation_penalty(z, normalize=normalize, reduction=reduction, target=target)
+    want = brute_force(z, normalize, reduction, target)
+    assert got.dtype == torch.float32 and got.dim() == 0
+    assert got.item() == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_orthogonal_rows_give_zero_in_cosine_mode(reduction):
+    z = torch.diag(torch.tensor([3.0, 0.5, 7.0, 2.0]))  # orthogonal rows of different norms
+    z = torch.cat([z, torch.zeros(4, 3)], dim=1)
+    assert decorrelation_penalty(z, normalize=True, reduction=reduction).item() == pytest.approx(0.0, abs=1e-7)
+    # raw mode sees the norms: sum_i (||z_i||^2 - 1)^2
+    raw = decorrelation_penalty(z, normalize=False, reduction="sum").item()
+    assert raw == pytest.approx((9 - 1) ** 2 + (0.25 - 1) ** 2 + (49 - 1) ** 2 + (4 - 1) ** 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [2, 5, 9])
+def test_identical_rows_known_value(n):
+    z = torch.tensor([[1.0, -2.0, 0.5, 4.0]]).repeat(n, 1)
+    # every off-diagonal cosine is 1: n (n - 1) ones
+    assert decorrelation_penalty(z, reduction="sum").item() == pytest.approx(n * (n - 1), rel=1e-6)
+    assert decorrelation_penalty(z, reduction="mean").item() == pytest.approx((n - 1) / n, rel=1e-6)
+
+
+def test_raw_mode_is_the_literal_formula():
+    torch.manual_seed(1)
+    z = torch.randn(7, 13, dtype=torch.float64)
+    literal = torch.linalg.matrix_norm(z @ z.T - torch.eye(7, dtype=torch.float64), ord="fro") ** 2
+    got = decorrelation_penalty(z, normalize=False, reduction="sum", target="samples")
+    assert got.item() == pytest.approx(literal.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("normalize,reduction,target", OPTIONS)
+def test_low_precision_inputs_computed_in_float32(dtype, normalize, reduction, target):
+    torch.manual_seed(2)
+    z = (torch.randn(8, 16) * 3).to(dtype)
+    got = decorrelation_penalty(z, normalize=normalize, reduction=reduction, target=target)
+    assert got.dtype == torch.float32
+    # same value as the float32 computation on the same (upcast) numbers, and as the float64 brute force
+    want32 = decorrelation_penalty(z.float(), normalize=normalize, reduction=reduction, target=target)
+    assert got.item() == want32.item()
+    assert got.item() == pytest.approx(brute_force(z.float(), normalize, reduction, target), rel=1e-4)
+
+
+@pytest.mark.parametrize("a,b", [(5, 40), (40, 5), (7, 7)])
+def test_gram_forms_agree(a, b):
+    torch.manual_seed(3)
+    x = torch.randn(a, b, dtype=torch.float64)
+    small = gram_minus_identity_sq(x)
+    full = ((x @ x.T - torch.eye(a, dtype=torch.float64)) ** 2).sum()
+    assert small.item() == pytest.approx(full.item(), rel=1e-10)
+
+
+def test_features_target_never_builds_d_by_d_when_d_exceeds_n(monkeypatch):
+    shapes = []
+    real_matmul = torch.Tensor.__matmul__
+
+    def spy(self, other):
+        out = real_matmul(self, other)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    z = torch.randn(4, 300)
+    decorrelation_penalty(z, target="features")
+    decorrelation_penalty(z, target="samples")
+    assert shapes and all(max(s) <= 4 for s in shapes), shapes
+
+
+@pytest.mark.parametrize("normalize,reduction,target", OPTIONS)
+def test_gradient_matches_reference_autograd(normalize, reduction, target):
+    torch.manual_seed(4)
+    z = torch.randn(6, 9, dtype=torch.float32, requires_grad=True)
+    decorrelation_penalty(z, normalize=normalize, reduction=reduction, target=target).backward()
+    got = z.grad.clone()
+
+    x = z.detach().double().requires_grad_(True)
+    if target == "samples":
+        u = x / x.norm(dim=1, keepdim=True) if normalize else x
+        m, size = u @ u.T, 6
+    else:
+        if normalize:
+            c = x - x.mean(0, keepdim=True)
+            v = c / c.norm(dim=0, keepdim=True)
+        else:
+            v = x
+        m, size = v.T @ v, 9
+    ref = ((m - torch.eye(size, dtype=torch.float64)) ** 2).sum()
+    (ref / size**2 if reduction == "mean" else ref).backward()
+    assert torch.allclose(got.double(), x.grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"reduction": "max"}, "reduction"),
+        ({"target": "tokens"}, "target"),
+        ({"normalize": "yes"}, "normalize"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        decorrelation_penalty(torch.randn(3, 4), **kwargs)
+
+
+def test_bad_shape():
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        decorrelation_penalty(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="at least one row"):
+        decorrelation_penalty(torch.randn(0, 4))
