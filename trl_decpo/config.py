@@ -29,7 +29,8 @@ class DecPOConfig(DPOConfig):
     Yan et al. (arXiv 2406.17969), `loss = loss_DPO + decorrelation_coef * sum_layers ||M - I||_F^2`.
 
     Parameters:
-        decorrelation_coef (`float`, *optional*, defaults to `0.01`):
+        decorrelation_coef (`float`, *optional*, defaults to `1.0`):
+            Chosen from the SmolLM2-135M sweep in `docs/defaults.md`.
             Weight of the penalty. `0` turns it off: the trainer then behaves exactly like `trl.DPOTrainer`.
         decorrelation_layers (`list[int]` or `None`, *optional*):
             Decoder layers whose activations are decorrelated (negative indices count from the end). `None`: one layer
@@ -57,7 +58,7 @@ class DecPOConfig(DPOConfig):
     """
 
     decorrelation_coef: float = field(
-        default=0.01,
+        default=1.0,
         metadata={
             "help": "Weight of the DecPO decorrelation penalty added to the DPO loss. 0 turns it off (plain DPO)."
         },

