@@ -16,7 +16,8 @@ targets are offered:
     (``normalize=False``).
 
 The penalty is ``||M - I||_F^2`` (``reduction="sum"``) or that divided by the number of entries of ``M``
-(``reduction="mean"``: scale-free, so one coefficient works across batch sizes and widths).
+(``reduction="mean"``: in cosine mode a value in [0, 1], the mean squared off-diagonal cosine times ``(n-1)/n``,
+so it still grows slightly with the number of rows).
 
 Cost: ``||A A^T - I_a||_F^2 = ||A^T A||_F^2 - 2 ||A||_F^2 + a`` for any ``A`` of shape ``[a, b]``, so the penalty is
 always computed from the smaller of the two Gram matrices (``min(n, d)`` squared entries): a ``d x d`` matrix is never
