@@ -46,18 +46,20 @@ class Site:
     capture_input: bool = False
 
     @classmethod
-    def parse(cls, spec: str) -> Site:
-        """Parse ``"mlp.up_proj"`` (output), ``"mlp.up_proj:output"`` or ``"mlp.down_proj:input"``."""
+    def parse(cls, spec: str, field: str = "decorrelation_site") -> Site:
+        """Parse ``"mlp.up_proj"`` (output), ``"mlp.up_proj:output"`` or ``"mlp.down_proj:input"``.
+
+        ``field`` names the option in error messages."""
         if not isinstance(spec, str) or not spec.strip():
-            raise ValueError(f"`decorrelation_site` must be a non-empty module path, got {spec!r}")
+            raise ValueError(f"`{field}` must be a non-empty module path, got {spec!r}")
         path, _, kind = spec.strip().partition(":")
         kind = kind or "output"
         if kind not in ("input", "output"):
             raise ValueError(
-                f"`decorrelation_site` {spec!r}: the part after ':' must be 'input' or 'output', got {kind!r}"
+                f"`{field}` {spec!r}: the part after ':' must be 'input' or 'output', got {kind!r}"
             )
         if not re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", path):
-            raise ValueError(f"`decorrelation_site` {spec!r}: {path!r} is not a dotted module path like 'mlp.up_proj'")
+            raise ValueError(f"`{field}` {spec!r}: {path!r} is not a dotted module path like 'mlp.up_proj'")
         return cls(path=path, capture_input=kind == "input")
 
     def __str__(self) -> str:
@@ -107,42 +109,47 @@ def _describe_layer0(model: nn.Module) -> str:
     return f"modules inside `{prefix}.0`: {shown}"
 
 
-def default_site(model: nn.Module) -> Site:
+def default_site(model: nn.Module, field: str = "decorrelation_site") -> Site:
     """The site METHOD.md section 1 prescribes for this architecture (see :data:`DEFAULT_SITES`)."""
     for spec in DEFAULT_SITES:
         site = Site.parse(spec)
         if _site_groups(model, site):
             return site
     raise ValueError(
-        "Could not choose a default `decorrelation_site` for this architecture: none of "
-        f"{list(DEFAULT_SITES)} exists inside its decoder layers. Set `decorrelation_site` to a module path inside a "
+        f"Could not choose a default `{field}` for this architecture: none of "
+        f"{list(DEFAULT_SITES)} exists inside its decoder layers. Set `{field}` to a module path inside a "
         f"decoder layer (append ':input' to hook a module's input). {_describe_layer0(model)}"
     )
 
 
-def num_layers_at_site(model: nn.Module, site: Site) -> int:
+def num_layers_at_site(model: nn.Module, site: Site, field: str = "decorrelation_site") -> int:
     groups = _site_groups(unwrap_model(model), site)
     if len(groups) != 1:
-        raise ValueError(_site_error(model, site, groups))
+        raise ValueError(_site_error(model, site, groups, field))
     ((prefix, found),) = groups.items()
     container = unwrap_model(model).get_submodule(prefix) if prefix else unwrap_model(model)
     return len(container) if isinstance(container, nn.ModuleList) else max(found) + 1
 
 
-def _site_error(model: nn.Module, site: Site, groups: dict) -> str:
+def _site_error(model: nn.Module, site: Site, groups: dict, field: str = "decorrelation_site") -> str:
     if not groups:
         return (
-            f"`decorrelation_site` {site.path!r} matches no module inside the decoder layers of "
+            f"`{field}` {site.path!r} matches no module inside the decoder layers of "
             f"{type(unwrap_model(model)).__name__}. {_describe_layer0(unwrap_model(model))}. Allowed: any of these "
             "paths, optionally followed by ':input' or ':output'."
         )
     return (
-        f"`decorrelation_site` {site.path!r} is ambiguous: it exists under several layer lists "
+        f"`{field}` {site.path!r} is ambiguous: it exists under several layer lists "
         f"{sorted(groups)}; this model has more than one stack of layers (e.g. a vision tower)."
     )
 
 
-def resolve_sites(model: nn.Module, layers: list[int] | None, site: str | Site | None = None) -> list[ResolvedSite]:
+def resolve_sites(
+    model: nn.Module,
+    layers: list[int] | None,
+    site: str | Site | None = None,
+    fields: tuple[str, str] = ("decorrelation_layers", "decorrelation_site"),
+) -> list[ResolvedSite]:
     """The hooked module of each requested layer.
 
     Args:
@@ -152,34 +159,40 @@ def resolve_sites(model: nn.Module, layers: list[int] | None, site: str | Site |
         site: a module path inside a decoder layer (``"mlp.up_proj"``, ``"mlp.down_proj:input"``), or ``None`` for
             :func:`default_site`.
 
+        fields: the option names ``(layers, site)`` that error messages name.
+
     Raises:
         ValueError: listing what exists when the site matches nothing, or the valid range when a layer is out of it.
     """
+    layers_field, site_field = fields
     bare = unwrap_model(model)
-    site = default_site(bare) if site is None else site if isinstance(site, Site) else Site.parse(site)
+    if site is None:
+        site = default_site(bare, site_field)
+    elif not isinstance(site, Site):
+        site = Site.parse(site, site_field)
     groups = _site_groups(bare, site)
     if len(groups) != 1:
-        raise ValueError(_site_error(bare, site, groups))
+        raise ValueError(_site_error(bare, site, groups, site_field))
     ((prefix, found),) = groups.items()
-    n_layers = num_layers_at_site(bare, site)
+    n_layers = num_layers_at_site(bare, site, site_field)
     if layers is None:
         layers = [n_layers // 3]
     if len(layers) == 0:
-        raise ValueError("`decorrelation_layers` must not be empty; use None for the default layer")
+        raise ValueError(f"`{layers_field}` must not be empty; use None for the default layer")
     resolved = []
     for requested in layers:
         if isinstance(requested, bool) or not isinstance(requested, int):
-            raise ValueError(f"`decorrelation_layers` must hold integers, got {requested!r}")
+            raise ValueError(f"`{layers_field}` must hold integers, got {requested!r}")
         index = requested + n_layers if requested < 0 else requested
         if not 0 <= index < n_layers:
             raise ValueError(
-                f"`decorrelation_layers` entry {requested} is out of range: the model has {n_layers} decoder layers, "
+                f"`{layers_field}` entry {requested} is out of range: the model has {n_layers} decoder layers, "
                 f"so allowed values are {-n_layers}..{n_layers - 1}"
             )
         if index not in found:
             raise ValueError(f"decoder layer {index} has no module {site.path!r} (found in layers {sorted(found)})")
         if index in {r.layer for r in resolved}:
-            raise ValueError(f"`decorrelation_layers` names layer {index} twice ({layers})")
+            raise ValueError(f"`{layers_field}` names layer {index} twice ({layers})")
         name, module = found[index]
         resolved.append(ResolvedSite(layer=index, prefix=prefix, name=name, module=module, site=site))
     return resolved

@@ -1,0 +1,299 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Run probe prompts through a model and measure FD and sparsity per layer (METHOD.md section 3).
+
+The probes are tokenized as ``trl.DPOTrainer`` tokenizes a prompt (chat template with the generation prompt for
+conversational prompts, the tokenizer's own special tokens for text), right-padded (the last real token of a
+right-padded row sees exactly what it would see alone), and run without gradients in batches. The hooks, the site
+resolution and the row pooling are :mod:`trl_decpo.capture`'s; only the last real token of each prompt makes a row.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .capture import ActivationCapture, Site, build_row_index, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from .proxies import ProxyAccumulator
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Probes: loading and tokenization
+# ----------------------------------------------------------------------------------------------------------------------
+
+_TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+
+
+def _column(records: Sequence, column: str, source: str) -> list:
+    if all(isinstance(r, (str, list)) for r in records):
+        return list(records)
+    if all(isinstance(r, dict) for r in records):
+        missing = [i for i, r in enumerate(records) if column not in r]
+        if missing:
+            keys = sorted(records[missing[0]])
+            raise ValueError(f"{source}: record {missing[0]} has no {column!r} field; its fields are {keys} "
+                             "(choose one with `prompt_column`)")
+        return [r[column] for r in records]
+    raise ValueError(f"{source}: expected a list of strings or of objects with a {column!r} field")
+
+
+def load_prompts(source: str, column: str = "prompt", split: str = "train", max_samples: int | None = None) -> list:
+    """Prompts from a file, a dataset saved with ``save_to_disk``, or a Hub dataset id.
+
+    Files: ``.txt`` (one prompt per non-empty line), ``.json`` (a list of strings or of objects), ``.jsonl`` (one string
+    or object per line), ``.csv`` / ``.parquet`` / ``.arrow``. Objects and tables give their ``column`` field; a prompt
+    may be a string or a list of chat messages.
+    """
+    import datasets
+
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"`prompts` must be a file, a dataset folder or a dataset id, got {source!r}")
+    suffix = os.path.splitext(source)[1].lower()
+    if os.path.isfile(source):
+        if suffix == ".txt":
+            with open(source, encoding="utf-8") as f:
+                prompts = [line.rstrip("\n") for line in f if line.strip()]
+        elif suffix == ".json":
+            with open(source, encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data, dict):
+                data = data.get(column, data.get("data"))
+            if not isinstance(data, list):
+                raise ValueError(f"{source}: expected a JSON list (or an object with a {column!r} list)")
+            prompts = _column(data, column, source)
+        elif suffix == ".jsonl":
+            with open(source, encoding="utf-8") as f:
+                prompts = _column([json.loads(line) for line in f if line.strip()], column, source)
+        elif suffix in _TABLE_SUFFIXES:
+            table = datasets.load_dataset(_TABLE_SUFFIXES[suffix], data_files=source, split="train")
+            prompts = prompts_from_dataset(table, column, source)
+        else:
+            raise ValueError(
+                f"`prompts` file {source!r} has an unsupported suffix {suffix!r}; allowed: .txt, .json, .jsonl, "
+                + ", ".join(_TABLE_SUFFIXES)
+            )
+    elif os.path.isdir(source):
+        try:
+            loaded = datasets.load_from_disk(source)
+        except FileNotFoundError as err:
+            raise ValueError(f"`prompts` folder {source!r} is not a dataset saved with `save_to_disk`") from err
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"`prompts` dataset {source!r} has no split {split!r}; splits: {list(loaded)}")
+            loaded = loaded[split]
+        prompts = prompts_from_dataset(loaded, column, source)
+    else:
+        try:
+            loaded = datasets.load_dataset(source, split=split)
+        except Exception as err:  # offline, missing, private: say what was tried
+            raise ValueError(
+                f"`prompts` {source!r} is neither an existing file or folder nor a loadable dataset id "
+                f"(split {split!r}): {err}"
+            ) from err
+        prompts = prompts_from_dataset(loaded, column, source)
+    if max_samples is not None:
+        prompts = prompts[:max_samples]
+    if not prompts:
+        raise ValueError(f"`prompts` {source!r} holds no prompts")
+    return prompts
+
+
+def prompts_from_dataset(dataset, column: str = "prompt", source: str = "dataset") -> list:
+    """The probe prompts of a dataset: its ``prompt_ids`` (already tokenized, as TRL leaves them) or ``column``."""
+    names = list(dataset.column_names)
+    if "prompt_ids" in names:
+        return [list(ids) for ids in dataset["prompt_ids"]]
+    if column not in names:
+        raise ValueError(f"{source} has no {column!r} column; its columns are {names} (choose one with `prompt_column`)")
+    return list(dataset[column])
+
+
+def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None = None) -> list[list[int]]:
+    """Token ids of each prompt, as ``trl.DPOTrainer`` tokenizes prompts; the last ``max_length`` tokens are kept.
+
+    A prompt may be a string, a list of chat messages (``{"role", "content"}`` dicts), or already a list of token ids.
+    """
+    from trl.data_utils import is_conversational
+
+    out = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt) and prompt:
+            ids = list(prompt)
+        elif isinstance(prompt, str) or is_conversational({"prompt": prompt}):
+            if tokenizer is None:
+                raise ValueError("text prompts need a tokenizer (`processing_class`)")
+            if isinstance(prompt, str):
+                ids = tokenizer(text=prompt)["input_ids"]
+            else:
+                ids = tokenizer.apply_chat_template(list(prompt), tokenize=True, return_dict=True,
+                                                    add_generation_prompt=True)["input_ids"]
+        else:
+            raise ValueError(f"prompt {i} is not a string, a list of chat messages or a list of token ids: {prompt!r}")
+        if len(ids) == 0:
+            raise ValueError(f"prompt {i} tokenizes to no tokens: {prompt!r}")
+        if max_length is not None:
+            ids = ids[-max_length:]
+        out.append(list(ids))
+    return out
+
+
+def _batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device):
+    """Right-padded batches, grouped by length (sorted) to waste little compute on padding."""
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = [token_lists[i] for i in order[start : start + batch_size]]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+        yield input_ids.to(device), attention_mask.to(device)
+
+
+def input_device(model: nn.Module) -> torch.device:
+    embeddings = unwrap_model(model).get_input_embeddings()
+    return embeddings.weight.device
+
+
+def forward_kwargs(model: nn.Module) -> dict:
+    """Extra forward arguments that skip work the measurement does not need (the logits of all but one position)."""
+    target = unwrap_model(model)
+    target = target.get_base_model() if hasattr(target, "get_base_model") else target
+    if "logits_to_keep" in inspect.signature(target.forward).parameters:
+        return {"logits_to_keep": 1}
+    return {}
+
+
+def _pad_id(tokenizer, pad_id):
+    if pad_id is not None:
+        return pad_id
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None) if tokenizer is not None else None
+        if value is not None:
+            return value
+    return 0  # right padding: pad positions come after the last real token and never reach it
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Measurement
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MonosemanticityReport:
+    """FD and sparsity per measured layer of one model on one probe set."""
+
+    layers: list[int]
+    num_layers: int  # decoder layers at the site (for relative depth)
+    site: str
+    num_prompts: int
+    fd: dict[int, float]
+    sparsity: dict[int, float]
+    accumulators: dict[int, ProxyAccumulator] = field(default_factory=dict, repr=False)
+
+    def relative_depth(self, layer: int) -> float:
+        return layer / max(self.num_layers - 1, 1)
+
+    def mean(self, metric: str, layers: Sequence[int] | None = None) -> float:
+        values = getattr(self, metric)
+        chosen = list(values) if layers is None else list(layers)
+        return sum(values[layer] for layer in chosen) / len(chosen)
+
+    def to_dict(self) -> dict:
+        return {
+            "site": self.site,
+            "num_layers": self.num_layers,
+            "num_prompts": self.num_prompts,
+            "layers": [
+                {"layer": layer, "relative_depth": self.relative_depth(layer), "fd": self.fd[layer],
+                 "sparsity": self.sparsity[layer]}
+                for layer in self.layers
+            ],
+        }
+
+
+def measure_monosemanticity(
+    model: nn.Module,
+    prompts: Sequence,
+    tokenizer=None,
+    layers: Sequence[int] | None = None,
+    site: str | Site | None = None,
+    batch_size: int = 8,
+    max_length: int | None = 512,
+    pad_token_id: int | None = None,
+    accelerator=None,
+    progress: bool = False,
+) -> MonosemanticityReport:
+    """FD and activation sparsity per layer over ``prompts`` (one row per prompt: its last real token at the site).
+
+    Args:
+        model: a causal LM (bare, PEFT, quantised, or wrapped by DDP); put in eval mode for the measurement and
+            restored afterwards; run without gradients.
+        prompts: strings, chat message lists or token id lists (see :func:`tokenize_prompts`), at least 2.
+        layers: decoder layers to measure (negative ones count from the end); ``None``: all of them.
+        site: module path inside a decoder layer; ``None``: the architecture default (``mlp.up_proj`` for Llama).
+        accelerator: with several processes, each measures its share of the prompts and the sums are reduced.
+        progress: show a tqdm bar over batches.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"`max_length` must be a positive integer or None, got {max_length!r}")
+    token_lists = tokenize_prompts(prompts, tokenizer, max_length)
+    if len(token_lists) < 2:
+        raise ValueError(f"feature decorrelation needs at least 2 prompts, got {len(token_lists)}")
+    bare = unwrap_model(model)
+    site = default_site(bare, "site") if site is None else site if isinstance(site, Site) else Site.parse(site, "site")
+    num_layers = num_layers_at_site(bare, site, "site")
+    requested = list(range(num_layers)) if layers is None else list(layers)
+    sites = resolve_sites(bare, requested, site, fields=("layers", "site"))
+    capture = ActivationCapture(sites)
+
+    shard = token_lists
+    distributed = accelerator is not None and accelerator.num_processes > 1 and len(token_lists) >= accelerator.num_processes
+    if distributed:
+        shard = token_lists[accelerator.process_index :: accelerator.num_processes]
+
+    accumulators = {s.layer: ProxyAccumulator() for s in sites}
+    extra = forward_kwargs(model)
+    device = input_device(model)
+    batches = _batches(shard, batch_size, _pad_id(tokenizer, pad_token_id), device)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=-(-len(shard) // batch_size), desc="Measuring monosemanticity", unit="batch")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for input_ids, attention_mask in batches:
+                row_index = build_row_index("last", "both", input_ids, attention_mask)
+                with capture.capture(row_index) as rows:
+                    model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+                missing = [layer for layer in accumulators if layer not in rows]
+                if missing:
+                    raise RuntimeError(f"the forward pass never reached the hooked modules of layers {missing}")
+                for layer, z in rows.items():
+                    accumulators[layer].update(z)
+    finally:
+        model.train(was_training)
+
+    if distributed:
+        states = accelerator.reduce({str(k): acc.state() for k, acc in accumulators.items()}, reduction="sum")
+        accumulators = {int(k): ProxyAccumulator.from_state(v) for k, v in states.items()}
+    ordered = [s.layer for s in sites]
+    return MonosemanticityReport(
+        layers=ordered,
+        num_layers=num_layers,
+        site=str(site),
+        num_prompts=len(token_lists),
+        fd={layer: accumulators[layer].feature_decorrelation() for layer in ordered},
+        sparsity={layer: accumulators[layer].activation_sparsity() for layer in ordered},
+        accumulators=accumulators,
+    )
