@@ -42,16 +42,16 @@ class MLPLayer:
     output_name: str
 
 
-def mlp_layers(model: nn.Module, layers: Sequence[int] | None = None) -> list[MLPLayer]:
-    """The MLP projections of each requested decoder layer (``None``: all)."""
+def mlp_layers(model: nn.Module, layers: Sequence[int] | None = None, field: str = "layers") -> list[MLPLayer]:
+    """The MLP projections of each requested decoder layer (``None``: all); ``field`` names the option in errors."""
     bare = unwrap_model(model)
     for in_paths, out_path in MLP_LAYOUTS:
         present = [p for p in in_paths if _site_groups(bare, Site(p))]
         if not present or not _site_groups(bare, Site(out_path)):
             continue
         out_sites = resolve_sites(bare, list(layers) if layers is not None else _all_layers(bare, out_path), out_path,
-                                  fields=("layers", "mlp output projection"))
-        in_sites = [resolve_sites(bare, [s.layer for s in out_sites], p, fields=("layers", "mlp input projection"))
+                                  fields=(field, "mlp output projection"))
+        in_sites = [resolve_sites(bare, [s.layer for s in out_sites], p, fields=(field, "mlp input projection"))
                     for p in present]
         return [
             MLPLayer(layer=o.layer, inputs=[group[i].module for group in in_sites],
@@ -222,7 +222,7 @@ def top_tokens(
     if (prompts is None) == (base_model is None):
         raise ValueError("`top_tokens` ranks dimensions either by activation on `prompts` or by weight change against "
                          "`base_model`: give exactly one of them")
-    (mlp,) = mlp_layers(model, [layer])
+    (mlp,) = mlp_layers(model, [layer], field="layer")
     out_weight, _ = linear_weight(mlp.output)  # [d_model, d_ff]
     width = out_weight.shape[1]
     if base_model is not None:

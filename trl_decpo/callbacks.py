@@ -1,0 +1,183 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""``MonosemanticityCallback``: FD and sparsity per layer at each evaluation, for DecPO and plain DPO runs alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+from transformers import TrainerCallback
+
+from .capture import Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from .measure import load_prompts, measure_monosemanticity, prompts_from_dataset, tokenize_prompts
+
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "eval_monosemanticity"
+
+
+class MonosemanticityCallback(TrainerCallback):
+    """Measures feature decorrelation and activation sparsity of the policy at each evaluation.
+
+    Like TRL's own callbacks that need the trainer (``LogCompletionsCallback``), it is built with the trainer and added
+    to it::
+
+        trainer = DecPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok)
+        trainer.add_callback(MonosemanticityCallback(trainer))
+
+    At each evaluation (and, by default, once before the first step) it runs the probe prompts through the policy
+    without gradients, in batches, and logs through ``trainer.log`` (so ``log_history``, TensorBoard and W&B get them):
+    ``eval_monosemanticity/fd/layer_<i>``, ``eval_monosemanticity/sparsity/layer_<i>``, their ``.../mean`` over the
+    measured layers and, for a ``DecPOTrainer`` with the penalty on, ``.../hooked`` (mean over the penalised layers). The
+    history goes to ``<output_dir>/monosemanticity.json`` after every measurement and, at the end of training, the
+    per-layer curves to ``<output_dir>/monosemanticity.png``.
+
+    Args:
+        trainer: a ``trl.DPOTrainer`` (``DecPOTrainer`` included).
+        probes: the probe prompts: ``None`` for the prompts of ``trainer.eval_dataset``; a dataset (its ``prompt_ids``
+            or ``prompt_column``); a list of strings, chat message lists or token id lists; or a path / dataset id
+            (see :func:`trl_decpo.measure.load_prompts`).
+        layers: decoder layers to measure; ``None``: all.
+        site: module path inside a decoder layer; ``None``: the trainer's ``decorrelation_site`` for a DecPO run, else
+            the architecture default.
+        max_samples: at most this many probes (the paper uses 1000).
+        batch_size: probes per forward; ``None``: ``per_device_eval_batch_size``.
+        max_length: probes keep their last ``max_length`` tokens.
+        measure_on_train_begin: also measure the model before the first training step (step 0).
+        plot: draw the curves at the end of training.
+    """
+
+    def __init__(
+        self,
+        trainer,
+        probes=None,
+        layers: Sequence[int] | None = None,
+        site: str | None = None,
+        max_samples: int | None = 1000,
+        batch_size: int | None = None,
+        max_length: int | None = 512,
+        prompt_column: str = "prompt",
+        measure_on_train_begin: bool = True,
+        plot: bool = True,
+        history_file: str = "monosemanticity.json",
+        plot_file: str = "monosemanticity.png",
+    ):
+        if trainer is None or not hasattr(trainer, "log") or not hasattr(trainer, "model"):
+            raise ValueError("MonosemanticityCallback needs the trainer: MonosemanticityCallback(trainer), then "
+                             "trainer.add_callback(callback)")
+        if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                        or max_samples < 2):
+            raise ValueError(f"`max_samples` must be an integer >= 2 or None, got {max_samples!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"`batch_size` must be a positive integer or None, got {batch_size!r}")
+        self.trainer = trainer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.measure_on_train_begin = measure_on_train_begin
+        self.plot = plot
+        self.history_file = history_file
+        self.plot_file = plot_file
+        self.history: list[dict] = []
+        self._last_step: int | None = None
+
+        model = unwrap_model(trainer.model)
+        if site is None and getattr(trainer, "decorrelation_enabled", False):
+            site = trainer.decorrelation_sites[0].site
+        self.site = default_site(model, "site") if site is None else site if isinstance(site, Site) else Site.parse(
+            site, "site")
+        num_layers = num_layers_at_site(model, self.site, "site")
+        requested = list(range(num_layers)) if layers is None else list(layers)
+        self.layers = [s.layer for s in resolve_sites(model, requested, self.site, fields=("layers", "site"))]
+        hooked = [s.layer for s in getattr(trainer, "decorrelation_sites", [])] if getattr(
+            trainer, "decorrelation_enabled", False) and trainer.decorrelation_sites[0].site == self.site else []
+        self.hooked_layers = [layer for layer in hooked if layer in self.layers]
+
+        self.probes = tokenize_prompts(self._probe_prompts(probes, prompt_column, max_samples),
+                                       trainer.processing_class, max_length)
+        if len(self.probes) < 2:
+            raise ValueError(f"MonosemanticityCallback needs at least 2 probe prompts, got {len(self.probes)}")
+
+    def _probe_prompts(self, probes, column: str, max_samples: int | None) -> list:
+        if probes is None:
+            dataset = self.trainer.eval_dataset
+            if dataset is None:
+                raise ValueError("MonosemanticityCallback: the trainer has no eval_dataset; pass `probes`")
+            if isinstance(dataset, dict):
+                raise ValueError(f"MonosemanticityCallback: eval_dataset is a dict of {sorted(dataset)}; pass one of "
+                                 "them (or another probe set) as `probes`")
+            probes = dataset
+        if isinstance(probes, str):
+            return load_prompts(probes, column=column, max_samples=max_samples)
+        if hasattr(probes, "column_names"):
+            if max_samples is not None and len(probes) > max_samples:
+                probes = probes.select(range(max_samples))
+            return prompts_from_dataset(probes, column, "probes")
+        if isinstance(probes, (list, tuple)):
+            return list(probes)[:max_samples]
+        raise ValueError(f"`probes` must be None, a dataset, a list of prompts or a path, got {type(probes).__name__}")
+
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def measure(self, args, state) -> dict[str, float]:
+        """Measure now, log through the trainer, append to the history and write it; returns the logged values."""
+        trainer = self.trainer
+        report = measure_monosemanticity(
+            trainer.model,
+            self.probes,
+            trainer.processing_class,
+            layers=self.layers,
+            site=self.site,
+            batch_size=self.batch_size or args.per_device_eval_batch_size,
+            max_length=None,
+            pad_token_id=getattr(trainer, "pad_token_id", None),
+            accelerator=trainer.accelerator,
+            progress=not args.disable_tqdm and state.is_world_process_zero,
+        )
+        logs = {}
+        for metric in ("fd", "sparsity"):
+            values = getattr(report, metric)
+            for layer in report.layers:
+                logs[f"{KEY_PREFIX}/{metric}/layer_{layer}"] = values[layer]
+            logs[f"{KEY_PREFIX}/{metric}/mean"] = report.mean(metric)
+            if self.hooked_layers:
+                logs[f"{KEY_PREFIX}/{metric}/hooked"] = report.mean(metric, self.hooked_layers)
+        record = {"step": state.global_step, "epoch": state.epoch, **report.to_dict(),
+                  "hooked_layers": self.hooked_layers}
+        self.history.append(record)
+        self._last_step = state.global_step
+        trainer.log(logs)
+        if state.is_world_process_zero:
+            self._write_history(args.output_dir)
+        return logs
+
+    def _write_history(self, output_dir: str) -> None:
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, self.history_file)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(self.history, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0:  # resumed: keep the earlier measurements
+            path = os.path.join(args.output_dir, self.history_file)
+            if os.path.isfile(path) and not self.history:
+                with open(path, encoding="utf-8") as f:
+                    self.history = [r for r in json.load(f) if r["step"] <= state.global_step]
+        elif self.measure_on_train_begin and self._last_step != 0:
+            self.measure(args, state)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._last_step == state.global_step:  # several eval datasets: measure once per step
+            return
+        self.measure(args, state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.plot and self.history and state.is_world_process_zero:
+            from .plotting import plot_training_curves
+
+            plot_training_curves(self.history, os.path.join(args.output_dir, self.plot_file),
+                                 title=f"{self.trainer.args.run_name or ''} ({self.site})".strip())

@@ -1,0 +1,113 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""PNG figures of the monosemanticity proxies (matplotlib, headless Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(history: Sequence[Mapping], path: str, title: str | None = None) -> str:
+    """FD and sparsity against the training step, one line per layer (coloured by depth) and their mean (black).
+
+    ``history`` holds records as :class:`~trl_decpo.MonosemanticityCallback` writes them:
+    ``{"step": int, "num_layers": int, "layers": [{"layer", "fd", "sparsity"}, ...]}``.
+    """
+    if not history:
+        raise ValueError("no measurements to plot")
+    plt = _pyplot()
+    steps = [record["step"] for record in history]
+    num_layers = history[-1]["num_layers"]
+    layers = [entry["layer"] for entry in history[-1]["layers"]]
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, metric, label in zip(axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity")):
+        for layer in layers:
+            values = [next((e[metric] for e in r["layers"] if e["layer"] == layer), float("nan")) for r in history]
+            ax.plot(steps, values, color=cmap(layer / max(num_layers - 1, 1)), linewidth=1, alpha=0.8)
+        means = [sum(e[metric] for e in r["layers"]) / len(r["layers"]) for r in history]
+        ax.plot(steps, means, color="black", linewidth=2, marker="o", label="mean over layers")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(num_layers - 1, 1)))
+    fig.colorbar(sm, ax=axes, label="decoder layer")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_depth_profiles(
+    profiles: Mapping[str, Mapping],
+    path: str,
+    base: str | None = None,
+    weight_proxy: Mapping[str, Mapping] | None = None,
+    title: str | None = None,
+) -> str:
+    """Per-layer proxies against relative depth, one line per model (paper Fig. 3/4/6 style).
+
+    ``profiles`` maps a model name to a :meth:`MonosemanticityReport.to_dict` result. With ``base`` (one of the names),
+    a third panel shows each other model's relative FD change ``(tuned - base) / |base|``; with ``weight_proxy``
+    (name -> :meth:`WeightProxyReport.to_dict`), a panel shows the weight proxy's relative change.
+    """
+    if not profiles:
+        raise ValueError("no measurements to plot")
+    plt = _pyplot()
+    panels = 2 + (base is not None and len(profiles) > 1) + bool(weight_proxy)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), constrained_layout=True)
+    axes = list(axes) if panels > 1 else [axes]
+
+    def series(profile, metric):
+        return [e["relative_depth"] for e in profile["layers"]], [e[metric] for e in profile["layers"]]
+
+    for ax, metric, label in zip(axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity")):
+        for name, profile in profiles.items():
+            x, y = series(profile, metric)
+            ax.plot(x, y, marker="o", markersize=3, label=name, linewidth=2 if name == base else 1.3)
+        ax.set_xlabel("relative depth (layer / (layers - 1))")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    index = 2
+    if base is not None and len(profiles) > 1:
+        ax = axes[index]
+        index += 1
+        _, base_fd = series(profiles[base], "fd")
+        for name, profile in profiles.items():
+            if name == base:
+                continue
+            x, y = series(profile, "fd")
+            ax.plot(x, [(t - b) / abs(b) for t, b in zip(y, base_fd)], marker="o", markersize=3, label=name)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("relative depth")
+        ax.set_ylabel(f"FD relative change vs {base}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if weight_proxy:
+        ax = axes[index]
+        for name, report in weight_proxy.items():
+            entries = [e for e in report["layers"] if e.get("relative_change") is not None]
+            if entries:
+                ax.plot([e["layer"] for e in entries], [e["relative_change"] for e in entries], marker="o",
+                        markersize=3, label=name)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("decoder layer")
+        ax.set_ylabel("weight proxy relative change")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
