@@ -139,3 +139,47 @@ def tokenizer():
 @pytest.fixture
 def dataset():
     return make_dataset()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Brute-force references for the monosemanticity proxies (written independently of trl_decpo)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def brute_fd(z: torch.Tensor) -> float:
+    """1 - mean over ordered pairs i != j of the cosine, with a double loop (cos with a zero row = 0)."""
+    x = z.double()
+    n = len(x)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                ni, nj = float(x[i].norm()), float(x[j].norm())
+                total += 0.0 if ni == 0 or nj == 0 else float(x[i] @ x[j]) / (ni * nj)
+    return 1.0 - total / (n * (n - 1))
+
+
+def brute_sparsity(z: torch.Tensor) -> float:
+    x = z.double()
+    return float(sum(((row - row.mean()) ** 2).mean() for row in x) / len(x))
+
+
+def last_token_rows(model, token_lists, module) -> torch.Tensor:
+    """Each prompt run alone (no padding), the output of `module` at its last token: one row per prompt."""
+    rows = []
+    seen = {}
+    handle = module.register_forward_hook(lambda mod, args, out: seen.__setitem__("z", out))
+    try:
+        with torch.no_grad():
+            for ids in token_lists:
+                model(input_ids=torch.tensor([ids]))
+                rows.append(seen["z"][0, -1].detach().clone())
+    finally:
+        handle.remove()
+    return torch.stack(rows)
+
+
+CHAT_TEMPLATE = (  # renders the prompt alone (with the generation prompt) as a prefix of prompt + completion
+    "{% for m in messages %}{% if m['role'] == 'user' %}question{% else %}answer{% endif %} {{ m['content'] }} "
+    "{% endfor %}{% if add_generation_prompt %}answer {% endif %}"
+)

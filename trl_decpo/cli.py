@@ -120,14 +120,22 @@ def _prepare_output(output: OutputArguments) -> str | None:
     return output.output_dir
 
 
-def _measure(model_path: str, probes: ProbeArguments, load: LoadArguments, base_model: str | None = None):
-    from .measure import load_prompts, measure_monosemanticity
+def _probe_ids(tokenizer_path: str, probes: ProbeArguments, load: LoadArguments) -> tuple[list[list[int]], object]:
+    """The probe prompts as token ids (tokenized once, so that compared models see exactly the same inputs)."""
+    from .measure import load_prompts, tokenize_prompts
 
     prompts = load_prompts(probes.prompts, probes.prompt_column, probes.split, probes.max_samples)
-    tokenizer = load_tokenizer(model_path, load, base_model)
+    tokenizer = load_tokenizer(tokenizer_path, load)
+    return tokenize_prompts(prompts, tokenizer, probes.max_length), tokenizer
+
+
+def _measure(model_path: str, token_ids, tokenizer, probes: ProbeArguments, load: LoadArguments,
+             base_model: str | None = None):
+    from .measure import measure_monosemanticity
+
     model = load_model(model_path, load, base_model)
-    report = measure_monosemanticity(model, prompts, tokenizer, layers=probes.layers, site=probes.site,
-                                     batch_size=probes.batch_size, max_length=probes.max_length, progress=True)
+    report = measure_monosemanticity(model, token_ids, tokenizer, layers=probes.layers, site=probes.site,
+                                     batch_size=probes.batch_size, max_length=None, progress=True)
     return model, report
 
 
@@ -145,7 +153,8 @@ def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, out
     """Per-layer FD and sparsity of one model."""
     _require_prompts(probes)
     out_dir = _prepare_output(output)
-    _, report = _measure(model, probes, load)
+    token_ids, tokenizer = _probe_ids(model, probes, load)
+    _, report = _measure(model, token_ids, tokenizer, probes, load)
     headers = ["layer", "relative_depth", "fd", "sparsity"]
     rows = [[e["layer"], e["relative_depth"], e["fd"], e["sparsity"]] for e in report.to_dict()["layers"]]
     print(f"{model}: {report.num_prompts} prompts, site {report.site}")
@@ -167,7 +176,9 @@ def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, out
 
 def compare_command(models: list[str], probes: ProbeArguments, load: LoadArguments, output: OutputArguments,
                     compare: CompareArguments) -> dict:
-    """FD and sparsity of a base model and tuned models (full checkpoints or PEFT adapters), with relative changes."""
+    """FD and sparsity of a base model and tuned models (full checkpoints or PEFT adapters), with relative changes.
+
+    The prompts are tokenized once, with BASE's tokenizer; PEFT adapters are applied to BASE."""
     from .neurons import weight_proxy
 
     _require_prompts(probes)
@@ -176,12 +187,13 @@ def compare_command(models: list[str], probes: ProbeArguments, load: LoadArgumen
     out_dir = _prepare_output(output)
     names = _unique_names(models)
     base_path = models[0]
-    base_model, base_report = _measure(base_path, probes, load)
+    token_ids, tokenizer = _probe_ids(base_path, probes, load)
+    base_model, base_report = _measure(base_path, token_ids, tokenizer, probes, load)
     reports = {names[0]: base_report}
     proxies: dict = {}
     proxy_note = None
     for name, path in zip(names[1:], models[1:]):
-        model, reports[name] = _measure(path, probes, load, base_model=base_path)
+        model, reports[name] = _measure(path, token_ids, tokenizer, probes, load, base_model=base_path)
         if proxy_note is None:
             try:
                 proxies[name] = weight_proxy(model, base_model, layers=reports[name].layers,

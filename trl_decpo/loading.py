@@ -99,8 +99,15 @@ def load_model(path: str, args: LoadArguments, base_model: str | None = None):
     return model
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(path: str, args: LoadArguments, base_model: str | None = None):
-    """The tokenizer saved with the model (or adapter) folder, else the base model's."""
+    """The tokenizer saved with the model (or adapter) folder, else the base model's.
+
+    A local folder without tokenizer files is skipped: ``AutoTokenizer`` would otherwise build an empty tokenizer from
+    the model config alone (transformers 5), which encodes every prompt to nothing.
+    """
     from transformers import AutoTokenizer
 
     candidates = [path]
@@ -108,6 +115,9 @@ def load_tokenizer(path: str, args: LoadArguments, base_model: str | None = None
         candidates.append(base_model or args.base_model or _adapter_base(path))
     errors = []
     for candidate in [c for c in candidates if c]:
+        if os.path.isdir(candidate) and not any(os.path.isfile(os.path.join(candidate, f)) for f in TOKENIZER_FILES):
+            errors.append(f"{candidate}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+            continue
         try:
             return AutoTokenizer.from_pretrained(candidate, trust_remote_code=args.trust_remote_code)
         except (OSError, ValueError) as err:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .capture import Site, _site_groups, resolve_sites, unwrap_model
 from .measure import measure_monosemanticity
-from .proxies import neuron_weight_scores, weight_proxy_change, weight_proxy_values
+from .proxies import median, neuron_weight_scores, weight_proxy_change, weight_proxy_values
 
 
 # (input projections, output projection) inside a decoder layer, tried in order.
@@ -145,7 +145,7 @@ def weight_proxy(
     tuned = _proxy_inputs(model, layers)
     layer_ids = [layer for layer, _, _ in tuned]
     scores = [neuron_weight_scores(w, b) for _, w, b in tuned]
-    medians = {layer: float(s.median()) for layer, s in zip(layer_ids, scores)}
+    medians = {layer: median(s) for layer, s in zip(layer_ids, scores)}
     values = dict(zip(layer_ids, weight_proxy_values(scores)))
     change = None
     if base_model is not None:

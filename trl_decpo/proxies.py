@@ -149,9 +149,14 @@ def neuron_weight_scores(w_in: torch.Tensor, b_in: torch.Tensor) -> torch.Tensor
     return w_in.detach().to(torch.float64).norm(dim=1) * b_in.detach().to(torch.float64)
 
 
+def median(values: torch.Tensor) -> float:
+    """The usual median (mean of the two middle values for an even count; ``torch.median`` takes the lower one)."""
+    return float(torch.quantile(values.detach().to(torch.float64).flatten(), 0.5))
+
+
 def weight_proxy_values(scores: list[torch.Tensor]) -> list[float]:
     """Per layer ``median_j(score_j)``, divided by the largest ``|median|`` over the layers (METHOD.md section 3)."""
-    medians = [float(s.median()) for s in scores]
+    medians = [median(s) for s in scores]
     scale = max(abs(m) for m in medians)
     if scale == 0:
         raise ValueError("every layer's median weight score is 0; the weight proxy is undefined")
@@ -171,8 +176,8 @@ def weight_proxy_change(
         raise ValueError(f"`top_k` must be >= 1, got {top_k}")
     delta = (tuned_w.detach().to(torch.float64) - base_w.detach().to(torch.float64)).norm(dim=1)
     picked = delta.topk(min(top_k, delta.numel())).indices
-    base = float(neuron_weight_scores(base_w, base_b)[picked].median())
-    tuned = float(neuron_weight_scores(tuned_w, tuned_b)[picked].median())
+    base = median(neuron_weight_scores(base_w, base_b)[picked])
+    tuned = median(neuron_weight_scores(tuned_w, tuned_b)[picked])
     if base == 0:
         raise ValueError("the base model's median weight score on the changed neurons is 0; relative change undefined")
     return (tuned - base) / abs(base)

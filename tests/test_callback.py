@@ -1,0 +1,101 @@
+"""MonosemanticityCallback on tiny DPO and DecPO runs: keys in log_history, JSON history, plot, no hooks left."""
+
+import json
+import os
+
+import pytest
+from conftest import base_kwargs, decpo_config, make_dataset, make_model, make_tokenizer
+from peft import LoraConfig
+from trl import DPOConfig, DPOTrainer
+
+from trl_decpo import DecPOTrainer, MonosemanticityCallback, count_decpo_hooks, measure_monosemanticity
+
+
+EVAL_KW = dict(eval_strategy="steps", eval_steps=1)
+
+
+def monosemanticity_logs(trainer):
+    return [h for h in trainer.state.log_history if any(k.startswith("eval_monosemanticity/") for k in h)]
+
+
+def run(trainer, **callback_kwargs):
+    callback = MonosemanticityCallback(trainer, **callback_kwargs)
+    trainer.add_callback(callback)
+    trainer.train()
+    return callback
+
+
+@pytest.mark.parametrize("kind", ["dpo", "decpo"])
+def test_keys_reach_log_history_and_json(tmp_path, kind):
+    if kind == "dpo":
+        trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
+                             train_dataset=make_dataset(), eval_dataset=make_dataset(6), processing_class=make_tokenizer())
+    else:
+        trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, decorrelation_layers=[1], **EVAL_KW),
+                               train_dataset=make_dataset(), eval_dataset=make_dataset(6),
+                               processing_class=make_tokenizer())
+    run(trainer)
+    logs = monosemanticity_logs(trainer)
+    assert [h["step"] for h in logs] == [0, 1, 2]  # before training, then at each evaluation
+    for h in logs:
+        for metric in ("fd", "sparsity"):
+            per_layer = [h[f"eval_monosemanticity/{metric}/layer_{i}"] for i in range(4)]
+            assert h[f"eval_monosemanticity/{metric}/mean"] == pytest.approx(sum(per_layer) / 4)
+            if kind == "decpo":
+                assert h[f"eval_monosemanticity/{metric}/hooked"] == h[f"eval_monosemanticity/{metric}/layer_1"]
+            else:
+                assert f"eval_monosemanticity/{metric}/hooked" not in h
+    out = trainer.args.output_dir
+    history = json.load(open(os.path.join(out, "monosemanticity.json")))
+    assert [r["step"] for r in history] == [0, 1, 2]
+    for record, h in zip(history, logs):
+        assert [e["fd"] for e in record["layers"]] == [h[f"eval_monosemanticity/fd/layer_{i}"] for i in range(4)]
+    with open(os.path.join(out, "monosemanticity.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(os.path.join(out, "monosemanticity.png")) > 5000
+    assert count_decpo_hooks(trainer.model) == 0
+    # The last logged values are those of the trained model on the eval prompts (independent measurement).
+    final = measure_monosemanticity(trainer.model, trainer.eval_dataset["prompt_ids"], make_tokenizer())
+    assert logs[-1]["eval_monosemanticity/fd/layer_3"] == pytest.approx(final.fd[3], abs=1e-6)
+    assert logs[0]["eval_monosemanticity/fd/layer_3"] != pytest.approx(final.fd[3], abs=1e-6)  # training moved it
+
+
+def test_peft_policy_is_measured_with_its_adapter(tmp_path):
+    """Before any step a fresh LoRA adapter is a no-op: step 0 equals the base model; later steps differ."""
+    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, learning_rate=0.05, **EVAL_KW),
+                           train_dataset=make_dataset(), eval_dataset=make_dataset(6), processing_class=make_tokenizer(),
+                           peft_config=LoraConfig(r=4, target_modules=["q_proj", "up_proj"]))
+    run(trainer, layers=[0, 2])
+    logs = monosemanticity_logs(trainer)
+    base = measure_monosemanticity(make_model(), trainer.eval_dataset["prompt_ids"], make_tokenizer(), layers=[0, 2])
+    assert logs[0]["eval_monosemanticity/fd/layer_2"] == pytest.approx(base.fd[2], abs=1e-6)
+    assert "eval_monosemanticity/fd/layer_1" not in logs[0]
+    assert logs[-1]["eval_monosemanticity/fd/layer_2"] != pytest.approx(base.fd[2], abs=1e-6)
+    assert count_decpo_hooks(trainer.model) == 0
+
+
+def test_probes_given_and_several_eval_sets_measured_once_per_step(tmp_path):
+    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
+                         train_dataset=make_dataset(), processing_class=make_tokenizer(),
+                         eval_dataset={"a": make_dataset(4), "b": make_dataset(6)})
+    callback = run(trainer, probes=["the cat sat", "a dog ran fast", "yes i agree"], measure_on_train_begin=False,
+                   plot=False)
+    logs = monosemanticity_logs(trainer)
+    assert [h["step"] for h in logs] == [1, 2]
+    assert callback.history[0]["num_prompts"] == 3
+    assert not os.path.exists(os.path.join(trainer.args.output_dir, "monosemanticity.png"))
+
+
+def test_callback_errors(tmp_path):
+    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path)), train_dataset=make_dataset(),
+                         processing_class=make_tokenizer())
+    with pytest.raises(ValueError, match="no eval_dataset; pass `probes`"):
+        MonosemanticityCallback(trainer)
+    with pytest.raises(ValueError, match=r"`layers` entry 9 is out of range"):
+        MonosemanticityCallback(trainer, probes=["a", "b"], layers=[9])
+    with pytest.raises(ValueError, match="`site` 'mlp.nothing' matches no module"):
+        MonosemanticityCallback(trainer, probes=["a", "b"], site="mlp.nothing")
+    with pytest.raises(ValueError, match="at least 2 probe prompts"):
+        MonosemanticityCallback(trainer, probes=["a"])
+    with pytest.raises(ValueError, match="needs the trainer"):
+        MonosemanticityCallback(None)

@@ -1,0 +1,167 @@
+"""`trl-decpo measure / compare / top-tokens` on tiny saved models (issue 3: command line)."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import make_model, make_tokenizer, model_path
+from peft import LoraConfig, get_peft_model
+from test_neurons import gpt2_with_biases, plant
+
+from trl_decpo import measure_monosemanticity
+from trl_decpo.cli import main
+
+
+PROMPTS = ["the cat sat on the mat", "a dog ran fast", "i think you are very good", "yes", "is the cat happy"]
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(PROMPTS) + "\n")
+    return str(path)
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
+
+
+def table_rows(stdout):
+    """Lines of the table body: those that start with a number after the dashed separator."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if set(line.replace(" ", "")) == {"-"})
+    body = []
+    for line in lines[start + 1 :]:
+        if not line.strip() or not (line.split()[0].lstrip("-").replace(".", "").isdigit() or "#" in line
+                                    or line.split()[0].startswith("tiny") or line.split()[0] in ("base", "tuned")):
+            break
+        body.append(line.split())
+    return body
+
+
+def test_measure(tmp_path, prompts_file, capsys):
+    out = tmp_path / "measure"
+    assert main(["measure", model_path(), "--prompts", prompts_file, "--output_dir", str(out), "--batch_size", "2",
+                 "--device", "cpu", "--dtype", "float32"]) == 0
+    stdout = capsys.readouterr().out
+    rows = table_rows(stdout)
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3]
+    result = json.load(open(out / "monosemanticity.json"))
+    expected = measure_monosemanticity(make_model(), PROMPTS, make_tokenizer())
+    assert [e["fd"] for e in result["layers"]] == pytest.approx([expected.fd[i] for i in range(4)], abs=1e-6)
+    assert [float(r[2]) for r in rows] == pytest.approx([expected.fd[i] for i in range(4)], rel=1e-5)
+    with open(out / "monosemanticity.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert is_png(out / "monosemanticity.png")
+
+
+def test_measure_layers_and_no_output_dir(prompts_file, capsys):
+    assert main(["measure", model_path(), "--prompts", prompts_file, "--layers", "1", "-1", "--no_plot"]) == 0
+    assert [int(r[0]) for r in table_rows(capsys.readouterr().out)] == [1, 3]
+
+
+def test_compare_with_peft_adapter_and_weight_proxy(tmp_path, prompts_file, capsys):
+    base_dir, tuned_dir, adapter_dir = tmp_path / "base", tmp_path / "tuned", tmp_path / "adapter"
+    base = gpt2_with_biases(seed=0)
+    base.save_pretrained(base_dir)
+    make_tokenizer().save_pretrained(base_dir)
+    tuned = gpt2_with_biases(seed=0)
+    with torch.no_grad():
+        tuned.transformer.h[1].mlp.c_fc.weight[:, :10] += 1.0
+    tuned.save_pretrained(tuned_dir)
+    torch.manual_seed(0)
+    adapter = get_peft_model(gpt2_with_biases(seed=0), LoraConfig(r=4, target_modules=["c_fc"], fan_in_fan_out=True,
+                                                                   init_lora_weights=False))
+    adapter.save_pretrained(adapter_dir)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(base_dir), str(tuned_dir), str(adapter_dir), "--prompts", prompts_file,
+                 "--output_dir", str(out), "--weight_proxy_top_k", "10"]) == 0
+    stdout = capsys.readouterr().out
+    result = json.load(open(out / "compare.json"))
+    assert result["base"] == "base" and list(result["measurements"]) == ["base", "tuned", "adapter"]
+    m = result["measurements"]
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12
+    for row in rows:
+        layer = int(row["layer"])
+        base_fd = m["base"]["layers"][layer]["fd"]
+        tuned_fd = m[row["model"]]["layers"][layer]["fd"]
+        assert float(row["fd_relative_change"]) == pytest.approx((tuned_fd - base_fd) / abs(base_fd), rel=1e-6)
+    # the adapter is applied: its measurement differs from the base, and equals the merged model's
+    merged = adapter.merge_and_unload()
+    expected = measure_monosemanticity(merged, PROMPTS, make_tokenizer())
+    assert [e["fd"] for e in m["adapter"]["layers"]] == pytest.approx([expected.fd[i] for i in range(4)], abs=1e-5)
+    assert m["adapter"]["layers"][1]["fd"] != pytest.approx(m["base"]["layers"][1]["fd"], abs=1e-6)
+    # weight proxy: only layer 1 of `tuned` changed
+    changes = {e["layer"]: e["relative_change"] for e in result["weight_proxy"]["tuned"]["layers"]}
+    assert changes[1] != 0.0 and changes[0] == changes[2] == changes[3] == 0.0
+    assert is_png(out / "compare.png")
+    assert "weight_proxy_relative_change" in stdout
+
+
+def test_top_tokens_planted(tmp_path, capsys):
+    tokenizer = make_tokenizer()
+    token_id = tokenizer.convert_tokens_to_ids("happy")
+    path = tmp_path / "planted"
+    plant(make_model(), "llama", layer=2, neuron=7, token_id=token_id).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([{"prompt": p} for p in PROMPTS]))
+    out = tmp_path / "top"
+    assert main(["top-tokens", str(path), "--layer", "2", "--k", "3", "--num_tokens", "4", "--prompts", str(prompts),
+                 "--output_dir", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    first = table_rows(stdout)[0]
+    assert first[:2] == ["1", "7"] and first[3] == "'happy'"
+    saved = json.load(open(out / "top_tokens_layer2.json"))
+    assert saved["dimensions"][0]["dimension"] == 7 and saved["dimensions"][0]["tokens"][0] == "happy"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["measure", "MODEL", "--prompts", "PROMPTS", "--site", "mlp.nothing"],
+         r"`site` 'mlp.nothing' matches no module.*mlp.up_proj"),
+        (["measure", "MODEL", "--prompts", "PROMPTS", "--layers", "4"], r"`layers` entry 4 is out of range.*-4\.\.3"),
+        (["measure", "MODEL", "--prompts", "EMPTY"], "holds no prompts"),
+        (["measure", "MODEL"], "`prompts` is required"),
+        (["measure", "MODEL", "--prompts", "PROMPTS", "--batch_size", "0"], "`batch_size` must be a positive"),
+        (["measure", "MODEL", "--prompts", "PROMPTS", "--device", "tpu"], "`device` must be 'auto', 'cpu'"),
+        (["top-tokens", "MODEL", "--layer", "9", "--prompts", "PROMPTS"], r"`layer` entry 9 is out of range"),
+        (["top-tokens", "MODEL", "--layer", "1"], "give exactly one of them"),
+        (["compare", "MODEL", "--prompts", "PROMPTS"], "needs a BASE model and at least one TUNED"),
+        (["weigh", "MODEL"], r"unknown command 'weigh'; allowed: \['measure', 'compare', 'top-tokens'\]"),
+    ],
+)
+def test_clear_errors(tmp_path, prompts_file, capsys, argv, message):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    subst = {"MODEL": model_path(), "PROMPTS": prompts_file, "EMPTY": str(empty)}
+    assert main([subst.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err, re.S), err
+
+
+def test_help(capsys):
+    for command in ("measure", "compare", "top-tokens"):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        stdout = capsys.readouterr().out
+        assert f"trl-decpo {command}" in stdout and "--dtype" in stdout and "--load_in_4bit" in stdout
+    assert main([]) == 0
+    assert "top-tokens" in capsys.readouterr().out
+
+
+def test_installed_console_script():
+    script = os.path.join(os.path.dirname(sys.executable), "trl-decpo")
+    done = subprocess.run([script, "top-tokens", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--num_tokens" in done.stdout and "--base" in done.stdout

@@ -1,0 +1,159 @@
+"""Probe measurement on real (tiny) models against prompts run one by one (issue 3: metrics, errors)."""
+
+import json
+
+import pytest
+import torch
+from conftest import (
+    CHAT_TEMPLATE,
+    brute_fd,
+    brute_sparsity,
+    last_token_rows,
+    make_dataset,
+    make_model,
+    make_tokenizer,
+)
+from peft import LoraConfig, get_peft_model
+
+from trl_decpo import count_decpo_hooks, load_prompts, measure_monosemanticity
+from trl_decpo.measure import tokenize_prompts
+
+
+PROMPTS = [
+    "the cat sat on the mat",
+    "a dog ran fast",
+    "i think you are very good",
+    "yes",
+    "we know the answer is red because they said so",
+    "is the cat happy or sad",
+    "no",
+]
+
+
+def site_module(model, arch, layer):
+    if arch == "gpt2":
+        return model.transformer.h[layer].mlp.act
+    if arch == "gpt_neox":
+        return model.gpt_neox.layers[layer].mlp.act
+    return model.model.layers[layer].mlp.up_proj
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_matches_prompts_run_one_by_one(arch):
+    """Batched, right-padded, hooked measurement == each prompt alone through a hook written here."""
+    model, tokenizer = make_model(arch), make_tokenizer()
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    report = measure_monosemanticity(model, PROMPTS, tokenizer, batch_size=3)
+    assert report.layers == [0, 1, 2, 3] and report.num_prompts == len(PROMPTS)
+    for layer in report.layers:
+        z = last_token_rows(model, ids, site_module(model, arch, layer))
+        assert report.fd[layer] == pytest.approx(brute_fd(z), abs=1e-5)
+        assert report.sparsity[layer] == pytest.approx(brute_sparsity(z), rel=1e-4)
+    assert count_decpo_hooks(model) == 0
+
+
+def test_batch_size_and_order_do_not_change_the_result():
+    model, tokenizer = make_model(), make_tokenizer()
+    one = measure_monosemanticity(model, PROMPTS, tokenizer, batch_size=1, layers=[1, -1])
+    many = measure_monosemanticity(model, list(reversed(PROMPTS)), tokenizer, batch_size=4, layers=[1, 3])
+    assert one.layers == many.layers == [1, 3]
+    for layer in one.layers:
+        assert one.fd[layer] == pytest.approx(many.fd[layer], abs=1e-6)
+        assert one.sparsity[layer] == pytest.approx(many.sparsity[layer], rel=1e-5)
+
+
+def test_peft_model_measures_the_adapted_activations():
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer()
+    base = make_model()
+    before = measure_monosemanticity(base, PROMPTS, tokenizer, layers=[2])
+    peft = get_peft_model(make_model(), LoraConfig(r=4, target_modules=["up_proj"], init_lora_weights=False))
+    after = measure_monosemanticity(peft, PROMPTS, tokenizer, layers=[2])
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    z = last_token_rows(peft, ids, peft.base_model.model.model.layers[2].mlp.up_proj)
+    assert after.fd[2] == pytest.approx(brute_fd(z), abs=1e-5)
+    assert after.fd[2] != pytest.approx(before.fd[2], abs=1e-4)  # the adapter changes the measured activations
+    with peft.disable_adapter():
+        assert measure_monosemanticity(peft, PROMPTS, tokenizer, layers=[2]).fd[2] == pytest.approx(before.fd[2])
+
+
+def test_input_site_and_training_mode_restored():
+    model, tokenizer = make_model(), make_tokenizer()
+    model.train()
+    report = measure_monosemanticity(model, PROMPTS, tokenizer, layers=[0], site="mlp.down_proj:input")
+    assert model.training
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    seen = []
+    handle = model.model.layers[0].mlp.down_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0][0, -1]))
+    model.eval()
+    with torch.no_grad():
+        for row in ids:
+            model(input_ids=torch.tensor([row]))
+    handle.remove()
+    assert report.site == "mlp.down_proj:input"
+    assert report.fd[0] == pytest.approx(brute_fd(torch.stack(seen)), abs=1e-5)
+
+
+def test_prompts_tokenize_like_dpo_trainer(tmp_path):
+    """Text and chat prompts give the token ids DPOTrainer gives the same prompts (the probes are the eval prompts)."""
+    from conftest import base_kwargs
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    text = make_dataset(4)
+    chat = text.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}],
+                               "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                               "rejected": [{"role": "assistant", "content": r["rejected"]}]})
+    for data in (text, chat):
+        trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path)), train_dataset=data,
+                             eval_dataset=data, processing_class=tokenizer)
+        assert tokenize_prompts(list(data["prompt"]), tokenizer) == trainer.eval_dataset["prompt_ids"]
+    assert tokenize_prompts(["the cat sat on the mat"], tokenizer, max_length=2) == [
+        tokenizer("on the mat")["input_ids"][-2:]
+    ]
+
+
+def test_load_prompts_formats(tmp_path):
+    from datasets import Dataset
+
+    lines = ["the cat", "a dog", "yes"]
+    (tmp_path / "p.txt").write_text("the cat\n\na dog\nyes\n")
+    (tmp_path / "p.json").write_text(json.dumps(lines))
+    (tmp_path / "o.json").write_text(json.dumps([{"text": x, "id": i} for i, x in enumerate(lines)]))
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"prompt": x}) for x in lines))
+    Dataset.from_dict({"prompt": lines}).to_csv(str(tmp_path / "p.csv"))
+    Dataset.from_dict({"prompt": lines}).save_to_disk(str(tmp_path / "saved"))
+    for name, column in [("p.txt", "prompt"), ("p.json", "prompt"), ("o.json", "text"), ("p.jsonl", "prompt"),
+                         ("p.csv", "prompt"), ("saved", "prompt")]:
+        assert load_prompts(str(tmp_path / name), column=column) == lines, name
+    assert load_prompts(str(tmp_path / "p.txt"), max_samples=2) == lines[:2]
+
+
+def test_load_prompts_errors(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match="holds no prompts"):
+        load_prompts(str(tmp_path / "empty.txt"))
+    (tmp_path / "o.json").write_text(json.dumps([{"text": "a"}]))
+    with pytest.raises(ValueError, match=r"no 'prompt' field; its fields are \['text'\]"):
+        load_prompts(str(tmp_path / "o.json"))
+    (tmp_path / "p.xml").write_text("<a/>")
+    with pytest.raises(ValueError, match=r"unsupported suffix '.xml'; allowed: .txt"):
+        load_prompts(str(tmp_path / "p.xml"))
+    with pytest.raises(ValueError, match="neither an existing file or folder nor a loadable dataset"):
+        load_prompts(str(tmp_path / "missing.txt"))
+
+
+def test_measurement_errors():
+    model, tokenizer = make_model(), make_tokenizer()
+    with pytest.raises(ValueError, match=r"`layers` entry 4 is out of range.*allowed values are -4\.\.3"):
+        measure_monosemanticity(model, PROMPTS, tokenizer, layers=[4])
+    with pytest.raises(ValueError, match=r"`site` 'mlp.nothing' matches no module.*mlp.up_proj"):
+        measure_monosemanticity(model, PROMPTS, tokenizer, site="mlp.nothing")
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        measure_monosemanticity(model, ["yes"], tokenizer)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
+        measure_monosemanticity(model, PROMPTS, tokenizer, batch_size=0)
+    with pytest.raises(ValueError, match="prompt 1 is not a string"):
+        measure_monosemanticity(model, ["yes", 3.5], tokenizer)
+    assert count_decpo_hooks(model) == 0
