@@ -157,3 +157,32 @@ def test_measurement_errors():
     with pytest.raises(ValueError, match="prompt 1 is not a string"):
         measure_monosemanticity(model, ["yes", 3.5], tokenizer)
     assert count_decpo_hooks(model) == 0
+
+
+class ShardAccelerator:
+    """Stands in for one process of an `accelerate.Accelerator`: records the state it is asked to reduce."""
+
+    def __init__(self, process_index, num_processes=2):
+        self.process_index, self.num_processes = process_index, num_processes
+        self.reduced = None
+
+    def reduce(self, tensor, reduction="sum"):
+        assert reduction == "sum"
+        self.reduced = tensor
+        return tensor
+
+
+def test_processes_measure_disjoint_shards_whose_sums_give_the_full_result():
+    from trl_decpo import ProxyAccumulator
+
+    model, tokenizer = make_model(), make_tokenizer()
+    full = measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2])
+    shards = [ShardAccelerator(i) for i in range(2)]
+    for accelerator in shards:
+        measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2], accelerator=accelerator)
+    for layer in (1, 2):
+        states = [a.reduced[str(layer)] for a in shards]
+        assert [int(s["scalars"][1]) for s in states] == [4, 3]  # 7 prompts split across 2 processes
+        summed = ProxyAccumulator.from_state({k: states[0][k] + states[1][k] for k in states[0]})
+        assert summed.feature_decorrelation() == pytest.approx(full.fd[layer], abs=1e-9)
+        assert summed.activation_sparsity() == pytest.approx(full.sparsity[layer], rel=1e-9)

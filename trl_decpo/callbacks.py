@@ -180,4 +180,5 @@ class MonosemanticityCallback(TrainerCallback):
             from .plotting import plot_training_curves
 
             plot_training_curves(self.history, os.path.join(args.output_dir, self.plot_file),
-                                 title=f"{self.trainer.args.run_name or ''} ({self.site})".strip())
+                                 title=f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))} "
+                                       f"({self.site})")

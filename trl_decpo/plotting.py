@@ -35,6 +35,11 @@ def plot_training_curves(history: Sequence[Mapping], path: str, title: str | Non
             ax.plot(steps, values, color=cmap(layer / max(num_layers - 1, 1)), linewidth=1, alpha=0.8)
         means = [sum(e[metric] for e in r["layers"]) / len(r["layers"]) for r in history]
         ax.plot(steps, means, color="black", linewidth=2, marker="o", label="mean over layers")
+        hooked = history[-1].get("hooked_layers") or []
+        if hooked:
+            hooked_means = [sum(e[metric] for e in r["layers"] if e["layer"] in hooked) / len(hooked) for r in history]
+            ax.plot(steps, hooked_means, color="tab:red", linewidth=2, linestyle="--", marker="s",
+                    label=f"penalised layers {hooked}")
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -58,13 +63,15 @@ def plot_depth_profiles(
     """Per-layer proxies against relative depth, one line per model (paper Fig. 3/4/6 style).
 
     ``profiles`` maps a model name to a :meth:`MonosemanticityReport.to_dict` result. With ``base`` (one of the names),
-    a third panel shows each other model's relative FD change ``(tuned - base) / |base|``; with ``weight_proxy``
+    two more panels show each other model's relative FD change ``(tuned - base) / |base|`` and its sparsity minus the
+    base's (the paper plots DecPO minus DPO); with ``weight_proxy``
     (name -> :meth:`WeightProxyReport.to_dict`), a panel shows the weight proxy's relative change.
     """
     if not profiles:
         raise ValueError("no measurements to plot")
     plt = _pyplot()
-    panels = 2 + (base is not None and len(profiles) > 1) + bool(weight_proxy)
+    with_base = base is not None and len(profiles) > 1
+    panels = 2 + 2 * with_base + bool(weight_proxy)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), constrained_layout=True)
     axes = list(axes) if panels > 1 else [axes]
 
@@ -80,20 +87,23 @@ def plot_depth_profiles(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     index = 2
-    if base is not None and len(profiles) > 1:
-        ax = axes[index]
-        index += 1
-        _, base_fd = series(profiles[base], "fd")
-        for name, profile in profiles.items():
-            if name == base:
-                continue
-            x, y = series(profile, "fd")
-            ax.plot(x, [(t - b) / abs(b) for t, b in zip(y, base_fd)], marker="o", markersize=3, label=name)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xlabel("relative depth")
-        ax.set_ylabel(f"FD relative change vs {base}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    if with_base:
+        for metric, label, change in (
+            ("fd", f"FD relative change vs {base}", lambda t, b: (t - b) / abs(b)),
+            ("sparsity", f"sparsity minus {base}", lambda t, b: t - b),
+        ):
+            ax = axes[index]
+            index += 1
+            _, base_values = series(profiles[base], metric)
+            for name, profile in profiles.items():
+                if name != base:
+                    x, y = series(profile, metric)
+                    ax.plot(x, [change(t, b) for t, b in zip(y, base_values)], marker="o", markersize=3, label=name)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_xlabel("relative depth")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     if weight_proxy:
         ax = axes[index]
         for name, report in weight_proxy.items():
