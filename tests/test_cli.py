@@ -165,3 +165,26 @@ def test_installed_console_script():
     done = subprocess.run([script, "top-tokens", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--num_tokens" in done.stdout and "--base" in done.stdout
+
+
+def test_load_options(tmp_path):
+    from peft import PeftModel
+
+    from trl_decpo.loading import LoadArguments, load_model, load_tokenizer
+
+    bf16 = load_model(model_path(), LoadArguments(dtype="bfloat16", device="cpu"))
+    assert bf16.dtype == torch.bfloat16 and not bf16.training
+    quant = load_model(model_path("llama64"), LoadArguments(load_in_4bit=True, device="cpu"))
+    assert hasattr(quant.model.layers[0].mlp.up_proj.weight, "quant_state")
+    adapter_dir = tmp_path / "adapter"
+    get_peft_model(make_model(), LoraConfig(r=2, target_modules=["up_proj"])).save_pretrained(adapter_dir)
+    loaded = load_model(str(adapter_dir), LoadArguments(device="cpu"))
+    assert isinstance(loaded, PeftModel) and loaded.peft_config["default"].r == 2
+    assert load_tokenizer(str(adapter_dir), LoadArguments()).convert_tokens_to_ids("cat") == \
+        make_tokenizer().convert_tokens_to_ids("cat")  # the adapter folder has none: the base's tokenizer
+    bare = tmp_path / "no-tokenizer"
+    make_model().save_pretrained(bare)
+    with pytest.raises(ValueError, match="no tokenizer files"):
+        load_tokenizer(str(bare), LoadArguments())
+    with pytest.raises(ValueError, match=r"`dtype` must be one of \['auto', 'float32', 'bfloat16', 'float16'\]"):
+        LoadArguments(dtype="float8")
