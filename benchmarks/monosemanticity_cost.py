@@ -42,7 +42,7 @@ from trl_decpo.measure import (  # noqa: E402
 def bare_forward(model, token_lists, batch_size, pad_id, extra):
     device = input_device(model)
     with torch.no_grad():
-        for input_ids, attention_mask in right_padded_batches(token_lists, batch_size, pad_id, device):
+        for input_ids, attention_mask, _ in right_padded_batches(token_lists, batch_size, pad_id, device):
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
 
 

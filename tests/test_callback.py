@@ -74,6 +74,16 @@ def test_peft_policy_is_measured_with_its_adapter(tmp_path):
     assert count_decpo_hooks(trainer.model) == 0
 
 
+def test_training_again_starts_a_new_history(tmp_path):
+    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
+                         train_dataset=make_dataset(), eval_dataset=make_dataset(4), processing_class=make_tokenizer())
+    callback = run(trainer, plot=False)
+    trainer.train()
+    assert [r["step"] for r in callback.history] == [0, 1, 2]
+    saved = json.load(open(os.path.join(trainer.args.output_dir, "monosemanticity.json")))
+    assert [r["step"] for r in saved] == [0, 1, 2]
+
+
 def test_probes_given_and_several_eval_sets_measured_once_per_step(tmp_path):
     trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
                          train_dataset=make_dataset(), processing_class=make_tokenizer(),

@@ -137,6 +137,8 @@ def test_top_tokens_planted(tmp_path, capsys):
         (["top-tokens", "MODEL", "--layer", "9", "--prompts", "PROMPTS"], r"`layer` entry 9 is out of range"),
         (["top-tokens", "MODEL", "--layer", "1"], "give exactly one of them"),
         (["compare", "MODEL", "--prompts", "PROMPTS"], "needs a BASE model and at least one TUNED"),
+        (["compare", "MODEL", "MODEL", "--prompts", "PROMPTS", "--base_model", "MODEL"], "`base_model` is not used"),
+        (["measure", "MODEL", "--prompts", "PROMPTS", "--max_samples", "1"], r"`max_samples` must be 0 \(all"),
         (["weigh", "MODEL"], r"unknown command 'weigh'; allowed: \['measure', 'compare', 'top-tokens'\]"),
     ],
 )

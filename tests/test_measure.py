@@ -178,11 +178,60 @@ def test_processes_measure_disjoint_shards_whose_sums_give_the_full_result():
     model, tokenizer = make_model(), make_tokenizer()
     full = measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2])
     shards = [ShardAccelerator(i) for i in range(2)]
+    forwards = []
     for accelerator in shards:
-        measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2], accelerator=accelerator)
+        handle = model.register_forward_hook(lambda *_: forwards.append(accelerator.process_index))
+        measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2], accelerator=accelerator, batch_size=1)
+        handle.remove()
+    # 7 prompts on 2 processes: both run 4 forwards (sharded models need every forward on every process)
+    assert forwards.count(0) == forwards.count(1) == 4
     for layer in (1, 2):
         states = [a.reduced[str(layer)] for a in shards]
         assert [int(s["scalars"][1]) for s in states] == [4, 3]  # 7 prompts split across 2 processes
         summed = ProxyAccumulator.from_state({k: states[0][k] + states[1][k] for k in states[0]})
-        assert summed.feature_decorrelation() == pytest.approx(full.fd[layer], abs=1e-9)
-        assert summed.activation_sparsity() == pytest.approx(full.sparsity[layer], rel=1e-9)
+        assert summed.feature_decorrelation() == pytest.approx(full.fd[layer], abs=1e-6)
+        assert summed.activation_sparsity() == pytest.approx(full.sparsity[layer], rel=1e-6)
+
+
+def test_tokenizer_appended_eos_is_dropped_like_dpo(tmp_path):
+    """A tokenizer that appends EOS would make every probe end on EOS; DPOTrainer's prompt_ids do not end on it."""
+    from conftest import base_kwargs
+    from tokenizers import processors
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = make_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A <eos>", special_tokens=[("<eos>", tokenizer.eos_token_id)]
+    )
+    assert tokenizer("the cat")["input_ids"][-1] == tokenizer.eos_token_id
+    data = make_dataset(4)
+    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path)), train_dataset=data,
+                         eval_dataset=data, processing_class=tokenizer)
+    probes = tokenize_prompts(list(data["prompt"]), tokenizer)
+    assert probes == trainer.eval_dataset["prompt_ids"]
+    assert all(ids[-1] != tokenizer.eos_token_id for ids in probes)
+
+
+def test_prompts_longer_than_the_model_keep_their_end(caplog):
+    model, tokenizer = make_model("gpt2"), make_tokenizer()  # 128 positions
+    words = "the cat sat on the mat and the dog ran fast".split()
+    long_prompts = [" ".join(words[(i + k) % len(words)] for k in range(200)) for i in range(3)]
+    with caplog.at_level("WARNING"):
+        report = measure_monosemanticity(model, long_prompts, tokenizer, layers=[1], max_length=None)
+    assert "3 of 3 probe prompts are longer than 128 tokens" in caplog.text
+    cut = [tokenizer(p)["input_ids"][-128:] for p in long_prompts]
+    assert report.fd[1] == pytest.approx(measure_monosemanticity(model, cut, tokenizer, layers=[1]).fd[1], abs=1e-6)
+    z = last_token_rows(model, cut, site_module(model, "gpt2", 1))
+    assert report.fd[1] == pytest.approx(brute_fd(z), abs=1e-5)
+
+
+def test_chat_prompts_measure_their_templated_tokens():
+    model, tokenizer = make_model(), make_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    chats = [[{"role": "user", "content": p}] for p in PROMPTS]
+    templated = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)
+                 ["input_ids"] for c in chats]
+    assert all(ids[-1] == tokenizer.convert_tokens_to_ids("answer") for ids in templated)
+    report = measure_monosemanticity(model, chats, tokenizer, layers=[2])
+    z = last_token_rows(model, templated, site_module(model, "llama", 2))
+    assert report.fd[2] == pytest.approx(brute_fd(z), abs=1e-5)

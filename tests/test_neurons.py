@@ -20,7 +20,11 @@ def plant(model, arch, layer, neuron, token_id):
         unembed = model.get_output_embeddings().weight
         unembed[token_id] *= 4.0  # the longest unembedding row: its own direction ranks it first
         target = unembed[token_id].clone()
-        if arch == "gpt2":
+        if arch == "gpt_neox":
+            mlp = model.gpt_neox.layers[layer].mlp
+            mlp.dense_h_to_4h.weight[neuron] *= 30.0  # Linear: [out, in]
+            mlp.dense_4h_to_h.weight[:, neuron] = target * 10
+        elif arch == "gpt2":
             mlp = model.transformer.h[layer].mlp
             mlp.c_fc.weight[:, neuron] *= 30.0  # Conv1D: [in, out], neuron = column
             mlp.c_fc.bias[neuron] = 5.0
@@ -32,7 +36,7 @@ def plant(model, arch, layer, neuron, token_id):
     return model
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
 def test_planted_direction_comes_out_first(arch):
     tokenizer = make_tokenizer()
     token_id = tokenizer.convert_tokens_to_ids("happy")
@@ -85,17 +89,24 @@ def gpt2_with_biases(seed=0):
 def test_weight_proxy_brute_force_on_gpt2():
     model = gpt2_with_biases()
     report = weight_proxy(model)
-    medians = []
+    def med(values):
+        values = sorted(values)
+        mid = len(values) // 2
+        return (values[mid - 1] + values[mid]) / 2 if len(values) % 2 == 0 else values[mid]
+
+    medians, abs_medians = [], []
     for block in model.transformer.h:
         w, b = block.mlp.c_fc.weight.detach().double(), block.mlp.c_fc.bias.detach().double()  # Conv1D: [in, out]
-        scores = sorted(float(w[:, j].norm() * b[j]) for j in range(w.shape[1]))
-        mid = len(scores) // 2
-        medians.append((scores[mid - 1] + scores[mid]) / 2 if len(scores) % 2 == 0 else scores[mid])
-    scale = max(abs(m) for m in medians)
+        scores = [float(w[:, j].norm() * b[j]) for j in range(w.shape[1])]
+        medians.append(med(scores))
+        abs_medians.append(med([abs(x) for x in scores]))
+    scale = max(abs_medians)
     assert report.layers == [0, 1, 2, 3]
     assert [report.medians[i] for i in report.layers] == pytest.approx(medians, rel=1e-6)
     assert [report.values[i] for i in report.layers] == pytest.approx([m / scale for m in medians], rel=1e-6)
     assert report.change is None
+    subset = weight_proxy(model, layers=[2])  # the scale stays over all layers
+    assert subset.layers == [2] and subset.values[2] == pytest.approx(report.values[2])
 
 
 def test_weight_proxy_change_against_base():
@@ -135,6 +146,34 @@ def test_lora_weights_read_as_merged(arch, module):
     assert not torch.allclose(read, linear_weight(make_model(arch).get_submodule(module))[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["dora", "lora_bias", "loha", "modules_to_save"])
+def test_other_adapters_read_as_merged(variant):
+    """Adapters that are not plain LoRA are probed through their forward: equal to merge_and_unload()."""
+    from peft import LoHaConfig
+
+    torch.manual_seed(0)
+    module = "model.layers.1.mlp.up_proj" if variant == "loha" else "transformer.h.1.mlp.c_fc"
+    if variant == "loha":  # LoHa does not wrap GPT-2's Conv1D: on Llama's up_proj (nn.Linear, no bias)
+        config = LoHaConfig(r=4, target_modules=["up_proj"], init_weights=False)
+    elif variant == "modules_to_save":
+        config = LoraConfig(r=4, target_modules=["c_attn"], modules_to_save=["c_fc"], fan_in_fan_out=True)
+    else:
+        config = LoraConfig(r=4, target_modules=["c_fc"], fan_in_fan_out=True, init_lora_weights=False,
+                            use_dora=variant == "dora", lora_bias=variant == "lora_bias")
+    fresh = make_model if variant == "loha" else gpt2_with_biases
+    peft = get_peft_model(fresh(), config)
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "c_fc" in name and ("lora_magnitude" in name or "modules_to_save" in name or "lora_B" in name):
+                param.mul_(1.5).add_(0.01)  # as training would move them
+    read_w, read_b = linear_weight(peft.base_model.model.get_submodule(module))
+    merged = peft.merge_and_unload().get_submodule(module)
+    expected_w, expected_b = linear_weight(merged)  # plain nn.Linear / Conv1D after merging
+    assert torch.allclose(read_w, expected_w, atol=1e-5)
+    assert (read_b is None) == (expected_b is None) and (read_b is None or torch.allclose(read_b, expected_b, atol=1e-5))
+    assert not torch.allclose(read_w, linear_weight(fresh().get_submodule(module))[0], atol=1e-3)
+
+
 def test_four_bit_weights_are_dequantised():
     from conftest import model_path
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -148,5 +187,13 @@ def test_four_bit_weights_are_dequantised():
     read, _ = linear_weight(quant.model.layers[0].mlp.up_proj)
     assert read.shape == original.shape
     assert float((read - original).norm() / original.norm()) < 0.2  # 4-bit quantisation error, not garbage
-    result = top_tokens(quant, make_tokenizer(), layer=0, k=2, num_tokens=2, prompts=PROMPTS)
-    assert len(result) == 2 and all(len(r.tokens) == 2 for r in result)
+
+    # a neuron planted in the full-precision weights survives 4-bit quantisation and comes out first
+    tokenizer, planted_dir = make_tokenizer(), model_path("llama64") + "-planted"
+    token_id = tokenizer.convert_tokens_to_ids("green")
+    plant(full, "llama", layer=1, neuron=5, token_id=token_id).save_pretrained(planted_dir)
+    planted = AutoModelForCausalLM.from_pretrained(
+        planted_dir, quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+    )
+    (first,) = top_tokens(planted, tokenizer, layer=1, k=1, num_tokens=3, prompts=PROMPTS)
+    assert first.dimension == 5 and first.tokens[0] == "green"

@@ -96,10 +96,16 @@ def test_neuron_scores_and_normalised_medians():
         expected = [float(np.linalg.norm(w[j].numpy())) * float(b[j]) for j in range(9)]
         assert s.tolist() == pytest.approx(expected, rel=1e-6)
     medians = [sorted(s.tolist())[4] for s in scores]  # 9 neurons: the 5th smallest
-    values = weight_proxy_values(scores)
-    scale = max(abs(m) for m in medians)
-    assert values == pytest.approx([m / scale for m in medians])
-    assert max(abs(v) for v in values) == pytest.approx(1.0)
+    scale = max(sorted(abs(x) for x in s.tolist())[4] for s in scores)  # METHOD: max over layers of median |score|
+    assert weight_proxy_values(scores) == pytest.approx([m / scale for m in medians])
+
+
+def test_scale_is_the_median_of_absolute_scores_not_the_absolute_median():
+    """Mixed signs: median([-5, -4, .5, 3, 4]) = .5 but median(|.|) = 4, so the values are [.5/4, 1/4]."""
+    w = torch.ones(5, 1)
+    scores = [neuron_weight_scores(w, torch.tensor([-5.0, -4.0, 0.5, 3.0, 4.0])),
+              neuron_weight_scores(w[:3], torch.tensor([1.0, 1.0, 1.0]))]
+    assert weight_proxy_values(scores) == pytest.approx([0.125, 0.25])
 
 
 def test_median_of_an_even_count_is_the_mean_of_the_middle_pair():

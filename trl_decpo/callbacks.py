@@ -112,6 +112,9 @@ class MonosemanticityCallback(TrainerCallback):
             probes = dataset
         if isinstance(probes, str):
             return load_prompts(probes, column=column, max_samples=max_samples)
+        if hasattr(probes, "column_names") and not hasattr(probes, "__len__"):
+            raise ValueError("MonosemanticityCallback: `probes` is an IterableDataset; pass a map-style dataset or a "
+                             "list of prompts (e.g. `list(itertools.islice(dataset, 1000))`)")
         if hasattr(probes, "column_names"):
             if max_samples is not None and len(probes) > max_samples:
                 probes = probes.select(range(max_samples))
@@ -167,8 +170,11 @@ class MonosemanticityCallback(TrainerCallback):
             if os.path.isfile(path) and not self.history:
                 with open(path, encoding="utf-8") as f:
                     self.history = [r for r in json.load(f) if r["step"] <= state.global_step]
-        elif self.measure_on_train_begin and self._last_step != 0:
-            self.measure(args, state)
+        else:
+            self.history = []  # a new run from step 0 (e.g. `train()` called again): a new history
+            self._last_step = None
+            if self.measure_on_train_begin:
+                self.measure(args, state)
 
     def on_evaluate(self, args, state, control, **kwargs):
         if self._last_step == state.global_step:  # several eval datasets: measure once per step

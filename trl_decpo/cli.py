@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from .loading import LoadArguments, load_model, load_tokenizer
+from .loading import LoadArguments, adapter_base, is_adapter_folder, load_model, load_tokenizer
 
 
 @dataclass
@@ -29,7 +29,9 @@ class ProbeArguments:
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Field or column holding the prompt."})
     split: str = field(default="train", metadata={"help": "Dataset split (dataset folders and Hub ids)."})
-    max_samples: int = field(default=1000, metadata={"help": "Use at most this many prompts (the paper: 1000)."})
+    max_samples: int = field(
+        default=1000, metadata={"help": "Use at most this many prompts (the paper: 1000); 0 = all of them."}
+    )
     max_length: int = field(default=512, metadata={"help": "Keep the last this-many tokens of each prompt."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass."})
     layers: list[int] | None = field(default=None, metadata={"help": "Decoder layers to measure (default: all)."})
@@ -40,12 +42,12 @@ class ProbeArguments:
     )
 
     def __post_init__(self):
-        for name in ("max_samples", "max_length", "batch_size"):
+        for name in ("max_length", "batch_size"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}")
-        if self.max_samples < 2:
-            raise ValueError(f"`max_samples` must be >= 2 (FD compares pairs of prompts), got {self.max_samples}")
+        if self.max_samples == 1 or self.max_samples < 0:
+            raise ValueError(f"`max_samples` must be 0 (all prompts) or >= 2 (FD compares pairs), got {self.max_samples}")
 
 
 @dataclass
@@ -124,7 +126,7 @@ def _probe_ids(tokenizer_path: str, probes: ProbeArguments, load: LoadArguments)
     """The probe prompts as token ids (tokenized once, so that compared models see exactly the same inputs)."""
     from .measure import load_prompts, tokenize_prompts
 
-    prompts = load_prompts(probes.prompts, probes.prompt_column, probes.split, probes.max_samples)
+    prompts = load_prompts(probes.prompts, probes.prompt_column, probes.split, probes.max_samples or None)
     tokenizer = load_tokenizer(tokenizer_path, load)
     return tokenize_prompts(prompts, tokenizer, probes.max_length), tokenizer
 
@@ -184,6 +186,9 @@ def compare_command(models: list[str], probes: ProbeArguments, load: LoadArgumen
     _require_prompts(probes)
     if len(models) < 2:
         raise ValueError("`compare` needs a BASE model and at least one TUNED model")
+    if load.base_model is not None:
+        raise ValueError("`base_model` is not used by `compare`: PEFT adapters among TUNED are applied to BASE (the "
+                         "first model); put the model they were trained on first")
     out_dir = _prepare_output(output)
     names = _unique_names(models)
     base_path = models[0]
@@ -193,7 +198,14 @@ def compare_command(models: list[str], probes: ProbeArguments, load: LoadArgumen
     proxies: dict = {}
     proxy_note = None
     for name, path in zip(names[1:], models[1:]):
+        recorded = adapter_base(path) if is_adapter_folder(path) else None
+        if recorded and os.path.normpath(recorded) != os.path.normpath(base_path):
+            print(f"note: adapter {path} records base {recorded!r}; it is applied to BASE {base_path!r}",
+                  file=sys.stderr)
         model, reports[name] = _measure(path, token_ids, tokenizer, probes, load, base_model=base_path)
+        if reports[name].layers != base_report.layers:
+            raise ValueError(f"{path} has layers {reports[name].layers} at the site, BASE has {base_report.layers}: "
+                             "`compare` needs models of the same depth (or pass the same `--layers`)")
         if proxy_note is None:
             try:
                 proxies[name] = weight_proxy(model, base_model, layers=reports[name].layers,
@@ -255,7 +267,7 @@ def top_tokens_command(model_path: str, top: TopTokenArguments, probes: ProbeArg
     else:
         from .measure import load_prompts
 
-        kwargs["prompts"] = load_prompts(probes.prompts, probes.prompt_column, probes.split, probes.max_samples)
+        kwargs["prompts"] = load_prompts(probes.prompts, probes.prompt_column, probes.split, probes.max_samples or None)
         ranking = f"mean |activation| on {len(kwargs['prompts'])} prompts"
     neurons = top_tokens(model, tokenizer, top.layer, k=top.k, num_tokens=top.num_tokens, site=probes.site,
                          batch_size=probes.batch_size, max_length=probes.max_length, **kwargs)
@@ -289,7 +301,8 @@ def make_parser(command: str) -> HfArgumentParser:
     help_text, dataclasses = COMMANDS[command]
     parser = HfArgumentParser(dataclasses, prog=f"trl-decpo {command}", description=help_text)
     if command == "compare":
-        parser.add_argument("models", nargs="+", metavar="BASE TUNED", help="Base model, then tuned models or adapters.")
+        parser.add_argument("models", nargs="+", metavar="BASE TUNED", help="Base model, then tuned models or adapters (list them before options that take several values, "
+                                 "such as --layers).")
     else:
         parser.add_argument("model", metavar="MODEL", help="Model folder, Hub id, or PEFT adapter folder.")
     return parser

@@ -58,7 +58,7 @@ def is_adapter_folder(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "adapter_config.json"))
 
 
-def _adapter_base(path: str) -> str | None:
+def adapter_base(path: str) -> str | None:
     with open(os.path.join(path, "adapter_config.json"), encoding="utf-8") as f:
         return json.load(f).get("base_model_name_or_path")
 
@@ -82,7 +82,7 @@ def load_model(path: str, args: LoadArguments, base_model: str | None = None):
     adapter = None
     if is_adapter_folder(path):
         adapter = path
-        path = base_model or args.base_model or _adapter_base(path)
+        path = base_model or args.base_model or adapter_base(path)
         if not path:
             raise ValueError(f"adapter folder {adapter!r} records no base model; pass `--base_model`")
     try:
@@ -112,7 +112,7 @@ def load_tokenizer(path: str, args: LoadArguments, base_model: str | None = None
 
     candidates = [path]
     if is_adapter_folder(path):
-        candidates.append(base_model or args.base_model or _adapter_base(path))
+        candidates.append(base_model or args.base_model or adapter_base(path))
     errors = []
     for candidate in [c for c in candidates if c]:
         if os.path.isdir(candidate) and not any(os.path.isfile(os.path.join(candidate, f)) for f in TOKENIZER_FILES):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from torch import nn
 
 from .capture import ActivationCapture, Site, build_row_index, default_site, num_layers_at_site, resolve_sites, unwrap_model
 from .proxies import ProxyAccumulator
+
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -118,8 +122,11 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
 
     A prompt may be a string, a list of chat messages (``{"role", "content"}`` dicts), or already a list of token ids.
     """
+    from transformers import PreTrainedTokenizerBase
     from trl.data_utils import is_conversational
 
+    if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor (VLM): its text tokenizer
     out = []
     for i, prompt in enumerate(prompts):
         if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt) and prompt:
@@ -129,6 +136,11 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
                 raise ValueError("text prompts need a tokenizer (`processing_class`)")
             if isinstance(prompt, str):
                 ids = tokenizer(text=prompt)["input_ids"]
+                # A tokenizer that appends EOS would make every probe end on the same token. DPOTrainer's prompt_ids
+                # drop it too (they keep the prefix shared with prompt + completion).
+                eos = getattr(tokenizer, "eos_token_id", None)
+                if len(ids) > 1 and eos is not None and ids[-1] == eos and not prompt.endswith(tokenizer.eos_token):
+                    ids = ids[:-1]
             else:
                 ids = tokenizer.apply_chat_template(list(prompt), tokenize=True, return_dict=True,
                                                     add_generation_prompt=True)["input_ids"]
@@ -143,17 +155,21 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
 
 
 def right_padded_batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device):
-    """Right-padded batches, grouped by length (sorted) to waste little compute on padding."""
+    """Right-padded batches, grouped by length (sorted) to waste little compute on padding.
+
+    Yields ``(input_ids, attention_mask, index)``, ``index`` holding each row's position in ``token_lists``.
+    """
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     for start in range(0, len(order), batch_size):
-        chunk = [token_lists[i] for i in order[start : start + batch_size]]
+        picked = order[start : start + batch_size]
+        chunk = [token_lists[i] for i in picked]
         width = max(len(ids) for ids in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, ids in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
-        yield input_ids.to(device), attention_mask.to(device)
+        yield input_ids.to(device), attention_mask.to(device), torch.tensor(picked, device=device)
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -168,6 +184,16 @@ def forward_kwargs(model: nn.Module) -> dict:
     if "logits_to_keep" in inspect.signature(target.forward).parameters:
         return {"logits_to_keep": 1}
     return {}
+
+
+def model_max_positions(model: nn.Module) -> int | None:
+    """The longest input the model's position embeddings allow (``max_position_embeddings`` / ``n_positions``)."""
+    config = getattr(unwrap_model(model), "config", None)
+    for attr in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _pad_id(tokenizer, pad_id):
@@ -245,7 +271,15 @@ def measure_monosemanticity(
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"`max_length` must be a positive integer or None, got {max_length!r}")
-    token_lists = tokenize_prompts(prompts, tokenizer, max_length)
+    token_lists = tokenize_prompts(prompts, tokenizer, None)
+    limit = min(x for x in (max_length, model_max_positions(model), 1 << 62) if x is not None)
+    too_long = sum(len(ids) > limit for ids in token_lists)
+    if too_long:
+        logger.warning(
+            f"{too_long} of {len(token_lists)} probe prompts are longer than {limit} tokens (`max_length` "
+            f"{max_length}, model positions {model_max_positions(model)}); their last {limit} tokens are measured."
+        )
+        token_lists = [ids[-limit:] for ids in token_lists]
     if len(token_lists) < 2:
         raise ValueError(f"feature decorrelation needs at least 2 prompts, got {len(token_lists)}")
     bare = unwrap_model(model)
@@ -256,9 +290,15 @@ def measure_monosemanticity(
     capture = ActivationCapture(sites)
 
     shard = token_lists
-    distributed = accelerator is not None and accelerator.num_processes > 1 and len(token_lists) >= accelerator.num_processes
+    world = accelerator.num_processes if accelerator is not None else 1
+    distributed = world > 1 and len(token_lists) >= world
     if distributed:
-        shard = token_lists[accelerator.process_index :: accelerator.num_processes]
+        # Every process runs the same number of equally sized batches (sharded models, FSDP / ZeRO-3, need each
+        # forward on all processes): shorter shards are topped up with a repeated prompt whose rows are dropped.
+        shard = token_lists[accelerator.process_index :: world]
+        per_process = -(-len(token_lists) // world)
+        shard = shard + [shard[0]] * (per_process - len(shard))
+    num_real = len(token_lists[accelerator.process_index :: world]) if distributed else len(shard)
 
     accumulators = {s.layer: ProxyAccumulator() for s in sites}
     extra = forward_kwargs(model)
@@ -272,15 +312,16 @@ def measure_monosemanticity(
     model.eval()
     try:
         with torch.no_grad():
-            for input_ids, attention_mask in batches:
+            for input_ids, attention_mask, index in batches:
                 row_index = build_row_index("last", "both", input_ids, attention_mask)
                 with capture.capture(row_index) as rows:
                     model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
                 missing = [layer for layer in accumulators if layer not in rows]
                 if missing:
                     raise RuntimeError(f"the forward pass never reached the hooked modules of layers {missing}")
+                keep = index < num_real
                 for layer, z in rows.items():
-                    accumulators[layer].update(z)
+                    accumulators[layer].update(z[keep])
     finally:
         model.train(was_training)
 

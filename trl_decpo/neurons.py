@@ -68,30 +68,81 @@ def _all_layers(model: nn.Module, path: str) -> list[int]:
 
 
 def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(weight [out, in], bias)`` in float32 as the module computes with them (Conv1D, 4-bit, LoRA handled)."""
-    if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):  # PEFT LoRA layer
+    """``(weight [out, in], bias)`` in float32 of the affine map the module computes.
+
+    Read directly: ``nn.Linear``, GPT-2's ``Conv1D`` (transposed), bitsandbytes 4-bit (dequantised), and PEFT LoRA
+    layers with plain LoRA adapters (base + ``get_delta_weight``). Anything else (DoRA and other LoRA variants, LoRA
+    with ``lora_bias``, LoHa, LoKr, ``modules_to_save`` copies, unknown wrappers) is probed: ``bias = f(0)`` and
+    ``weight = f(I) - f(0)``, in eval mode without gradients, in the module's dtype (exact in float32; in half
+    precision the weights carry that precision's rounding).
+    """
+    if _is_plain_lora(module):
         weight, bias = linear_weight(module.base_layer)
         if not getattr(module, "disable_adapters", False) and not getattr(module, "merged", False):
             conv1d = _is_conv1d(module.base_layer)
             for name in module.active_adapters:
-                if name in getattr(module, "lora_A", {}):
+                if name in module.lora_A:
                     delta = module.get_delta_weight(name).detach().float()
-                    weight = weight + (delta.T if conv1d else delta)
+                    weight = weight + (delta.T if conv1d else delta).to(weight.device)
         return weight, bias
-    raw = module.weight
-    if hasattr(raw, "quant_state") and raw.quant_state is not None:  # bitsandbytes 4-bit
-        import bitsandbytes.functional as bnbf
+    raw = getattr(module, "weight", None)
+    if type(module) is nn.Linear or _is_conv1d(module):
+        weight = raw.detach().float()
+        weight = weight.T if _is_conv1d(module) else weight
+    elif raw is not None and getattr(raw, "quant_state", None) is not None and not _has_adapter(module):
+        import bitsandbytes.functional as bnbf  # bitsandbytes Linear4bit
 
         weight = bnbf.dequantize_4bit(raw.data, raw.quant_state).float()
-    elif raw.dtype in (torch.int8, torch.uint8):
-        raise ValueError(f"cannot read the weights of {type(module).__name__} ({raw.dtype}); load the model unquantised "
-                         "or in 4-bit")
     else:
-        weight = raw.detach().float()
-    if _is_conv1d(module):
-        weight = weight.T
+        return _probe_affine(module)
     bias = module.bias.detach().float() if getattr(module, "bias", None) is not None else None
     return weight, bias
+
+
+def _has_adapter(module: nn.Module) -> bool:
+    return any(hasattr(m, "base_layer") or hasattr(m, "original_module") for m in module.modules())
+
+
+def _is_plain_lora(module: nn.Module) -> bool:
+    """A PEFT LoRA layer whose active adapters are plain LoRA (no DoRA or other variant, no LoRA bias)."""
+    if not (hasattr(module, "base_layer") and hasattr(module, "get_delta_weight") and hasattr(module, "lora_A")):
+        return False
+    if not (type(module.base_layer) is nn.Linear or _is_conv1d(module.base_layer)
+            or getattr(getattr(module.base_layer, "weight", None), "quant_state", None) is not None):
+        return False
+    for name in module.active_adapters:
+        if name in getattr(module, "lora_variant", {}) or getattr(module, "lora_bias", {}).get(name, False):
+            return False
+    return not any(k in getattr(module, "lora_magnitude_vector", {}) for k in module.active_adapters)
+
+
+def _probe_affine(module: nn.Module, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
+    in_features = next((m.in_features for m in module.modules() if isinstance(getattr(m, "in_features", None), int)),
+                       None)
+    if in_features is None:
+        in_features = next((m.weight.shape[0] for m in module.modules() if _is_conv1d(m)), None)
+    if in_features is None:
+        raise ValueError(f"cannot tell the input width of {type(module).__name__}; its weights cannot be read")
+    dtype = next((m.compute_dtype for m in module.modules() if isinstance(getattr(m, "compute_dtype", None),
+                                                                          torch.dtype)), None)
+    params = [p for p in module.parameters() if p.dtype.is_floating_point]
+    dtype = dtype or (params[0].dtype if params else torch.float32)
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            zero = module(torch.zeros(1, in_features, dtype=dtype, device=device)).float()
+            blocks = []
+            for start in range(0, in_features, chunk):
+                width = min(chunk, in_features - start)
+                eye = torch.zeros(width, in_features, dtype=dtype, device=device)
+                eye[:, start : start + width] = torch.eye(width, dtype=dtype, device=device)
+                blocks.append(module(eye).float() - zero)
+    finally:
+        module.train(was_training)
+    has_bias = any(isinstance(getattr(m, "bias", None), torch.Tensor) for m in module.modules())
+    return torch.cat(blocks).T.contiguous(), (zero[0] if has_bias else None)
 
 
 def _is_conv1d(module: nn.Module) -> bool:
@@ -136,22 +187,24 @@ def weight_proxy(
 ) -> WeightProxyReport:
     """The weight proxy per layer; with ``base_model``, also the relative change of ``model`` against it.
 
-    ``values[l] = median_j(||w_in_j|| * b_in_j) / max_l |median|`` (over the measured layers) and
-    ``change[l] = (tuned - base) / |base|`` of that median over the ``top_k`` neurons whose input weights changed most.
+    ``values[l] = median_j(||w_in_j|| * b_in_j) / max_l' median_j(|...|)`` (the scale over all layers of the model,
+    whichever ``layers`` are reported) and ``change[l] = (tuned - base) / |base|`` of that median over the ``top_k``
+    neurons whose input weights changed most.
 
     Raises:
         ValueError: for MLPs without an input bias (Llama), or base and tuned models of different shapes.
     """
-    tuned = _proxy_inputs(model, layers)
-    layer_ids = [layer for layer, _, _ in tuned]
-    scores = [neuron_weight_scores(w, b) for _, w, b in tuned]
-    medians = {layer: median(s) for layer, s in zip(layer_ids, scores)}
-    values = dict(zip(layer_ids, weight_proxy_values(scores)))
+    everything = _proxy_inputs(model, None)
+    by_layer = {layer: (w, b) for layer, w, b in everything}
+    reported = [m.layer for m in mlp_layers(model, layers)] if layers is not None else sorted(by_layer)
+    all_values = dict(zip(by_layer, weight_proxy_values([neuron_weight_scores(w, b) for w, b in by_layer.values()])))
+    medians = {layer: median(neuron_weight_scores(*by_layer[layer])) for layer in reported}
+    values = {layer: all_values[layer] for layer in reported}
     change = None
     if base_model is not None:
-        base = {layer: (w, b) for layer, w, b in _proxy_inputs(base_model, layer_ids)}
-        change = {layer: weight_proxy_change(*base[layer], w, b, top_k=top_k) for layer, w, b in tuned}
-    return WeightProxyReport(layers=layer_ids, medians=medians, values=values, change=change, top_k=top_k)
+        base = {layer: (w, b) for layer, w, b in _proxy_inputs(base_model, reported)}
+        change = {layer: weight_proxy_change(*base[layer], *by_layer[layer], top_k=top_k) for layer in reported}
+    return WeightProxyReport(layers=reported, medians=medians, values=values, change=change, top_k=top_k)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -183,13 +236,18 @@ def final_norm(model: nn.Module) -> nn.Module:
 
 
 def output_direction_logits(model: nn.Module, directions: torch.Tensor) -> torch.Tensor:
-    """``unembedding(final_norm(v))`` for each row ``v`` of ``directions`` ([k, d_model]) -> [k, vocab]."""
+    """``unembedding(final_norm(v))`` for each row ``v`` of ``directions`` ([k, d_model]) -> [k, vocab].
+
+    The final norm's additive bias (LayerNorm's beta) is left out: it would add the same logits to every direction."""
     norm = final_norm(model)
     param = next(norm.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else directions.device
     with torch.no_grad():
         normed = norm(directions.to(device=device, dtype=dtype)).float()
+        norm_bias = getattr(norm, "bias", None)
+        if isinstance(norm_bias, torch.Tensor):  # LayerNorm's beta adds the same logits to every direction: leave out
+            normed = normed - norm_bias.detach().float()
         unembed, unembed_bias = linear_weight(unwrap_model(model).get_output_embeddings())
         logits = normed.to(unembed.device) @ unembed.T
         if unembed_bias is not None:

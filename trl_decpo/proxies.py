@@ -155,12 +155,12 @@ def median(values: torch.Tensor) -> float:
 
 
 def weight_proxy_values(scores: list[torch.Tensor]) -> list[float]:
-    """Per layer ``median_j(score_j)``, divided by the largest ``|median|`` over the layers (METHOD.md section 3)."""
-    medians = [median(s) for s in scores]
-    scale = max(abs(m) for m in medians)
+    """Per layer ``median_j(score_j) / max_layers median_j(|score_j|)`` (METHOD.md section 3), ``scores`` holding every
+    layer of the model (the scale is over all of them, so values from different layer selections compare)."""
+    scale = max(median(s.abs()) for s in scores)
     if scale == 0:
-        raise ValueError("every layer's median weight score is 0; the weight proxy is undefined")
-    return [m / scale for m in medians]
+        raise ValueError("every layer's median |weight score| is 0; the weight proxy is undefined")
+    return [median(s) / scale for s in scores]
 
 
 def weight_proxy_change(
