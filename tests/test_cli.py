@@ -13,7 +13,7 @@ from conftest import make_model, make_tokenizer, model_path
 from peft import LoraConfig, get_peft_model
 from test_neurons import gpt2_with_biases, plant
 
-from trl_decpo import measure_monosemanticity
+from trl_decpo import measure_monosemanticity, weight_proxy
 from trl_decpo.cli import main
 
 
@@ -99,9 +99,13 @@ def test_compare_with_peft_adapter_and_weight_proxy(tmp_path, prompts_file, caps
     expected = measure_monosemanticity(merged, PROMPTS, make_tokenizer())
     assert [e["fd"] for e in m["adapter"]["layers"]] == pytest.approx([expected.fd[i] for i in range(4)], abs=1e-5)
     assert m["adapter"]["layers"][1]["fd"] != pytest.approx(m["base"]["layers"][1]["fd"], abs=1e-6)
-    # weight proxy: only layer 1 of `tuned` changed
+    # weight proxy: only layer 1 of `tuned` changed; the adapter's change is that of its merged weights
     changes = {e["layer"]: e["relative_change"] for e in result["weight_proxy"]["tuned"]["layers"]}
     assert changes[1] != 0.0 and changes[0] == changes[2] == changes[3] == 0.0
+    assert changes == pytest.approx(weight_proxy(tuned, base, top_k=10).change)
+    adapter_changes = {e["layer"]: e["relative_change"] for e in result["weight_proxy"]["adapter"]["layers"]}
+    assert all(v != 0.0 for v in adapter_changes.values())
+    assert adapter_changes == pytest.approx(weight_proxy(merged, base, top_k=10).change, rel=1e-5)
     assert is_png(out / "compare.png")
     assert "weight_proxy_relative_change" in stdout
 
