@@ -74,6 +74,18 @@ def test_peft_policy_is_measured_with_its_adapter(tmp_path):
     assert count_decpo_hooks(trainer.model) == 0
 
 
+def test_measure_steps_leave_the_training_metrics_to_the_trainer(tmp_path):
+    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, max_steps=3), train_dataset=make_dataset(),
+                           eval_dataset=make_dataset(4), processing_class=make_tokenizer())
+    callback = run(trainer, measure_steps=2, plot=False)
+    assert [r["step"] for r in callback.history] == [0, 2, 3]  # begin, every 2 steps, end (step 3 not yet measured)
+    train_logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["step"] for h in train_logs] == [1, 2, 3]
+    assert all("rewards/accuracies" in h and "decorrelation/penalty" in h for h in train_logs)
+    for h in monosemanticity_logs(trainer):
+        assert not any(k.startswith(("rewards/", "decorrelation/", "eval_rewards")) for k in h)
+
+
 def test_training_again_starts_a_new_history(tmp_path):
     trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
                          train_dataset=make_dataset(), eval_dataset=make_dataset(4), processing_class=make_tokenizer())

@@ -143,7 +143,7 @@ def test_top_tokens_planted(tmp_path, capsys):
         (["compare", "MODEL", "--prompts", "PROMPTS"], "needs a BASE model and at least one TUNED"),
         (["compare", "MODEL", "MODEL", "--prompts", "PROMPTS", "--base_model", "MODEL"], "`base_model` is not used"),
         (["measure", "MODEL", "--prompts", "PROMPTS", "--max_samples", "1"], r"`max_samples` must be 0 \(all"),
-        (["weigh", "MODEL"], r"unknown command 'weigh'; allowed: \['measure', 'compare', 'top-tokens'\]"),
+        (["weigh", "MODEL"], r"unknown command 'weigh'; allowed: \['train', 'measure', 'compare', 'top-tokens'\]"),
     ],
 )
 def test_clear_errors(tmp_path, prompts_file, capsys, argv, message):

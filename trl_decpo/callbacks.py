@@ -47,6 +47,10 @@ class MonosemanticityCallback(TrainerCallback):
         batch_size: probes per forward; ``None``: ``per_device_eval_batch_size``.
         max_length: probes keep their last ``max_length`` tokens.
         measure_on_train_begin: also measure the model before the first training step (step 0).
+        measure_on_train_end: also measure at the end of training when the last step was not evaluated, so that the
+            history (and the model card) ends with the trained model.
+        measure_steps: also measure every this many optimizer steps, without a full evaluation (``None``: only at
+            evaluations).
         plot: draw the curves at the end of training.
     """
 
@@ -61,6 +65,8 @@ class MonosemanticityCallback(TrainerCallback):
         max_length: int | None = 512,
         prompt_column: str = "prompt",
         measure_on_train_begin: bool = True,
+        measure_on_train_end: bool = True,
+        measure_steps: int | None = None,
         plot: bool = True,
         history_file: str = "monosemanticity.json",
         plot_file: str = "monosemanticity.png",
@@ -78,6 +84,11 @@ class MonosemanticityCallback(TrainerCallback):
         self.max_length = max_length
         self.batch_size = batch_size
         self.measure_on_train_begin = measure_on_train_begin
+        self.measure_on_train_end = measure_on_train_end
+        if measure_steps is not None and (isinstance(measure_steps, bool) or not isinstance(measure_steps, int)
+                                          or measure_steps < 1):
+            raise ValueError(f"`measure_steps` must be a positive integer or None, got {measure_steps!r}")
+        self.measure_steps = measure_steps
         self.plot = plot
         self.history_file = history_file
         self.plot_file = plot_file
@@ -152,7 +163,16 @@ class MonosemanticityCallback(TrainerCallback):
                   "hooked_layers": self.hooked_layers}
         self.history.append(record)
         self._last_step = state.global_step
-        trainer.log(logs)
+        # DPOTrainer.log merges (and clears) the metrics it accumulated for the model's current mode. In eval mode, outside
+        # an evaluation, there are none: the training metrics stay for the trainer's own next log.
+        # Logging also clears `control.should_log`; keep it, so that a step's own log still happens after this one.
+        was_training, should_log = trainer.model.training, trainer.control.should_log
+        trainer.model.eval()
+        try:
+            trainer.log(logs)
+        finally:
+            trainer.model.train(was_training)
+            trainer.control.should_log = should_log
         if state.is_world_process_zero:
             self._write_history(args.output_dir)
         return logs
@@ -176,15 +196,46 @@ class MonosemanticityCallback(TrainerCallback):
             if self.measure_on_train_begin:
                 self.measure(args, state)
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.measure_steps and state.global_step % self.measure_steps == 0 and self._last_step != state.global_step:
+            self.measure(args, state)
+
     def on_evaluate(self, args, state, control, **kwargs):
         if self._last_step == state.global_step:  # several eval datasets: measure once per step
             return
         self.measure(args, state)
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.measure_on_train_end and self._last_step != state.global_step:
+            self.measure(args, state)
         if self.plot and self.history and state.is_world_process_zero:
             from .plotting import plot_training_curves
 
             plot_training_curves(self.history, os.path.join(args.output_dir, self.plot_file),
                                  title=f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))} "
                                        f"({self.site})")
+
+    def card_section(self) -> str:
+        """Markdown for the model card: FD and sparsity per layer, first and last measurement."""
+        if not self.history:
+            return ""
+        first, last = self.history[0], self.history[-1]
+        before = {e["layer"]: e for e in first["layers"]}
+        rows = []
+        for entry in last["layers"]:
+            layer = entry["layer"]
+            mark = " (penalised)" if layer in self.hooked_layers else ""
+            rows.append(f"| {layer}{mark} | {before[layer]['fd']:.4f} | {entry['fd']:.4f} | "
+                        f"{before[layer]['sparsity']:.4f} | {entry['sparsity']:.4f} |")
+        mean = lambda record, key: sum(e[key] for e in record["layers"]) / len(record["layers"])  # noqa: E731
+        return (
+            "\n\n## Monosemanticity\n\n"
+            f"Feature decorrelation (FD = 1 - mean pairwise cosine of the `{last['site']}` activations at the last "
+            f"prompt token over {last['num_prompts']} probe prompts; higher = more monosemantic) and activation "
+            "sparsity (variance across hidden dimensions), measured by trl-decpo's `MonosemanticityCallback` at step "
+            f"{first['step']} and step {last['step']}.\n\n"
+            f"| layer | FD, step {first['step']} | FD, step {last['step']} | sparsity, step {first['step']} | "
+            f"sparsity, step {last['step']} |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+            f"| mean | {mean(first, 'fd'):.4f} | {mean(last, 'fd'):.4f} | {mean(first, 'sparsity'):.4f} | "
+            f"{mean(last, 'sparsity'):.4f} |\n"
+        )

@@ -1,5 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The ``trl-decpo`` command line: ``measure``, ``compare`` and ``top-tokens``.
+"""The ``trl-decpo`` command line: ``train`` (see :mod:`trl_decpo.train`), ``measure``, ``compare``, ``top-tokens``.
 
 Each subcommand parses its options with ``transformers.HfArgumentParser`` dataclasses (``--help`` lists them), the
 way ``trl`` subcommands do; models load with ``from_pretrained`` (see :mod:`trl_decpo.loading`).
@@ -309,7 +309,8 @@ def make_parser(command: str) -> HfArgumentParser:
 
 
 def _usage() -> str:
-    lines = ["usage: trl-decpo {" + ",".join(COMMANDS) + "} ...", "", "commands:"]
+    lines = ["usage: trl-decpo {train," + ",".join(COMMANDS) + "} ...", "", "commands:"]
+    lines += [f"  {'train':<11} DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's), measured and saved."]
     lines += [f"  {name:<11} {text}" for name, (text, _) in COMMANDS.items()]
     lines += ["", "`trl-decpo COMMAND --help` lists the options of a command."]
     return "\n".join(lines)
@@ -321,8 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "train":
+        from .train import main as train_main
+
+        return train_main(rest)
     if command not in COMMANDS:
-        print(f"trl-decpo: unknown command {command!r}; allowed: {list(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
+        print(f"trl-decpo: unknown command {command!r}; allowed: {['train', *COMMANDS]}\n\n{_usage()}",
+              file=sys.stderr)
         return 2
     parser = make_parser(command)
     try:

@@ -234,10 +234,21 @@ class DecPOTrainer(DPOTrainer):
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        if not self.decorrelation_enabled or not self.is_world_process_zero():
+        if not self.is_world_process_zero():
             return
+        from .callbacks import MonosemanticityCallback
+
+        section = self._settings_card_section() if self.decorrelation_enabled else ""
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, MonosemanticityCallback):
+                section += callback.card_section()
+        if section:
+            with open(os.path.join(self.args.output_dir, "README.md"), "a", encoding="utf-8") as handle:
+                handle.write(section)
+
+    def _settings_card_section(self) -> str:
         rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in self.decorrelation_settings().items())
-        section = (
+        return (
             "\n\n## DecPO settings\n\n"
             "The DPO loss was regularised with the DecPO activation decorrelation penalty "
             f"([{DECPO_PAPER['title']}](https://huggingface.co/papers/{DECPO_PAPER['id']})), "
@@ -247,6 +258,3 @@ class DecPOTrainer(DPOTrainer):
             "DecPO builds on DPO; cite DPO as:\n\n"
             f"```bibtex\n{DPOTrainer._paper['citation']}\n```\n"
         )
-        path = os.path.join(self.args.output_dir, "README.md")
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(section)

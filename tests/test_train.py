@@ -1,0 +1,175 @@
+"""`trl-decpo train`: TrlParser + YAML, the paper's data formats, QLoRA code path, model card and Hub push (offline)."""
+
+import json
+import os
+import re
+
+import pytest
+import yaml
+from conftest import PAIRS, model_path
+from datasets import Dataset
+
+from trl_decpo.data import load_preference_dataset, to_preference
+from trl_decpo.train import main, make_parser, run
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs")
+FAST = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2",
+        "--bf16", "false", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
+        "--max_length", "32", "--dataloader_num_workers", "0"]
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": p, "chosen": " " + c, "rejected": " " + r}) for p, c, r in PAIRS))
+    return str(path)
+
+
+def card(out):
+    with open(os.path.join(out, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_train_lora_from_the_command_line(tmp_path, pairs_file, capsys):
+    out = str(tmp_path / "run")
+    assert main(["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
+                 "--output_dir", out, "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "up_proj",
+                 "--decorrelation_layers", "1", "--decorrelation_coef", "0.5", *FAST]) == 0
+    assert os.path.isfile(os.path.join(out, "adapter_config.json"))
+    history = json.load(open(os.path.join(out, "monosemanticity.json")))
+    assert [r["step"] for r in history] == [0, 2] and history[0]["num_prompts"] == 2  # 25 % of 8 pairs held out
+    text = card(out)
+    assert re.search(r"tags:(\n- .*)*\n- decpo", text) and "yan2024encourage" in text
+    assert "| `decorrelation_coef` | `0.5` |" in text and "| `decorrelation_layers` | `[1]` |" in text
+    assert "## Monosemanticity" in text and "| 1 (penalised) |" in text
+    fd_last = history[-1]["layers"][1]["fd"]
+    assert f"| {fd_last:.4f} |" in text.split("| 1 (penalised) |")[1].split("\n")[0] + " |"
+    assert "Model saved to" in capsys.readouterr().out
+
+
+def test_yaml_config_and_command_line_override(tmp_path, pairs_file):
+    config = {"model_name_or_path": model_path(), "dataset_name": pairs_file, "dataset_test_size": 0.25,
+              "output_dir": str(tmp_path / "yaml-run"), "decorrelation_layers": [2], "max_steps": 5,
+              "monosemanticity_layers": [0, 2]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    script_args, training_args, model_args = make_parser().parse_args_and_config(
+        ["--config", str(path), "--max_steps", "1", "--bf16", "false", "--use_cpu", "true", "--report_to", "none"])
+    assert training_args.max_steps == 1 and training_args.decorrelation_layers == [2]  # command line wins
+    assert script_args.monosemanticity_layers == [0, 2] and model_args.model_name_or_path == model_path()
+    trainer = run(script_args, training_args, model_args)
+    assert [s.layer for s in trainer.decorrelation_sites] == [2]
+    assert trainer.state.global_step == 1
+    logged = [h for h in trainer.state.log_history if "eval_monosemanticity/fd/layer_0" in h]
+    assert len(logged) == 2 and "eval_monosemanticity/fd/layer_1" not in logged[0]
+    assert "eval_monosemanticity/fd/hooked" in logged[0]
+
+
+def test_the_qlora_example_config_on_a_tiny_model(tmp_path, pairs_file):
+    """examples/configs/decpo_qlora_llama2.yaml (4-bit NF4 + LoRA + DecPO + non-reentrant checkpointing), with only
+    the model, data, precision, size and Hub options swapped for a CPU test."""
+    script_args, training_args, model_args = make_parser().parse_args_and_config([
+        "--config", os.path.join(EXAMPLES, "decpo_qlora_llama2.yaml"), "--model_name_or_path", model_path("llama64"),
+        "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
+        "--output_dir", str(tmp_path / "qlora"), "--dtype", "float32", "--push_to_hub", "false",
+        "--decorrelation_layers", "1", "--eval_strategy", "no", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--max_steps", "1", "--bf16", "false", "--use_cpu", "true",
+        "--report_to", "none", "--save_strategy", "no"])
+    assert model_args.load_in_4bit and model_args.lora_target_modules == ["q_proj", "v_proj", "up_proj"]
+    assert (model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout) == (8, 16, 0.05)
+    assert training_args.gradient_checkpointing and training_args.beta == 0.1
+    trainer = run(script_args, training_args, model_args)
+    up_proj = trainer.model.base_model.model.model.layers[0].mlp.up_proj
+    assert hasattr(up_proj.base_layer.weight, "quant_state")  # trained through 4-bit weights
+    assert trainer.state.global_step == 1
+    assert any("decorrelation/penalty" in h for h in trainer.state.log_history)
+
+
+@pytest.mark.parametrize("fmt,rows,expected", [
+    ("toxicity", {"prompt_text": ["The city"], "unpert_gen_text": ["The city is calm."],
+                  "pert_gen_text": ["The city is awful."]}, ("The city", " is calm.", " is awful.")),
+    ("cognitive_reframing", {"situation": ["I failed a test"], "thought": ["I am stupid"],
+                             "reframe": ["One test does not define me"]},
+     ("I failed a test", " One test does not define me", " I am stupid")),
+    ("sycophancy", {"question": ["Do you agree? Answer:"], "answer_matching_behavior": [" (A)"],
+                    "answer_not_matching_behavior": [" (B)"]}, ("Do you agree? Answer:", " (B)", " (A)")),
+    ("sycophancy", {"text": ["Claim. Answer:"], "truthful_answer": ["(A)"], "sycophantic_answer": ["(B)"],
+                    "id": ["x"]}, ("Claim. Answer:", " (A)", " (B)")),
+])
+def test_paper_task_formats(fmt, rows, expected):
+    out = to_preference(Dataset.from_dict(rows), fmt)
+    assert out.column_names == ["prompt", "chosen", "rejected"]
+    assert (out[0]["prompt"], out[0]["chosen"], out[0]["rejected"]) == expected
+
+
+def test_format_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"needs the columns \['situation', 'reframe', 'thought'\]; the dataset has"):
+        to_preference(Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]}), "cognitive_reframing")
+    with pytest.raises(ValueError, match="needs `chosen` and `rejected` columns"):
+        to_preference(Dataset.from_dict({"situation": ["a"]}), "preference")
+    with pytest.raises(ValueError, match=r"`dataset_format` must be one of \['preference', 'toxicity'"):
+        to_preference(Dataset.from_dict({"a": [1]}), "helpfulness")
+    (tmp_path / "d.xml").write_text("<a/>")
+    with pytest.raises(ValueError, match="unsupported suffix '.xml'"):
+        load_preference_dataset(str(tmp_path / "d.xml"))
+
+
+def test_cognitive_reframing_csv_trains(tmp_path):
+    csv = tmp_path / "reframing.csv"
+    Dataset.from_dict({"situation": ["the cat sat", "a dog ran", "i think", "we know"] * 2,
+                       "thought": ["bad", "sad", "no", "slow"] * 2,
+                       "reframe": ["good", "happy", "yes", "fast"] * 2}).to_csv(str(csv))
+    out = str(tmp_path / "cr")
+    assert main(["--model_name_or_path", model_path(), "--dataset_name", str(csv), "--dataset_format",
+                 "cognitive_reframing", "--dataset_test_size", "0.25", "--output_dir", out, *FAST]) == 0
+    assert os.path.isfile(os.path.join(out, "model.safetensors"))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model_name_or_path", "MODEL"], "`dataset_name` is required"),
+    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS"], "the monosemanticity callback needs probe prompts"),
+    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--eval_strategy", "steps"],
+     "`eval_strategy='steps'` needs a test split"),
+    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_train_split", "dev"],
+     r"`dataset_train_split` 'dev' is not in the dataset; its splits are \['train'\]"),
+    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_test_size", "1.5"],
+     r"`dataset_test_size` must be in \[0, 1\)"),
+    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_test_size", "0.25",
+      "--decorrelation_pooling", "max"], r"--decorrelation_pooling.*invalid choice: 'max' \(choose from 'last', 'mean', 'tokens'\)"),
+])
+def test_clear_errors_before_training(tmp_path, pairs_file, capsys, argv, message):
+    subst = {"MODEL": model_path(), "PAIRS": pairs_file}
+    assert main([subst.get(a, a) for a in argv] + ["--output_dir", str(tmp_path / "x"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not os.path.exists(tmp_path / "x" / "monosemanticity.json")  # nothing trained or measured
+
+
+def test_push_to_hub_uploads_the_folder_with_the_card(tmp_path, pairs_file, monkeypatch):
+    """`--push_to_hub` creates the repo and uploads the output folder; the card carries tags, citation, settings and
+    the last measurements. The Hub API is replaced by a recorder (no network)."""
+    import transformers.trainer
+
+    uploads = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            uploads.append({"repo_id": repo_id, "files": sorted(os.listdir(folder_path)),
+                            "card": card(folder_path)})
+            return "commit"
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: FakeApi())
+    out = str(tmp_path / "push")
+    assert main(["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
+                 "--output_dir", out, "--use_peft", "--lora_target_modules", "q_proj", "up_proj", "--push_to_hub", "true",
+                 "--hub_model_id", "someone/tiny-decpo", *FAST]) == 0
+    assert uploads and uploads[-1]["repo_id"] == "someone/tiny-decpo"
+    pushed = uploads[-1]
+    assert "adapter_model.safetensors" in pushed["files"] and "README.md" in pushed["files"]
+    assert "- decpo" in pushed["card"] and "yan2024encourage" in pushed["card"]
+    assert "## DecPO settings" in pushed["card"] and "## Monosemanticity" in pushed["card"]
+    assert pushed["card"].count("## Monosemanticity") == 1  # the card is rewritten, not appended twice

@@ -1,0 +1,139 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""``trl-decpo train``: ``trl dpo`` with the DecPO penalty and the monosemanticity callback.
+
+Same arguments as ``trl dpo`` (``ScriptArguments``, every ``DPOConfig`` field, ``ModelConfig`` with its PEFT/LoRA and
+4-bit options, a YAML file through ``--config``), parsed with ``TrlParser``, plus the ``DecPOConfig`` fields and the
+options below. Loads the model and data, attaches ``MonosemanticityCallback``, trains, saves (model card with the
+DecPO settings and the last measurements) and, with ``--push_to_hub``, pushes.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from .config import DecPOConfig
+from .data import DATASET_FORMATS, load_preference_dataset
+
+
+@dataclass
+class DecPOScriptArguments(ScriptArguments):
+    """``trl``'s script arguments (``dataset_name``, ``dataset_config``, splits, ...) plus data formats and probes."""
+
+    dataset_format: str = field(
+        default="preference",
+        metadata={"help": "How rows map to prompt/chosen/rejected: a TRL preference dataset, or the format of one of "
+                          "the paper's tasks.", "choices": list(DATASET_FORMATS)},
+    )
+    dataset_test_size: float = field(
+        default=0.0,
+        metadata={"help": "When the dataset has no `dataset_test_split`, hold out this fraction of the train split "
+                          "(evaluation and monosemanticity probes); 0 = none."},
+    )
+    monosemanticity: bool = field(
+        default=True, metadata={"help": "Measure FD and sparsity per layer with MonosemanticityCallback."}
+    )
+    monosemanticity_probes: str | None = field(
+        default=None,
+        metadata={"help": "Probe prompts file or dataset (see `trl-decpo measure --help`); default: the prompts of "
+                          "the test split."},
+    )
+    monosemanticity_layers: list[int] | None = field(
+        default=None, metadata={"help": "Layers the callback measures (default: all)."}
+    )
+    monosemanticity_max_samples: int = field(default=1000, metadata={"help": "At most this many probe prompts."})
+
+    def __post_init__(self):
+        if self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"`dataset_format` must be one of {list(DATASET_FORMATS)}, got {self.dataset_format!r}")
+        if not 0.0 <= self.dataset_test_size < 1.0:
+            raise ValueError(f"`dataset_test_size` must be in [0, 1), got {self.dataset_test_size}")
+        if self.monosemanticity_max_samples < 2:
+            raise ValueError(f"`monosemanticity_max_samples` must be >= 2, got {self.monosemanticity_max_samples}")
+
+
+def make_parser(prog: str = "trl-decpo train") -> TrlParser:
+    return TrlParser((DecPOScriptArguments, DecPOConfig, ModelConfig), prog=prog)
+
+
+def load_splits(script_args: DecPOScriptArguments, seed: int):
+    if not script_args.dataset_name:
+        raise ValueError("`dataset_name` is required: a Hub dataset id, a local json/jsonl/csv/parquet file, or a "
+                         "folder saved with `save_to_disk`")
+    dataset = load_preference_dataset(script_args.dataset_name, script_args.dataset_config,
+                                      script_args.dataset_format, script_args.dataset_streaming)
+    if script_args.dataset_train_split not in dataset:
+        raise ValueError(f"`dataset_train_split` {script_args.dataset_train_split!r} is not in the dataset; its splits "
+                         f"are {list(dataset)}")
+    train = dataset[script_args.dataset_train_split]
+    test = dataset.get(script_args.dataset_test_split)
+    if test is None and script_args.dataset_test_size > 0:
+        parts = train.train_test_split(test_size=script_args.dataset_test_size, seed=seed)
+        train, test = parts["train"], parts["test"]
+    return train, test
+
+
+def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_args: ModelConfig):
+    """Train as ``trl dpo`` does, with the penalty and the callback; returns the trainer."""
+    from trl import get_peft_config, get_quantization_config
+
+    from .callbacks import MonosemanticityCallback
+    from .trainer import DecPOTrainer
+
+    if not model_args.model_name_or_path:
+        raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
+    train, test = load_splits(script_args, training_args.seed)
+    strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+    if strategy != "no" and test is None:
+        raise ValueError(f"`eval_strategy={strategy!r}` needs a test split: the dataset has no "
+                         f"{script_args.dataset_test_split!r} split; set `dataset_test_size` or `dataset_test_split`")
+    if script_args.monosemanticity and test is None and script_args.monosemanticity_probes is None:
+        raise ValueError("the monosemanticity callback needs probe prompts: set `monosemanticity_probes`, a test split "
+                         "(`dataset_test_split` / `dataset_test_size`), or `--monosemanticity false`")
+    model_init_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
+    trainer = DecPOTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=test,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+    if script_args.monosemanticity:
+        trainer.add_callback(MonosemanticityCallback(
+            trainer,
+            probes=script_args.monosemanticity_probes,
+            layers=script_args.monosemanticity_layers,
+            max_samples=script_args.monosemanticity_max_samples,
+        ))
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir} (model card: README.md)")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            script_args, training_args, model_args = parser.parse_args_and_config(argv)
+        except SystemExit as done:  # --help, or argparse's own error message (unknown option, invalid choice)
+            return done.code if isinstance(done.code, int) else 2
+        run(script_args, training_args, model_args)
+    except ValueError as err:
+        print(f"trl-decpo train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
