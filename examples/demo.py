@@ -27,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformers import TrainerCallback  # noqa: E402
+from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from offline_assets import DEFAULT_CACHE, load_pairs, resolve_model  # noqa: E402
 from smollm2_defaults import probe  # noqa: E402  (held-out rewards, margins and penalty from one forward per batch)
@@ -78,6 +79,7 @@ def train_arm(name: str, args, model_dir: str, train, heldout):
     )
     callback = MonosemanticityCallback(trainer, measure_steps=args.measure_steps, plot=False)
     trainer.add_callback(callback)
+    trainer.remove_callback(PrinterCallback)  # its full log dictionaries; StepPrinter prints one line per step
     trainer.add_callback(StepPrinter(name.upper(), args.steps))
     start = time.perf_counter()
     trainer.train()

@@ -66,24 +66,63 @@ def test_yaml_config_and_command_line_override(tmp_path, pairs_file):
     assert "eval_monosemanticity/fd/hooked" in logged[0]
 
 
-def test_the_qlora_example_config_on_a_tiny_model(tmp_path, pairs_file):
-    """examples/configs/decpo_qlora_llama2.yaml (4-bit NF4 + LoRA + DecPO + non-reentrant checkpointing), with only
+def load_example(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(EXAMPLES), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_qlora_example_on_a_tiny_model(tmp_path, pairs_file, capsys):
+    """examples/decpo_qlora_llama2.py with its YAML (4-bit NF4 + LoRA + DecPO + non-reentrant checkpointing), only
     the model, data, precision, size and Hub options swapped for a CPU test."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config([
-        "--config", os.path.join(EXAMPLES, "decpo_qlora_llama2.yaml"), "--model_name_or_path", model_path("llama64"),
-        "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
+    example = load_example("decpo_qlora_llama2")
+    with open(example.CONFIG) as f:
+        config = yaml.safe_load(f)  # (parsing it whole needs a GPU: bf16)
+    assert config["load_in_4bit"] and config["bnb_4bit_quant_type"] == "nf4" and config["use_peft"]
+    assert config["lora_target_modules"] == ["q_proj", "v_proj", "up_proj"]
+    assert (config["lora_r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.05)
+    assert config["gradient_checkpointing"] and config["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert (config["beta"], config["bf16"], config["push_to_hub"]) == (0.1, True, True)
+    assert config["decorrelation_layers"] == [10] and "Llama-2-7b" in config["model_name_or_path"]
+    trainer = example.main([
+        "--model_name_or_path", model_path("llama64"), "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
         "--output_dir", str(tmp_path / "qlora"), "--dtype", "float32", "--push_to_hub", "false",
         "--decorrelation_layers", "1", "--eval_strategy", "no", "--per_device_train_batch_size", "2",
         "--gradient_accumulation_steps", "1", "--max_steps", "1", "--bf16", "false", "--use_cpu", "true",
         "--report_to", "none", "--save_strategy", "no"])
-    assert model_args.load_in_4bit and model_args.lora_target_modules == ["q_proj", "v_proj", "up_proj"]
-    assert (model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout) == (8, 16, 0.05)
-    assert training_args.gradient_checkpointing and training_args.beta == 0.1
-    trainer = run(script_args, training_args, model_args)
     up_proj = trainer.model.base_model.model.model.layers[0].mlp.up_proj
     assert hasattr(up_proj.base_layer.weight, "quant_state")  # trained through 4-bit weights
     assert trainer.state.global_step == 1
     assert any("decorrelation/penalty" in h for h in trainer.state.log_history)
+    assert "1 optimizer steps in" in capsys.readouterr().out
+
+
+def test_reproduce_figures_script(tmp_path):
+    import torch
+    from conftest import make_model, make_tokenizer
+
+    paths = []
+    for name, shift in (("base", 0.0), ("dpo", 0.05), ("decpo", 0.1)):
+        model = make_model()
+        with torch.no_grad():
+            model.model.layers[1].mlp.up_proj.weight.add_(shift)
+        model.save_pretrained(tmp_path / name)
+        make_tokenizer().save_pretrained(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("the cat sat\na dog ran fast\ni think so\nyes i agree\n")
+    out = tmp_path / "figs"
+    load_example("reproduce_figures").main([*paths, "--prompts", str(prompts), "--output-dir", str(out)])
+    for name in ("fig_fd_by_depth.png", "fig_fd_relative_change.png", "fig_sparsity_difference.png", "compare.png"):
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    result = json.load(open(out / "compare.json"))
+    assert list(result["measurements"]) == ["base", "dpo", "decpo"]
+    fd = {n: [e["fd"] for e in m["layers"]] for n, m in result["measurements"].items()}
+    assert fd["base"][0] == fd["decpo"][0] and fd["base"][1] != fd["decpo"][1]  # only layer 1 onwards changed
 
 
 @pytest.mark.parametrize("fmt,rows,expected", [
@@ -173,3 +212,21 @@ def test_push_to_hub_uploads_the_folder_with_the_card(tmp_path, pairs_file, monk
     assert "- decpo" in pushed["card"] and "yan2024encourage" in pushed["card"]
     assert "## DecPO settings" in pushed["card"] and "## Monosemanticity" in pushed["card"]
     assert pushed["card"].count("## Monosemanticity") == 1  # the card is rewritten, not appended twice
+
+
+def test_demo_report_says_where_decpo_is_not_better():
+    demo = load_example("demo")
+    rows = [
+        {"model": "base", "FD layer 10": 0.04, "FD mean": 0.03, "reward margin": 0.0, "reward accuracy": 0.0,
+         "penalty layer 10": 0.91},
+        {"model": "DPO", "FD layer 10": 0.05, "FD mean": 0.04, "reward margin": 0.2, "reward accuracy": 0.6,
+         "penalty layer 10": 0.90},
+        {"model": "DecPO", "FD layer 10": 0.06, "FD mean": 0.035, "reward margin": 0.1, "reward accuracy": 0.6,
+         "penalty layer 10": 0.95},
+    ]
+    lines = "\n".join(demo.verdicts(rows, 10))
+    assert "FD layer 10: DecPO 0.0600 is better than DPO 0.0500" in lines
+    assert "FD mean: DecPO 0.0350 is NOT better than DPO 0.0400" in lines
+    assert "reward margin: DecPO 0.1000 is NOT better than DPO 0.2000" in lines
+    assert "reward accuracy: DecPO 0.6000 is equal to DPO 0.6000" in lines
+    assert "penalty layer 10: DecPO 0.9500 is NOT better than DPO 0.9000" in lines  # lower penalty is better
