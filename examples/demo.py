@@ -25,6 +25,7 @@ import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # offline_assets, smollm2_defaults
 
 from transformers import TrainerCallback  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
@@ -164,7 +165,13 @@ def verdicts(rows, layer) -> list[str]:
         better = decpo[key] > dpo[key] if higher else decpo[key] < dpo[key]
         same = abs(decpo[key] - dpo[key]) < 1e-12
         word = "equal to" if same else ("better than" if better else "NOT better than")
-        lines.append(f"- {key}: DecPO {decpo[key]:.4f} is {word} DPO {dpo[key]:.4f} (base {base[key]:.4f}).")
+        lines.append(f"- {key}: DecPO {decpo[key]:.4f} is {word} DPO {dpo[key]:.4f} "
+                     f"(difference {decpo[key] - dpo[key]:+.4f}; base {base[key]:.4f}).")
+    for row in (dpo, decpo):
+        if row["reward margin"] <= 0 or row["reward accuracy"] <= 0.5:
+            lines.append(f"- {row['model']} did not learn the preference on the held-out pairs (margin "
+                         f"{row['reward margin']:+.4f}, accuracy {row['reward accuracy']:.3f}): alignment is not "
+                         "measured by this run.")
     return lines
 
 
@@ -193,8 +200,9 @@ base row).
 
 {chr(10).join(verdicts(rows, layer))}
 
-This is a {args.steps}-step CPU run on a 135M model: read it as a working pipeline and a direction, not as evidence
-for or against the paper. Where DecPO is not better than DPO above, that is what this run measured.
+This is a {args.steps}-step CPU run on a 135M model with {args.num_eval} held-out pairs (one pair moves the accuracy by
+{1 / args.num_eval:.3f}): read it as a working pipeline and a direction, not as evidence for or against the paper.
+Where DecPO is not better than DPO above, that is what this run measured.
 
 ## Figures
 

@@ -25,6 +25,7 @@ import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # offline_assets, smollm2_defaults
 
 from offline_assets import DEFAULT_CACHE, load_pairs, resolve_model  # noqa: E402
 

@@ -225,8 +225,11 @@ def test_demo_report_says_where_decpo_is_not_better():
          "penalty layer 10": 0.95},
     ]
     lines = "\n".join(demo.verdicts(rows, 10))
-    assert "FD layer 10: DecPO 0.0600 is better than DPO 0.0500" in lines
+    assert "FD layer 10: DecPO 0.0600 is better than DPO 0.0500 (difference +0.0100; base 0.0400)" in lines
     assert "FD mean: DecPO 0.0350 is NOT better than DPO 0.0400" in lines
     assert "reward margin: DecPO 0.1000 is NOT better than DPO 0.2000" in lines
     assert "reward accuracy: DecPO 0.6000 is equal to DPO 0.6000" in lines
     assert "penalty layer 10: DecPO 0.9500 is NOT better than DPO 0.9000" in lines  # lower penalty is better
+    assert "did not learn" not in lines  # both margins positive, accuracies above 0.5
+    rows[1]["reward margin"] = -0.01
+    assert "- DPO did not learn the preference on the held-out pairs" in "\n".join(demo.verdicts(rows, 10))
