@@ -87,9 +87,9 @@ def train_arm(name: str, args, model_dir: str, train, heldout):
     return trainer, callback, time.perf_counter() - start
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", default="outputs/demo")
+def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:
+    """The options of a DPO-vs-DecPO run (shared with examples/monosemanticity_smollm2.py)."""
+    parser.add_argument("--output-dir", default=output_dir)
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per arm (4 pairs each)")
     parser.add_argument("--measure-steps", type=int, default=4, help="callback measurement interval")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -98,6 +98,11 @@ def main():
     parser.add_argument("--num-eval", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
+    return parser
+
+
+def main():
+    parser = add_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), "outputs/demo")
     args = parser.parse_args()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -119,5 +119,7 @@ def test_callback_errors(tmp_path):
         MonosemanticityCallback(trainer, probes=["a", "b"], site="mlp.nothing")
     with pytest.raises(ValueError, match="at least 2 probe prompts"):
         MonosemanticityCallback(trainer, probes=["a"])
+    with pytest.raises(ValueError, match="`measure_steps` must be an integer >= 1 or None, got 0"):
+        MonosemanticityCallback(trainer, probes=["a", "b"], measure_steps=0)
     with pytest.raises(ValueError, match="needs the trainer"):
         MonosemanticityCallback(None)

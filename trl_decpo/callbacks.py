@@ -74,20 +74,15 @@ class MonosemanticityCallback(TrainerCallback):
         if trainer is None or not hasattr(trainer, "log") or not hasattr(trainer, "model"):
             raise ValueError("MonosemanticityCallback needs the trainer: MonosemanticityCallback(trainer), then "
                              "trainer.add_callback(callback)")
-        if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
-                                        or max_samples < 2):
-            raise ValueError(f"`max_samples` must be an integer >= 2 or None, got {max_samples!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ValueError(f"`batch_size` must be a positive integer or None, got {batch_size!r}")
+        for name, value, least in (("max_samples", max_samples, 2), ("batch_size", batch_size, 1),
+                                   ("measure_steps", measure_steps, 1), ("max_length", max_length, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"`{name}` must be an integer >= {least} or None, got {value!r}")
         self.trainer = trainer
         self.max_length = max_length
         self.batch_size = batch_size
         self.measure_on_train_begin = measure_on_train_begin
         self.measure_on_train_end = measure_on_train_end
-        if measure_steps is not None and (isinstance(measure_steps, bool) or not isinstance(measure_steps, int)
-                                          or measure_steps < 1):
-            raise ValueError(f"`measure_steps` must be a positive integer or None, got {measure_steps!r}")
         self.measure_steps = measure_steps
         self.plot = plot
         self.history_file = history_file
