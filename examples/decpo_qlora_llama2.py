@@ -16,7 +16,6 @@ At the end it prints the time per optimizer step and the peak GPU memory.
 
 import os
 import sys
-import time
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,11 +35,11 @@ def main(argv=None):
     script_args, training_args, model_args = make_parser("decpo_qlora_llama2.py").parse_args_and_config(argv)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
     trainer = run(script_args, training_args, model_args)
-    seconds = time.perf_counter() - start
+    # Training time only (the trainer's own `train_runtime`), not loading, saving or pushing.
+    runtime = next(h["train_runtime"] for h in reversed(trainer.state.log_history) if "train_runtime" in h)
     steps = max(trainer.state.global_step, 1)
-    line = f"{steps} optimizer steps in {seconds:.0f} s ({seconds / steps:.2f} s/step, evaluation included)"
+    line = f"{steps} optimizer steps in {runtime:.0f} s of training ({runtime / steps:.2f} s/step, evaluations included)"
     if torch.cuda.is_available():
         line += f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     trainer.accelerator.print(line)

