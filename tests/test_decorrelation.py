@@ -164,3 +164,24 @@ def test_batched_layers_equal_one_by_one(normalize, reduction, target, n, d):
     single = torch.stack([torch.autograd.grad(decorrelation_penalty(z[k], normalize=normalize, reduction=reduction,
                                                                     target=target), z)[0][k] for k in range(3)])
     assert torch.allclose(grad, single, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["samples", "features"])
+def test_never_allocates_a_d_by_d_matrix(target):
+    """Forward and backward at n << d: no operation produces a tensor larger than the input (d x d is 250x larger)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    sizes = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            sizes.extend(t.numel() for t in (out if isinstance(out, (tuple, list)) else (out,))
+                         if isinstance(t, torch.Tensor))
+            return out
+
+    n, d = 8, 2000
+    z = torch.randn(n, d, requires_grad=True)
+    with Record():
+        decorrelation_penalty(z, normalize=True, reduction="mean", target=target).backward()
+    assert max(sizes) <= n * d < d * d

@@ -377,3 +377,24 @@ def test_model_card_and_push_to_hub(tmp_path, monkeypatch):
     assert "| `decorrelation_coef` | `1.0` |" in card and "| `decorrelation_layers` | `[3]` |" in card
     assert "| `decorrelation_site` | `mlp.up_proj:output` |" in card
     assert card.count("## DecPO settings") == 1
+
+
+def test_one_gather_and_one_host_sync_per_step_for_all_layers(tmp_path, monkeypatch):
+    """The penalty of every layer is logged with one gather of a [1, 1 + layers] tensor and one `.tolist()`."""
+    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, decorrelation_layers=[0, 1, 2],
+                                                                 max_steps=2),
+                           train_dataset=make_dataset(), processing_class=make_tokenizer())
+    gathered = []
+    original = trainer.accelerator.gather
+    monkeypatch.setattr(trainer.accelerator, "gather", lambda t: gathered.append(tuple(t.shape)) or original(t))
+    calls = []
+    real_tolist = torch.Tensor.tolist
+
+    def counting_tolist(self):
+        calls.append(tuple(self.shape))
+        return real_tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
+    trainer.train()
+    assert gathered.count((1, 4)) == 2  # one per step: total + 3 layers
+    assert calls.count((4,)) == 2  # one host sync per step for all of them
