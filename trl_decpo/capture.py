@@ -372,7 +372,10 @@ class ActivationCapture:
             # checkpointing). Identity saved-tensor hooks keep what they save out of the checkpoint's bookkeeping, so
             # the recomputation during backward, which runs without this hook, saves the same tensors as the original
             # forward.
-            with torch.autograd.graph.saved_tensors_hooks(_identity, _identity):
+            if torch.is_grad_enabled():
+                with torch.autograd.graph.saved_tensors_hooks(_identity, _identity):
+                    rows[layer] = row_index.pool(tensor)
+            else:  # nothing is saved for backward: no bookkeeping needed (measurement forwards)
                 rows[layer] = row_index.pool(tensor)
             stats["captured"] += 1
 

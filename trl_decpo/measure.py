@@ -19,11 +19,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .capture import ActivationCapture, Site, build_row_index, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from .capture import ActivationCapture, RowIndex, Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
 from .proxies import ProxyAccumulator
 
 
 logger = logging.getLogger(__name__)
+
+# Rows kept per layer before they are added to the accumulators: bounds the memory (O(FLUSH_ROWS * d) per layer,
+# whatever the number of prompts) while amortising the accumulator's small operations over many batches.
+FLUSH_ROWS = 256
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -308,20 +312,39 @@ def measure_monosemanticity(
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, total=-(-len(shard) // batch_size), desc="Measuring monosemanticity", unit="batch")
+    buffered: dict[int, list[torch.Tensor]] = {layer: [] for layer in accumulators}
+    buffered_rows = 0
+
+    def flush():
+        for layer, parts in buffered.items():
+            if parts:
+                accumulators[layer].update(torch.cat(parts))
+                parts.clear()
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for input_ids, attention_mask, index in batches:
-                row_index = build_row_index("last", "both", input_ids, attention_mask)
+                # Right padding: the last real token of row i sits at position len_i - 1 (what build_row_index's
+                # "last" pooling finds from the mask, without the mask arithmetic)
+                width = input_ids.shape[1]
+                lengths = attention_mask.sum(1)
+                token_index = torch.arange(len(lengths), device=lengths.device) * width + lengths - 1
+                row_index = RowIndex("last", width, token_index, num_rows=len(lengths))
                 with capture.capture(row_index) as rows:
                     model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
                 missing = [layer for layer in accumulators if layer not in rows]
                 if missing:
                     raise RuntimeError(f"the forward pass never reached the hooked modules of layers {missing}")
-                keep = index < num_real
+                keep = (index < num_real) if num_real < len(shard) else None  # top-up rows exist only when sharded
                 for layer, z in rows.items():
-                    accumulators[layer].update(z[keep])
+                    buffered[layer].append(z if keep is None else z[keep])
+                buffered_rows += int(input_ids.shape[0])
+                if buffered_rows >= FLUSH_ROWS:  # a few large accumulator updates instead of many small ones
+                    flush()
+                    buffered_rows = 0
+            flush()
     finally:
         model.train(was_training)
 

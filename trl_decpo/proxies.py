@@ -61,11 +61,19 @@ class ProxyAccumulator:
     def __init__(self):
         self.unit_sum: torch.Tensor | None = None
         self.abs_sum: torch.Tensor | None = None
-        self.unit_sq = 0.0
+        self._scalars: torch.Tensor | None = None  # [sum of squared unit-row norms, sum of row variances]
         self.count = 0
-        self.variance_sum = 0.0
+
+    @property
+    def unit_sq(self) -> float:
+        return 0.0 if self._scalars is None else float(self._scalars[0])
+
+    @property
+    def variance_sum(self) -> float:
+        return 0.0 if self._scalars is None else float(self._scalars[1])
 
     def update(self, z: torch.Tensor) -> None:
+        """Add a batch of rows; stays on the rows' device with no host sync (the values are read at the end)."""
         _check_rows(z, "ProxyAccumulator.update")
         if z.shape[0] == 0:
             return
@@ -76,18 +84,18 @@ class ProxyAccumulator:
         if self.unit_sum is None:
             self.unit_sum = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)
             self.abs_sum = torch.zeros_like(self.unit_sum)
+            self._scalars = torch.zeros(2, dtype=torch.float64, device=z.device)
         self.unit_sum += unit.sum(0)
         self.abs_sum += z64.abs().sum(0)
-        self.unit_sq += float(unit.pow(2).sum())
+        self._scalars += torch.stack([unit.pow(2).sum(), z64.var(dim=1, correction=0).sum()])
         self.count += z.shape[0]
-        self.variance_sum += float(z64.var(dim=1, correction=0).sum())
 
     def state(self) -> dict[str, torch.Tensor]:
         """The additive state as tensors (sum them across processes, then :meth:`from_state`)."""
         if self.unit_sum is None:
             raise ValueError("the accumulator has seen no rows")
-        device = self.unit_sum.device
-        scalars = torch.tensor([self.unit_sq, float(self.count), self.variance_sum], dtype=torch.float64, device=device)
+        count = torch.tensor([float(self.count)], dtype=torch.float64, device=self.unit_sum.device)
+        scalars = torch.cat([self._scalars[:1], count, self._scalars[1:]])  # [unit_sq, count, variance_sum]
         return {"unit_sum": self.unit_sum, "abs_sum": self.abs_sum, "scalars": scalars}
 
     @classmethod
@@ -95,8 +103,9 @@ class ProxyAccumulator:
         acc = cls()
         acc.unit_sum = state["unit_sum"].to(torch.float64)
         acc.abs_sum = state["abs_sum"].to(torch.float64)
-        unit_sq, count, variance_sum = state["scalars"].tolist()
-        acc.unit_sq, acc.count, acc.variance_sum = unit_sq, int(round(count)), variance_sum
+        scalars = state["scalars"].to(torch.float64)
+        acc._scalars = torch.stack([scalars[0], scalars[2]])
+        acc.count = int(round(float(scalars[1])))
         return acc
 
     def merge(self, other: ProxyAccumulator) -> ProxyAccumulator:
@@ -105,12 +114,12 @@ class ProxyAccumulator:
             return self
         if self.unit_sum is None:
             self.unit_sum, self.abs_sum = other.unit_sum.clone(), other.abs_sum.clone()
+            self._scalars = other._scalars.clone()
         else:
             self.unit_sum = self.unit_sum + other.unit_sum.to(self.unit_sum.device)
             self.abs_sum = self.abs_sum + other.abs_sum.to(self.abs_sum.device)
-        self.unit_sq += other.unit_sq
+            self._scalars = self._scalars + other._scalars.to(self._scalars.device)
         self.count += other.count
-        self.variance_sum += other.variance_sum
         return self
 
     def mean_pairwise_cosine(self) -> float:
