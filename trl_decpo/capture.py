@@ -275,6 +275,12 @@ def build_row_index(
         raise ValueError(f"`decorrelation_sequences` must be one of {list(SEQUENCES_CHOICES)}, got {sequences!r}")
     batch, seq_len = input_ids.shape
     device = input_ids.device
+    if pooling == "last" and sequences == "both" and position_ids is None:
+        # Padded batch, one sequence per row: the last real token is the largest position with a nonzero mask.
+        positions = torch.arange(seq_len, device=device)
+        last = positions.expand(batch, seq_len) if attention_mask is None else positions * (attention_mask != 0)
+        token_index = torch.arange(batch, device=device) * seq_len + last.amax(1)
+        return RowIndex(pooling, seq_len, token_index, num_rows=batch)
     seq_ids, num_sequences = _sequence_ids(batch, seq_len, attention_mask, position_ids, device)
     if sequences == "both":
         first, last = 0, num_sequences

@@ -55,7 +55,7 @@ def gram_minus_identity_sq(a: torch.Tensor) -> torch.Tensor:
     rows, cols = a.shape[-2:]
     if rows <= cols:
         gram = a @ a.mT
-        gram = gram - torch.eye(rows, dtype=gram.dtype, device=gram.device)
+        gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # - I, in place (matmul's backward does not need its output)
         return gram.square().sum((-2, -1))
     gram = a.mT @ a
     return gram.square().sum((-2, -1)) - 2.0 * a.square().sum((-2, -1)) + rows
