@@ -31,7 +31,7 @@ from transformers import TrainerCallback  # noqa: E402
 from transformers.trainer_callback import PrinterCallback  # noqa: E402
 
 from offline_assets import DEFAULT_CACHE, load_pairs, resolve_model  # noqa: E402
-from smollm2_defaults import probe  # noqa: E402  (held-out rewards, margins and penalty from one forward per batch)
+from smollm2_defaults import dpo_rewards, probe  # noqa: E402  (held-out rewards, margins and penalty from one forward per batch)
 
 
 def say(message: str) -> None:
@@ -123,10 +123,10 @@ def main():
 
     say("measuring the base model")
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    results = {"base": {"probe": probe(base, tokenizer, heldout, args),
-                        "mono": measure_monosemanticity(base, prompts, tokenizer)}}
-    ref_logps = results["base"]["probe"].pop("logps")
-    results["base"]["probe"] = probe(base, tokenizer, heldout, args, ref_logps)  # rewards 0 by definition
+    base_probe = probe(base, tokenizer, heldout, args)
+    ref_logps = base_probe["logps"]
+    base_probe.update(dpo_rewards(ref_logps, ref_logps, args.beta))  # 0 by definition: the base is the reference
+    results = {"base": {"probe": base_probe, "mono": measure_monosemanticity(base, prompts, tokenizer)}}
     del base
     histories, hooked = {}, None
     for name in ("dpo", "decpo"):

@@ -140,14 +140,22 @@ def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
         "logps": (chosen_logps, rejected_logps),
     }
     if ref_logps is not None:
-        ref_c, ref_r = ref_logps
-        rc = [args.beta * (a - b) for a, b in zip(chosen_logps, ref_c)]
-        rr = [args.beta * (a - b) for a, b in zip(rejected_logps, ref_r)]
-        out["heldout_reward_acc"] = sum(c > r for c, r in zip(rc, rr)) / n
-        out["heldout_margin"] = sum(c - r for c, r in zip(rc, rr)) / n
-        out["heldout_chosen_reward"] = sum(rc) / n
-        out["heldout_rejected_reward"] = sum(rr) / n
+        out.update(dpo_rewards(out["logps"], ref_logps, args.beta))
     return out
+
+
+def dpo_rewards(logps, ref_logps, beta: float) -> dict:
+    """DPO's implicit rewards `beta * (logp - ref_logp)` on held-out pairs: accuracy, margin, mean rewards."""
+    (chosen, rejected), (ref_c, ref_r) = logps, ref_logps
+    rc = [beta * (a - b) for a, b in zip(chosen, ref_c)]
+    rr = [beta * (a - b) for a, b in zip(rejected, ref_r)]
+    n = len(rc)
+    return {
+        "heldout_reward_acc": sum(c > r for c, r in zip(rc, rr)) / n,
+        "heldout_margin": sum(c - r for c, r in zip(rc, rr)) / n,
+        "heldout_chosen_reward": sum(rc) / n,
+        "heldout_rejected_reward": sum(rr) / n,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .capture import ActivationCapture, RowIndex, Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from .capture import ActivationCapture, Site, build_row_index, default_site, num_layers_at_site, resolve_sites, unwrap_model
 from .proxies import ProxyAccumulator
 
 
@@ -326,12 +326,7 @@ def measure_monosemanticity(
     try:
         with torch.no_grad():
             for input_ids, attention_mask, index in batches:
-                # Right padding: the last real token of row i sits at position len_i - 1 (what build_row_index's
-                # "last" pooling finds from the mask, without the mask arithmetic)
-                width = input_ids.shape[1]
-                lengths = attention_mask.sum(1)
-                token_index = torch.arange(len(lengths), device=lengths.device) * width + lengths - 1
-                row_index = RowIndex("last", width, token_index, num_rows=len(lengths))
+                row_index = build_row_index("last", "both", input_ids, attention_mask)
                 with capture.capture(row_index) as rows:
                     model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
                 missing = [layer for layer in accumulators if layer not in rows]
