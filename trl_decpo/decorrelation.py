@@ -22,7 +22,8 @@ so it still grows slightly with the number of rows).
 Cost: ``||A A^T - I_a||_F^2 = ||A^T A||_F^2 - 2 ||A||_F^2 + a`` for any ``A`` of shape ``[a, b]``, so the penalty is
 always computed from the smaller of the two Gram matrices (``min(n, d)`` squared entries): a ``d x d`` matrix is never
 built when ``d > n`` (11008^2 for Llama-2-7B), and an ``n x n`` one never when ``n > d``. Everything is computed in
-float32 whatever the input dtype.
+float32 whatever the input dtype (float64 inputs stay float64); the gradient, returned in the input's dtype, is
+computed analytically in one autograd node (``_Penalty``).
 
 Numerical safety: rows (``samples``) or columns (``features``) whose norm or standard deviation is zero are left at zero
 instead of being divided by zero (``eps`` guards the division), so constant or all-zero activations give a finite
@@ -32,7 +33,6 @@ penalty and a finite gradient.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 NORMALIZE_CHOICES = (True, False)
@@ -86,6 +86,72 @@ def standardize_features(z: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Ten
     return centered / norm.clamp_min(eps * max(n, 1) ** 0.5)
 
 
+class _Penalty(torch.autograd.Function):
+    """The penalty of an ``[n, d]`` matrix (or a ``[k, n, d]`` batch) as ONE autograd node with an analytic backward.
+
+    Built from autograd ops, the penalty adds about ten small nodes per call to the graph; on small models their
+    dispatch cost is a visible share of a training step (``benchmarks/step_time.py``). The gradient is exact:
+    ``d||A A^T - I||^2 / dA = 4 (A A^T - I) A = 4 (A (A^T A) - A)``, taken from whichever Gram the forward built, then
+    pulled back through the row normalisation or the column standardisation. ``tests/test_decorrelation.py`` checks
+    it against float64 finite differences (``torch.autograd.gradcheck``) and against autograd of the explicit form.
+    """
+
+    @staticmethod
+    def forward(ctx, z, normalize, target, eps, divisor):
+        x = z if z.dtype == torch.float64 else z.float()
+        scale = mask = None
+        if target == "samples":
+            if normalize:
+                norm = x.norm(dim=-1, keepdim=True)
+                mask = norm > eps  # where the division is by the norm (elsewhere by eps: a linear map)
+                scale = norm.clamp_min(eps)
+                x = x / scale
+            a = x
+        else:
+            if normalize:
+                centered = x - x.mean(dim=-2, keepdim=True)
+                norm = centered.norm(dim=-2, keepdim=True)  # = sqrt(n) * std
+                floor = eps * max(x.shape[-2], 1) ** 0.5
+                mask = norm > floor
+                scale = norm.clamp_min(floor)
+                x = centered / scale
+            a = x.mT
+        rows, cols = a.shape[-2:]
+        if rows <= cols:
+            gram = a @ a.mT
+            gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+            value = gram.square().sum((-2, -1))
+        else:
+            gram = a.mT @ a
+            value = gram.square().sum((-2, -1)) - 2.0 * a.square().sum((-2, -1)) + rows
+        ctx.save_for_backward(x, gram, scale, mask)
+        ctx.options = (normalize, target, rows <= cols, divisor, z.dtype)
+        return value / divisor if divisor != 1 else value
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, gram, scale, mask = ctx.saved_tensors
+        normalize, target, small_rows, divisor, dtype = ctx.options
+        a = x if target == "samples" else x.mT
+        coef = (grad.to(x.dtype) * (4.0 / divisor))[..., None, None]
+        if small_rows:
+            grad_a = coef * (gram @ a)  # 4 (A A^T - I) A
+        else:
+            grad_a = coef * (a @ gram - a)  # 4 (A (A^T A) - A)
+        if target == "samples":
+            grad_x = grad_a
+            if normalize:  # u = x / max(|x|, eps), per row
+                radial = (grad_x * x).sum(dim=-1, keepdim=True) * mask
+                grad_x = (grad_x - x * radial) / scale
+        else:
+            grad_x = grad_a.mT
+            if normalize:  # v = c / max(|c|, eps sqrt(n)) per column, c = x - mean
+                radial = (grad_x * x).sum(dim=-2, keepdim=True) * mask
+                grad_x = (grad_x - x * radial) / scale
+                grad_x = grad_x - grad_x.mean(dim=-2, keepdim=True)
+        return grad_x.to(dtype), None, None, None, None
+
+
 def decorrelation_penalty(
     z: torch.Tensor,
     normalize: bool = True,
@@ -96,7 +162,7 @@ def decorrelation_penalty(
     """The DecPO penalty ``||M - I||_F^2`` of an ``[n, d]`` activation matrix (see the module docstring).
 
     Args:
-        z: activations, one row per sample (sequence or token), any floating dtype; computed in float32. A batch
+        z: activations, one row per sample (sequence or token), any floating dtype; computed in float32 (float64 stays float64). A batch
             ``[k, n, d]`` (e.g. the rows of ``k`` layers) gives ``k`` values from one set of batched operations.
         normalize: ``samples``: L2-normalise the rows (cosine Gram). ``features``: standardise the columns
             (correlation matrix). ``False``: use ``z`` as it is (the paper's formula read literally).
@@ -109,16 +175,5 @@ def decorrelation_penalty(
         A scalar float32 tensor (``[k]`` for a batch), differentiable with respect to ``z``.
     """
     _validate(z, normalize, reduction, target)
-    z = z.float()
-    n, d = z.shape[-2:]
-    if target == "samples":
-        u = F.normalize(z, dim=-1, eps=eps) if normalize else z
-        value = gram_minus_identity_sq(u)
-        entries = n * n
-    else:
-        v = standardize_features(z, eps) if normalize else z
-        value = gram_minus_identity_sq(v.mT)
-        entries = d * d
-    if reduction == "mean":
-        value = value / entries
-    return value
+    size = z.shape[-2] if target == "samples" else z.shape[-1]
+    return _Penalty.apply(z, normalize, target, eps, size * size if reduction == "mean" else 1)

@@ -174,7 +174,8 @@ class DecPOTrainer(DPOTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def decorrelation_penalty(self, rows: dict[int, torch.Tensor], training: bool = False):
-        """Total penalty (summed over layers) and the per-layer values, from the rows captured by `compute_loss`."""
+        """Total penalty (summed over layers) and the per-layer values (a 1-D tensor, in `decorrelation_sites` order),
+        from the rows captured by `compute_loss`."""
         missing = [site.name for site in self.decorrelation_sites if site.layer not in rows]
         if missing:
             raise RuntimeError(
@@ -193,21 +194,22 @@ class DecPOTrainer(DPOTrainer):
         options = dict(normalize=args.decorrelation_normalize, reduction=args.decorrelation_reduction,
                        target=args.decorrelation_target)
         layer_rows = [rows[site.layer] for site in self.decorrelation_sites]
-        if len(layer_rows) > 1 and len({tuple(r.shape) for r in layer_rows}) == 1:
+        if len({tuple(r.shape) for r in layer_rows}) == 1:
             # Same shapes at every layer (one site): one batched computation instead of one per layer
-            per_layer = list(decorrelation_penalty(torch.stack(layer_rows), **options).unbind())
+            per_layer = decorrelation_penalty(torch.stack(layer_rows), **options)
         else:
-            per_layer = [decorrelation_penalty(r, **options) for r in layer_rows]
-        return torch.stack(per_layer).sum(), per_layer
+            per_layer = torch.stack([decorrelation_penalty(r, **options) for r in layer_rows])
+        return per_layer.sum(), per_layer
 
-    def _log_decorrelation(self, penalty: torch.Tensor, per_layer: list[torch.Tensor]) -> None:
+    def _log_decorrelation(self, penalty: torch.Tensor, per_layer: torch.Tensor) -> None:
         mode = "train" if self.model.training else "eval"
-        # One gather and one host sync for all layers, aggregated across ranks as TRL aggregates its rewards
-        values = torch.stack([penalty.detach(), *(p.detach() for p in per_layer)]).float().unsqueeze(0)
+        # One host sync for all layers, aggregated across ranks (one gather) as TRL aggregates its rewards
+        values = torch.cat((penalty.detach().reshape(1), per_layer.detach())).float().unsqueeze(0)
         values = self.accelerator.gather(values).mean(dim=0).tolist()
-        self._metrics[mode]["decorrelation/penalty"].append(values[0])
+        metrics = self._metrics[mode]
+        metrics["decorrelation/penalty"].append(values[0])
         for site, value in zip(self.decorrelation_sites, values[1:], strict=True):
-            self._metrics[mode][f"decorrelation/layer_{site.layer}"].append(value)
+            metrics[f"decorrelation/layer_{site.layer}"].append(value)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Model card
