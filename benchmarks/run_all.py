@@ -47,11 +47,12 @@ def main():
     # tiny steps take ~20 ms: more of them against machine noise
     records += run("step_time.py", "--model", "tiny", "--rounds", "5", "--steps", "10", *common)
     records += run("memory.py", "--model", "tiny", *common)
-    records += run("monosemanticity_cost.py", "--model", "tiny", "--max-samples", "1000", "--threads",
+    records += run("monosemanticity_cost.py", "--model", "tiny", "--max-samples", "1000", "--repeats", "9", "--threads",
                    str(args.threads), "--device", args.device)
     records += run("penalty.py", "--rows", *args.penalty_rows.split(), *common)
     if args.real:
-        records += run("step_time.py", "--model", args.model, "--rounds", "3", *common)
+        # 30 paired turns of ~2 s: fewer left the ratio at the mercy of the shared machine (1.006 to 1.031 over 9 turns)
+        records += run("step_time.py", "--model", args.model, "--rounds", "10", *common)
         records += run("memory.py", "--model", args.model, *common)
         cost = ["--max-samples", "64", "--threads", str(args.threads), "--device", args.device]
         records += run("monosemanticity_cost.py", *cost, *([] if args.model == "smollm2" else ["--model", args.model]))

@@ -219,7 +219,8 @@ class RowIndex:
         """``[B, T', d]`` activations to ``[rows, d]``."""
         if acts.dim() == 2:  # some kernels flatten the batch
             acts = acts.unsqueeze(0)
-        acts = acts[:, -self.seq_len :]
+        if acts.shape[1] != self.seq_len:
+            acts = acts[:, -self.seq_len :]
         flat = acts.reshape(-1, acts.shape[-1])
         picked = flat.index_select(0, self.token_index)
         if self.pooling == "mean":

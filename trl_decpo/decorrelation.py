@@ -25,9 +25,13 @@ built when ``d > n`` (11008^2 for Llama-2-7B), and an ``n x n`` one never when `
 float32 whatever the input dtype (float64 inputs stay float64); the gradient, returned in the input's dtype, is
 computed analytically in one autograd node (``_Penalty``).
 
-Numerical safety: rows (``samples``) or columns (``features``) whose norm or standard deviation is zero are left at zero
-instead of being divided by zero (``eps`` guards the division), so constant or all-zero activations give a finite
-penalty and a finite gradient.
+Numerical safety: rows (``samples``) or columns (``features``) whose norm (or ``sqrt(n) * std``) is at most ``eps``
+(``eps * sqrt(n)``) are divided by that floor instead of by their norm, so all-zero rows and constant features stay
+zero vectors and give a finite penalty and gradient: a zero row has cosine 0 with every row (its diagonal entry
+contributes ``(0 - 1)^2``), a constant feature correlates with nothing. A single row gives 0 (``samples``). Norms are
+accumulated in float64, so huge bf16 activations normalise correctly (the normalised penalties are scale-free);
+``normalize=False`` is not scale-free: its float32 value overflows once activations exceed about 1e9, which
+``DecPOTrainer`` reports as an error instead of training on (see ``tests/test_numerics.py``).
 """
 
 from __future__ import annotations
@@ -86,6 +90,12 @@ def standardize_features(z: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Ten
     return centered / norm.clamp_min(eps * max(n, 1) ** 0.5)
 
 
+def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """L2 norm along ``dim`` (kept), accumulated in float64: squares of bf16-range activations (> 1.8e19) would
+    overflow float32 and turn every such row into a zero vector."""
+    return torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float64).to(x.dtype)
+
+
 class _Penalty(torch.autograd.Function):
     """The penalty of an ``[n, d]`` matrix (or a ``[k, n, d]`` batch) as ONE autograd node with an analytic backward.
 
@@ -102,7 +112,7 @@ class _Penalty(torch.autograd.Function):
         scale = mask = None
         if target == "samples":
             if normalize:
-                norm = x.norm(dim=-1, keepdim=True)
+                norm = _norm(x, dim=-1)
                 mask = norm > eps  # where the division is by the norm (elsewhere by eps: a linear map)
                 scale = norm.clamp_min(eps)
                 x = x / scale
@@ -110,7 +120,7 @@ class _Penalty(torch.autograd.Function):
         else:
             if normalize:
                 centered = x - x.mean(dim=-2, keepdim=True)
-                norm = centered.norm(dim=-2, keepdim=True)  # = sqrt(n) * std
+                norm = _norm(centered, dim=-2)  # = sqrt(n) * std
                 floor = eps * max(x.shape[-2], 1) ** 0.5
                 mask = norm > floor
                 scale = norm.clamp_min(floor)

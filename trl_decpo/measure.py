@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .capture import ActivationCapture, Site, build_row_index, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from .capture import ActivationCapture, RowIndex, Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
 from .proxies import ProxyAccumulator
 
 
@@ -121,6 +121,9 @@ def prompts_from_dataset(dataset, column: str = "prompt", source: str = "dataset
     return list(dataset[column])
 
 
+_INT_TYPES = {int}
+
+
 def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None = None) -> list[list[int]]:
     """Token ids of each prompt, as ``trl.DPOTrainer`` tokenizes prompts; the last ``max_length`` tokens are kept.
 
@@ -133,7 +136,7 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor (VLM): its text tokenizer
     out = []
     for i, prompt in enumerate(prompts):
-        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt) and prompt:
+        if isinstance(prompt, (list, tuple)) and prompt and set(map(type, prompt)) <= _INT_TYPES:
             ids = list(prompt)
         elif isinstance(prompt, str) or is_conversational({"prompt": prompt}):
             if tokenizer is None:
@@ -158,10 +161,12 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
     return out
 
 
-def right_padded_batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device):
+def right_padded_batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device, last_index: bool = False):
     """Right-padded batches, grouped by length (sorted) to waste little compute on padding.
 
-    Yields ``(input_ids, attention_mask, index)``, ``index`` holding each row's position in ``token_lists``.
+    Yields ``(input_ids, attention_mask, index)``, ``index`` holding each row's position in ``token_lists``; with
+    ``last_index=True`` also the flat index of each row's last token in ``input_ids.reshape(-1)`` (the rows that
+    ``build_row_index("last", ...)`` would pick, known here without any mask arithmetic).
     """
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     for start in range(0, len(order), batch_size):
@@ -173,7 +178,11 @@ def right_padded_batches(token_lists: list[list[int]], batch_size: int, pad_id: 
         for row, ids in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
-        yield input_ids.to(device), attention_mask.to(device), torch.tensor(picked, device=device)
+        batch = (input_ids.to(device), attention_mask.to(device), torch.tensor(picked, device=device))
+        if last_index:
+            last = [row * width + len(ids) - 1 for row, ids in enumerate(chunk)]
+            batch += (torch.tensor(last, device=device),)
+        yield batch
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -307,7 +316,7 @@ def measure_monosemanticity(
     accumulators = {s.layer: ProxyAccumulator() for s in sites}
     extra = forward_kwargs(model)
     device = input_device(model)
-    batches = right_padded_batches(shard, batch_size, _pad_id(tokenizer, pad_token_id), device)
+    batches = right_padded_batches(shard, batch_size, _pad_id(tokenizer, pad_token_id), device, last_index=True)
     if progress:
         from tqdm.auto import tqdm
 
@@ -325,8 +334,8 @@ def measure_monosemanticity(
     model.eval()
     try:
         with torch.no_grad():
-            for input_ids, attention_mask, index in batches:
-                row_index = build_row_index("last", "both", input_ids, attention_mask)
+            for input_ids, attention_mask, index, last in batches:
+                row_index = RowIndex("last", input_ids.shape[1], last, num_rows=input_ids.shape[0])
                 with capture.capture(row_index) as rows:
                     model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
                 missing = [layer for layer in accumulators if layer not in rows]

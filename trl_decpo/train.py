@@ -10,6 +10,7 @@ DecPO settings and the last measurements) and, with ``--push_to_hub``, pushes.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -47,6 +48,12 @@ class DecPOScriptArguments(ScriptArguments):
         default=None, metadata={"help": "Layers the callback measures (default: all)."}
     )
     monosemanticity_max_samples: int = field(default=1000, metadata={"help": "At most this many probe prompts."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an `output_dir` that already holds one; its `checkpoint-*` folders are "
+                          "deleted first. Without it such a folder is refused unless `--resume_from_checkpoint` "
+                          "continues the run."},
+    )
 
     def __post_init__(self):
         if self.dataset_format not in DATASET_FORMATS:
@@ -87,6 +94,57 @@ def load_splits(script_args: DecPOScriptArguments, seed: int):
     return train, test
 
 
+RESUME_LAST = ("true", "True", "last")
+
+
+def prepare_output_dir(output_dir: str, resume_from_checkpoint, overwrite: bool) -> str | bool | None:
+    """Never clobber an earlier run silently: resume it, start over only when asked, or refuse (before any loading).
+
+    Returns the ``resume_from_checkpoint`` value for ``Trainer.train`` (``"true"`` / ``"last"`` mean the last checkpoint
+    in ``output_dir``).
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint in RESUME_LAST:
+        resume_from_checkpoint = True
+    if resume_from_checkpoint in (False, "false", "False", ""):
+        resume_from_checkpoint = None
+    if resume_from_checkpoint is not None and overwrite:
+        raise ValueError("`resume_from_checkpoint` continues a run and `overwrite_output_dir` starts over: pass one")
+    existing = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if resume_from_checkpoint is True:
+        last = get_last_checkpoint(output_dir) if existing else None
+        if last is None:
+            raise ValueError(f"`resume_from_checkpoint` asks for the last checkpoint in `output_dir` {output_dir!r}, "
+                             "which holds none (`checkpoint-<step>` folders); drop it to start a new run")
+        print(f"trl-decpo train: resuming the run in {output_dir} from {os.path.basename(last)}", file=sys.stderr)
+        return True
+    if resume_from_checkpoint is not None:
+        if not os.path.isdir(resume_from_checkpoint):
+            raise ValueError(f"`resume_from_checkpoint` {resume_from_checkpoint!r} is not a checkpoint folder")
+        print(f"trl-decpo train: resuming from {resume_from_checkpoint}", file=sys.stderr)
+        return resume_from_checkpoint
+    if not existing:
+        return None
+    checkpoints = [name for name in existing if name.startswith("checkpoint-")]
+    if not overwrite:
+        what = f"a run with checkpoints {checkpoints}" if checkpoints else f"files {existing[:5]}"
+        hint = "`--resume_from_checkpoint true` to continue it from the last checkpoint, " if checkpoints else ""
+        raise ValueError(f"`output_dir` {output_dir!r} already holds {what}. Pass {hint}`--overwrite_output_dir true` "
+                         "to start a new run there (its checkpoint-* folders are deleted, other files are replaced), "
+                         "or choose an empty `--output_dir`.")
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        for name in checkpoints:
+            shutil.rmtree(os.path.join(output_dir, name))
+    state.wait_for_everyone()
+    print(f"trl-decpo train: starting a new run in {output_dir} (--overwrite_output_dir: deleted {checkpoints})",
+          file=sys.stderr)
+    return None
+
+
 def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_args: ModelConfig):
     """Train as ``trl dpo`` does, with the penalty and the callback; returns the trainer."""
     from trl import get_peft_config, get_quantization_config
@@ -96,6 +154,8 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
+    resume = prepare_output_dir(training_args.output_dir, training_args.resume_from_checkpoint,
+                                script_args.overwrite_output_dir)
     train, test = load_splits(script_args, training_args.seed)
     strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
     if strategy != "no" and test is None:
@@ -130,7 +190,7 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
         trainer.model._ddp_params_and_buffers_to_ignore = [
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
         ]
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     # The card's title and quick-start use the model name (as DPOTrainer's checkpoints do); a local data path is no
     # Hub dataset to link to.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import textwrap
 
@@ -206,6 +207,14 @@ class DecPOTrainer(DPOTrainer):
         # One host sync for all layers, aggregated across ranks (one gather) as TRL aggregates its rewards
         values = torch.cat((penalty.detach().reshape(1), per_layer.detach())).float().unsqueeze(0)
         values = self.accelerator.gather(values).mean(dim=0).tolist()
+        if not all(math.isfinite(v) for v in values):  # checked on the host values above: no extra sync
+            bad = [site.layer for site, v in zip(self.decorrelation_sites, values[1:]) if not math.isfinite(v)]
+            raise FloatingPointError(
+                f"The decorrelation penalty at layer {', '.join(map(str, bad))} is not finite ({values[1:]}); stopping "
+                "before it reaches the weights. The captured activations hold inf/NaN (a diverged model or an fp16 "
+                "overflow), or `decorrelation_normalize=False` on activations above ~1e9, whose raw Gram overflows "
+                "float32: use `decorrelation_normalize=True` (scale-free), a lower learning rate, or bf16/fp32."
+            )
         metrics = self._metrics[mode]
         metrics["decorrelation/penalty"].append(values[0])
         for site, value in zip(self.decorrelation_sites, values[1:], strict=True):
