@@ -1,7 +1,7 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """Run every benchmark and print a summary table (issue 5; numbers in docs/benchmarks.md).
 
-    python benchmarks/run_all.py --threads 2                 # tiny model + SmolLM2-135M on CPU, ~10 minutes on 2 cores
+    python benchmarks/run_all.py --threads 2                 # tiny model + SmolLM2-135M on CPU, ~11 minutes on 2 cores
     python benchmarks/run_all.py --no-smollm2                # tiny model and the penalty only, ~2 minutes
     python benchmarks/run_all.py --device cuda --model PATH  # GPU, with a model of your choice in place of SmolLM2
 

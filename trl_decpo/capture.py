@@ -82,20 +82,33 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
+# Module-name segments that wrappers insert without changing the model's structure: FSDP1 (`FullyShardedDataParallel`
+# keeps the wrapped module in `_fsdp_wrapped_module`), activation checkpointing wrappers (`_checkpoint_wrapped_module`)
+# and `torch.compile` (`_orig_mod`). Names are matched with them removed.
+WRAPPER_SEGMENTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
+_WRAPPER_RE = re.compile(r"(?:^|\.)(?:" + "|".join(WRAPPER_SEGMENTS) + r")(?=\.|$)")
+
+
+def canonical_name(name: str) -> str:
+    """A module or parameter name without wrapper segments (``layers.0._fsdp_wrapped_module.mlp`` -> ``layers.0.mlp``)."""
+    return _WRAPPER_RE.sub("", name).lstrip(".")
+
+
 def _site_groups(model: nn.Module, site: Site) -> dict[str, dict[int, tuple[str, nn.Module]]]:
-    """All modules named ``<prefix>.<index>.<site.path>``, grouped by prefix (the decoder layer list)."""
+    """All modules named ``<prefix>.<index>.<site.path>`` (wrapper segments ignored), grouped by prefix (the decoder
+    layer list)."""
     pattern = re.compile(r"^(?:(.*)\.)?(\d+)\." + re.escape(site.path) + "$")
     groups: dict[str, dict[int, tuple[str, nn.Module]]] = {}
     for name, module in model.named_modules():
-        match = pattern.match(name)
-        if match:
+        match = pattern.match(canonical_name(name))
+        if match and not any(name.endswith(segment) for segment in WRAPPER_SEGMENTS):
             prefix = match.group(1) or ""
             groups.setdefault(prefix, {})[int(match.group(2))] = (name, module)
     return groups
 
 
 def _layer_lists(model: nn.Module) -> dict[str, nn.ModuleList]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0}
+    return {canonical_name(name): m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0}
 
 
 def _describe_layer0(model: nn.Module) -> str:
@@ -115,6 +128,10 @@ def default_site(model: nn.Module, field: str = "decorrelation_site") -> Site:
         site = Site.parse(spec)
         if _site_groups(model, site):
             return site
+    for spec in DEFAULT_SITES:
+        site = Site.parse(spec)
+        if _hidden_by_modules_to_save(model, site):
+            raise ValueError(_site_error(model, site, {}, field))
     raise ValueError(
         f"Could not choose a default `{field}` for this architecture: none of "
         f"{list(DEFAULT_SITES)} exists inside its decoder layers. Set `{field}` to a module path inside a "
@@ -127,12 +144,32 @@ def num_layers_at_site(model: nn.Module, site: Site, field: str = "decorrelation
     if len(groups) != 1:
         raise ValueError(_site_error(model, site, groups, field))
     ((prefix, found),) = groups.items()
-    container = unwrap_model(model).get_submodule(prefix) if prefix else unwrap_model(model)
+    container = _layer_lists(unwrap_model(model)).get(prefix) if prefix else unwrap_model(model)
     return len(container) if isinstance(container, nn.ModuleList) else max(found) + 1
+
+
+def _hidden_by_modules_to_save(model: nn.Module, site: Site) -> tuple[str, str] | None:
+    """(wrapped parent path, path of the trained copy of the site) when a PEFT ``modules_to_save`` wrapper of a parent
+    of the site moved it under ``modules_to_save.<adapter>``."""
+    parts = site.path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        parent, rest = ".".join(parts[:cut]), ".".join(parts[cut:])
+        for name, _ in model.named_modules():
+            match = re.search(rf"\d+\.{re.escape(parent)}\.modules_to_save\.([^.]+)\.{re.escape(rest)}$", name)
+            if match:
+                return parent, f"{parent}.modules_to_save.{match.group(1)}.{rest}"
+    return None
 
 
 def _site_error(model: nn.Module, site: Site, groups: dict, field: str = "decorrelation_site") -> str:
     if not groups:
+        hidden = _hidden_by_modules_to_save(unwrap_model(model), site)
+        if hidden:
+            return (
+                f"`{field}` {site.path!r} is hidden by PEFT's `modules_to_save`, which wrapped {hidden[0]!r}: the copy "
+                f"that trains is {hidden[1]!r} inside each layer. Set `{field}` to {hidden[1]!r}, or put the hooked "
+                "module itself (not its parent) in `modules_to_save`."
+            )
         return (
             f"`{field}` {site.path!r} matches no module inside the decoder layers of "
             f"{type(unwrap_model(model)).__name__}. {_describe_layer0(unwrap_model(model))}. Allowed: any of these "

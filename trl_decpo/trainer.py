@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from trl import DPOTrainer
 
-from .capture import ActivationCapture, ResolvedSite, build_row_index, resolve_sites
+from .capture import ActivationCapture, ResolvedSite, build_row_index, canonical_name, resolve_sites
 from .config import DecPOConfig
 from .decorrelation import decorrelation_penalty
 
@@ -57,6 +57,36 @@ REENTRANT_ERROR = (
     "gradient and the decorrelation penalty would silently do nothing. Use `use_reentrant=False` (the default), turn "
     "`gradient_checkpointing` off, or set `decorrelation_coef=0`."
 )
+
+
+PREFERENCE_COLUMNS = (("chosen", "rejected"), ("prompt_ids", "chosen_ids", "rejected_ids"))
+
+
+def check_preference_columns(dataset, name: str) -> None:
+    """Refuse, before any processing, a dataset that is not a preference dataset (DPOTrainer would fail later with a
+    bare ``KeyError``). Accepted: ``chosen`` and ``rejected`` (with ``prompt``, or an implicit prompt TRL extracts),
+    or already tokenized ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``."""
+    if dataset is None:
+        return
+    if isinstance(dataset, dict):
+        for key, part in dataset.items():
+            check_preference_columns(part, f"{name}[{key!r}]")
+        return
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # an IterableDataset without known features, a list of dicts, a torch dataset: peek
+        try:
+            first = next(iter(dataset))
+        except (StopIteration, TypeError):
+            return
+        columns = list(first) if isinstance(first, dict) else None
+    if columns is None or any(set(required) <= set(columns) for required in PREFERENCE_COLUMNS):
+        return
+    raise ValueError(
+        f"`{name}` is not a preference dataset: it needs the columns 'prompt', 'chosen' and 'rejected' ('prompt' may "
+        f"be left implicit in 'chosen' / 'rejected'), or the tokenized 'prompt_ids', 'chosen_ids', 'rejected_ids'; its "
+        f"columns are {list(columns)}. Rename them, or map the rows (the `trl-decpo train --dataset_format` option "
+        "does it for the paper's tasks)."
+    )
 
 
 class DecPOTrainer(DPOTrainer):
@@ -106,8 +136,12 @@ class DecPOTrainer(DPOTrainer):
                 ckpt_kwargs["use_reentrant"] = False  # explicit, whatever the torch/transformers default
                 _set_checkpointing_kwargs(config, ckpt_kwargs)
             self._check_not_reentrant(config, "")
-            if isinstance(model, nn.Module):  # fail before any dataset processing or reference precompute
+            if isinstance(model, nn.Module) and bound.arguments.get("peft_config") is None:
+                # fail before any dataset processing or reference precompute (a `peft_config` may still move the site
+                # under a PEFT wrapper, e.g. `mlp.modules_to_save.default.up_proj`: resolved after TRL applies it)
                 resolve_sites(model, config.decorrelation_layers, config.decorrelation_site)
+        for name in ("train_dataset", "eval_dataset"):
+            check_preference_columns(bound.arguments.get(name), name)
 
         super().__init__(*bound.args[1:], **bound.kwargs)
 
@@ -134,6 +168,7 @@ class DecPOTrainer(DPOTrainer):
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
+            name = canonical_name(name)
             head = f"{prefix}." if prefix else ""
             index = name[len(head) :].split(".", 1)[0]
             if not name.startswith(head) or not index.isdigit():
