@@ -39,6 +39,7 @@ def main(out: str, mode: str) -> None:
     kwargs.update(per_device_train_batch_size=2, gradient_accumulation_steps=accumulation, max_steps=3,
                   logging_steps=1, learning_rate=1e-2, ddp_find_unused_parameters=False)
     args = DecPOConfig(**kwargs, decorrelation_coef=1.0, decorrelation_layers=[1, 2])
+    initial = {name: p.detach().flatten().tolist() for name, p in model.named_parameters()}
     trainer = DecPOTrainer(model=model, args=args, train_dataset=make_dataset(12), processing_class=tokenizer)
     seen = []
     original = trainer.decorrelation_penalty
@@ -68,6 +69,7 @@ def main(out: str, mode: str) -> None:
               "fresh_fd": fresh.fd, "fresh_sparsity": fresh.sparsity}
     if rank == 0:
         record["log_history"] = trainer.state.log_history
+        record["initial_weights"] = initial
         record["weights"] = {name: p.detach().flatten().tolist()
                              for name, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
     with open(os.path.join(out, f"{mode}-rank{rank}.json"), "w") as f:

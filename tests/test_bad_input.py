@@ -1,11 +1,13 @@
 """Bad input (issue 6, item 5): each case below raises a ValueError that names the problem (and, where there is a
 list, the allowed values) before any training step. `test_the_count` pins how many there are: 27 config values
-(every `DecPOConfig` field has at least one), 9 model / data / probe cases. The command line's own cases are in
-`tests/test_train.py::test_clear_errors_before_training` and `tests/test_cli_safety.py`."""
+(every `DecPOConfig` field has at least one) and 12 model / data / probe / distributed-setup cases. The command
+line's own cases are in `tests/test_train.py::test_clear_errors_before_training` and `tests/test_cli_safety.py`."""
 
 import dataclasses
+import os
 
 import pytest
+import torch
 from conftest import base_kwargs, decpo_config, make_dataset, make_model, make_tokenizer
 from datasets import Dataset
 from peft import LoraConfig
@@ -78,7 +80,12 @@ def trainer(tmp_path, dataset=None, eval_dataset=None, **overrides):
 
 
 QA = Dataset.from_dict({"question": ["the cat sat"], "answer": ["yes"]})
+TOKENIZED = Dataset.from_dict({"prompt_ids": [[3, 4]], "chosen_ids": [[5]], "rejected_ids": [[6]]})  # TRL 1.16: KeyError
 SETUP_CASES = {
+    "pre-tokenized columns only": (
+        dict(dataset=TOKENIZED), r"`train_dataset` is not a preference dataset.*\['prompt_ids', 'chosen_ids'"),
+    "train dataset given as a dict of splits": (
+        dict(dataset={"train": make_dataset()}), r"`train_dataset` must be one dataset.*\['train'\]"),
     "train dataset without preference columns": (
         dict(dataset=QA), r"`train_dataset` is not a preference dataset.*'chosen'.*columns are \['question', 'answer'\]"),
     "eval dataset without preference columns": (
@@ -104,12 +111,31 @@ def test_invalid_model_or_data(tmp_path, case):
 
 
 def test_the_site_the_modules_to_save_error_suggests_trains(tmp_path):
-    """The fix the message proposes works: the trained copy is hooked and gets the penalty's gradient."""
-    peft = LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["mlp"], task_type="CAUSAL_LM")
-    t = trainer(tmp_path, peft_config=peft, decorrelation_site="mlp.modules_to_save.default.up_proj", max_steps=1)
-    t.train()
+    """The fix the message proposes works: the trained copy is hooked and the penalty's gradient reaches it (its
+    gradient differs from the one of the same step without the penalty)."""
+    site = "mlp.modules_to_save.default.up_proj"
+
+    def grads(coef):
+        peft = LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["mlp"], task_type="CAUSAL_LM")
+        t = trainer(tmp_path / str(coef), peft_config=peft, decorrelation_site=site, decorrelation_coef=coef)
+        batch = next(iter(t.get_train_dataloader()))
+        t.compute_loss(t.model, batch).backward()
+        weight = t.model.get_submodule(f"base_model.model.model.layers.1.{site}").weight
+        return weight.grad.clone(), t
+
+    without, _ = grads(0.0)
+    with_penalty, t = grads(1.0)
     assert t.decorrelation_capture.stats["captured"] == 1
-    assert "decorrelation/penalty" in t.state.log_history[0]
+    assert not torch.allclose(with_penalty, without)
+
+
+def test_a_site_typo_with_peft_fails_before_trl_processes_the_data(tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    monkeypatch.setattr(DPOTrainer, "_prepare_dataset", lambda *a, **k: pytest.fail("dataset processed first"))
+    with pytest.raises(ValueError, match="matches no module"):
+        trainer(tmp_path, decorrelation_site="mlp.up_prj", peft_config=LoraConfig(r=2, target_modules=["q_proj"],
+                                                                                  task_type="CAUSAL_LM"))
 
 
 @pytest.mark.parametrize("probes,match", [
@@ -128,4 +154,42 @@ def test_empty_probe_set(tmp_path, probes, match):
 
 def test_the_count():
     assert len(CONFIG_CASES) + len(COMBINATION_CASES) == 27
-    assert len(SETUP_CASES) + 3 == 9
+    assert len(SETUP_CASES) + 3 + 1 == 12  # + empty probes (3) + PEFT with ZeRO-3
+
+
+def test_peft_with_zero3_forced_reentrant_checkpointing_is_refused(tmp_path):
+    """TRL forces `use_reentrant=True` for PEFT + DeepSpeed ZeRO-3 + gradient checkpointing (dpo_trainer.py, "PEFT +
+    DeepSpeed ZeRO-3 requires reentrant checkpointing"). The penalty would then get no gradient, so DecPOTrainer
+    refuses that setup before any work. A stand-in plugin (`zero_stage=3`) stands for DeepSpeed, which CI lacks."""
+    from types import SimpleNamespace
+
+    args = decpo_config(tmp_path, gradient_checkpointing=True)
+    args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
+    peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
+    with pytest.raises(ValueError, match=r"reentrant.*which TRL forces for PEFT with DeepSpeed ZeRO-3"):
+        DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer(),
+                     peft_config=peft)
+
+
+def test_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path):
+    """Pins the TRL behaviour the refusal above predicts: plain DPOTrainer flips `use_reentrant` to True (it then
+    stops at DeepSpeed's import, which CI lacks). If TRL stops forcing it, this fails: update the refusal and
+    docs/reliability.md."""
+    from types import SimpleNamespace
+
+    from trl import DPOConfig, DPOTrainer
+
+    from unittest import mock
+
+    from accelerate.state import AcceleratorState
+
+    args = DPOConfig(**{**base_kwargs(tmp_path), "gradient_checkpointing": True},
+                     gradient_checkpointing_kwargs={"use_reentrant": False})
+    args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
+    peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
+    with mock.patch.dict(os.environ):  # the failed Accelerator setup leaves ACCELERATE_USE_DEEPSPEED behind
+        with pytest.raises(Exception):  # noqa: B017 - DeepSpeed is not installed: Accelerator creation fails after it
+            DPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer(),
+                       peft_config=peft)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert args.gradient_checkpointing_kwargs["use_reentrant"] is True

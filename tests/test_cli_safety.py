@@ -91,12 +91,18 @@ def test_an_earlier_run_is_refused_resumed_or_overwritten_and_the_cli_says_which
     state = json.load(open(os.path.join(out, "checkpoint-3", "trainer_state.json")))
     assert state["global_step"] == 3 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
 
-    # 3. overwrite: old checkpoints deleted, a new run from step 0, and it says so
+    # 3. overwrite: everything of the old run deleted first, a new run from step 0, and it says so
+    stale = os.path.join(out, "stale-adapter_config.json")  # e.g. left by an earlier LoRA run
+    with open(stale, "w") as f:
+        f.write("{}")
     assert main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "1",
                            "--overwrite_output_dir", "true")) == 0
     err = capsys.readouterr().err
-    assert "starting a new run" in err and "deleted ['checkpoint-1', 'checkpoint-2', 'checkpoint-3']" in err
+    assert "starting a new run" in err and "'checkpoint-3'" in err and "'stale-adapter_config.json'" in err
     assert sorted(n for n in os.listdir(out) if n.startswith("checkpoint-")) == ["checkpoint-1", "checkpoint-2"]
+    assert not os.path.exists(stale)
+    state = json.load(open(os.path.join(out, "checkpoint-2", "trainer_state.json")))
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2]
 
 
 def test_a_folder_with_other_files_is_refused(workspace, capsys):
@@ -119,6 +125,35 @@ def test_resume_errors(workspace, capsys, argv, message):
     root, data = workspace
     assert main(train_argv(data, str(root / "fresh"), *argv)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_resuming_another_runs_checkpoint_into_a_used_folder_is_refused(workspace, capsys):
+    root, data = workspace
+    first, second = str(root / "first"), str(root / "second")
+    assert main(train_argv(data, first, "--save_strategy", "steps", "--save_steps", "2")) == 0
+    assert main(train_argv(data, second, "--save_strategy", "steps", "--save_steps", "2")) == 0
+    capsys.readouterr()
+    argv = train_argv(data, second, "--resume_from_checkpoint", os.path.join(first, "checkpoint-2"))
+    assert main(argv) == 2
+    assert "would mix two runs" in capsys.readouterr().err
+
+
+def test_overwrite_refuses_to_delete_what_the_run_reads(workspace, capsys):
+    root, data = workspace
+    out = root / "data"  # the folder that holds the training data
+    assert main(train_argv(data, str(out), "--overwrite_output_dir", "true")) == 2
+    assert "would delete" in capsys.readouterr().err and os.path.isfile(data)
+
+
+def test_resuming_a_model_only_checkpoint_says_the_optimizer_restarts(workspace, capsys):
+    root, data = workspace
+    out = str(root / "run")
+    assert main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "2", "--save_only_model", "true")) == 0
+    capsys.readouterr()
+    argv = train_argv(data, out, "--resume_from_checkpoint", "last")
+    argv[argv.index("--max_steps") + 1] = "3"
+    assert main(argv) == 0
+    assert "holds no optimizer state" in capsys.readouterr().err
 
 
 def custom_code_model(folder, marker):

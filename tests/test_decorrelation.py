@@ -200,16 +200,39 @@ def test_analytic_gradient_against_finite_differences(normalize, reduction, targ
 
 @pytest.mark.parametrize("target", ["samples", "features"])
 def test_analytic_gradient_at_the_eps_floor(target):
-    """A zero row (``samples``) or a constant column (``features``): the eps branch is differentiated correctly."""
+    """A small non-zero row (``samples``) or a nearly constant column (``features``) below the eps floor, where the
+    map is ``x / eps`` and not the normalisation: its gradient branch is checked against finite differences."""
     torch.manual_seed(0)
     z = torch.randn(6, 8, dtype=torch.float64)
     if target == "samples":
-        z[2] = 0.0
+        z[2] = 1e-3 * torch.randn(8, dtype=torch.float64)  # norm ~3e-3 < eps
     else:
-        z[:, 3] = 0.7
+        z[:, 3] = 0.7 + 1e-4 * torch.randn(6, dtype=torch.float64)  # sqrt(n) * std ~2e-4 < eps * sqrt(n)
     z.requires_grad_(True)
     # eps well above gradcheck's 1e-6 perturbation, so the finite differences stay on one side of the floor
     assert torch.autograd.gradcheck(lambda x: decorrelation_penalty(x, target=target, eps=1e-2), (z,))
+
+
+@pytest.mark.parametrize("target", ["samples", "features"])
+@pytest.mark.parametrize("shape", [(4, 16), (16, 4)])
+def test_under_autocast_values_and_gradients_match_float32(target, shape):
+    """Inside `torch.autocast` (bf16) the penalty is still computed in float32, and its backward runs."""
+    torch.manual_seed(1)
+    z = torch.randn(*shape, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = decorrelation_penalty(z, target=target)
+    value.backward()
+    reference = z.detach().clone().requires_grad_(True)
+    want = decorrelation_penalty(reference, target=target)
+    want.backward()
+    assert value.dtype == torch.float32 and float(value) == pytest.approx(float(want), rel=1e-6)
+    assert torch.allclose(z.grad, reference.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_second_derivatives_are_refused_not_silently_zero():
+    z = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(decorrelation_penalty(z), z, create_graph=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -12,8 +12,9 @@ over the same micro-batches (`tests/distributed_run.py`). Compared quantities:
 * the monosemanticity measurement sharded over the two processes (3 + 2 prompts, reduced) == one process, 1e-9;
 * no trl-decpo hook left on either rank.
 
-Also FSDP (FULL_SHARD, FSDP1 module names `_fsdp_wrapped_module`): sites resolve and the measurement through the
-wrapped model equals the bare model's.
+Also FSDP1 FULL_SHARD over 2 processes (`tests/fsdp_run.py` under `torchrun`): sites resolve through the
+`_fsdp_wrapped_module` names, the hooks fire under sharded parameters, and the penalty, its gradient and the
+measurement equal the bare model's.
 """
 
 import json
@@ -22,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -39,7 +41,8 @@ def free_port() -> int:
 def clean_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK",
                                                                      "MASTER_"))}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=HERE)
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=HERE,
+               HF_HOME=tempfile.mkdtemp(prefix="decpo-hf-home-"))  # no user `accelerate config` default file
     return env
 
 
@@ -113,13 +116,13 @@ def test_final_weights_match_one_process(runs):
     ddp, single = runs
     import torch
 
-    assert ddp[0]["weights"].keys() == single["weights"].keys()
+    assert ddp[0]["weights"].keys() == single["weights"].keys() == single["initial_weights"].keys()
     moved = 0
     for name, values in ddp[0]["weights"].items():
         a, b = torch.tensor(values), torch.tensor(single["weights"][name])
         assert torch.allclose(a, b, atol=1e-5), name
-        moved += 1
-    assert moved > 10
+        moved += not torch.allclose(a, torch.tensor(single["initial_weights"][name]), atol=1e-4)
+    assert moved > 10  # training moved the weights: the agreement is not that of two untouched copies
 
 
 def test_sharded_measurement_equals_one_process(runs):
@@ -131,32 +134,18 @@ def test_sharded_measurement_equals_one_process(runs):
                 assert ddp[rank][key][layer] == pytest.approx(value, abs=1e-9)
 
 
-FSDP_CHECK = r"""
-import os, sys, torch, torch.distributed as dist
-sys.path.insert(0, {here!r})
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="{port}")
-dist.init_process_group("gloo", rank=0, world_size=1)
-from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-from conftest import make_model, make_tokenizer
-from trl_decpo import measure_monosemanticity, resolve_sites
-prompts = ["the cat sat", "a dog ran fast", "yes no", "i think"]
-bare = make_model()
-want = measure_monosemanticity(bare, prompts, make_tokenizer())
-wrapped = FSDP(make_model(), auto_wrap_policy=ModuleWrapPolicy({{LlamaDecoderLayer}}), device_id=torch.device("cpu"),
-               use_orig_params=True)
-names = [s.name for s in resolve_sites(wrapped, [0, -1])]
-got = measure_monosemanticity(wrapped, prompts, make_tokenizer())
-print("NAMES", names)
-print("MAXDIFF", max(abs(got.fd[k] - want.fd[k]) for k in want.fd))
-dist.destroy_process_group()
-"""
-
-
-def test_fsdp_wrapped_module_names_resolve_and_measure_like_the_bare_model():
-    done = run([sys.executable, "-c", FSDP_CHECK.format(here=HERE, port=free_port())], timeout=300)
-    names = next(line for line in done.stdout.splitlines() if line.startswith("NAMES"))
-    assert "layers.0._fsdp_wrapped_module.mlp.up_proj" in names and "layers.3._fsdp_wrapped_module.mlp.up_proj" in names
-    diff = float(next(line for line in done.stdout.splitlines() if line.startswith("MAXDIFF")).split()[1])
-    assert diff < 1e-6
+def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_path):
+    """FSDP1 FULL_SHARD over 2 processes: half the parameters per rank, sites found through `_fsdp_wrapped_module`,
+    the penalty and its gradient (squared norm, summed over the shards) and the measurement equal the bare model's."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    run([torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), os.path.join(HERE, "fsdp_run.py"),
+         str(tmp_path)], timeout=300)
+    for rank in range(2):
+        with open(tmp_path / f"fsdp-rank{rank}.json") as f:
+            r = json.load(f)
+        assert r["shard"] * 2 == r["total"]
+        assert [n.split("layers.")[1] for n in r["names"]] == ["1._fsdp_wrapped_module.mlp.up_proj",
+                                                                "2._fsdp_wrapped_module.mlp.up_proj"]
+        assert r["penalty"] == pytest.approx(r["bare_penalty"], rel=1e-6) and r["bare_penalty"] > 0
+        assert r["grad_sq"] == pytest.approx(r["bare_grad_sq"], rel=1e-5) and r["bare_grad_sq"] > 0
+        assert r["fd_diff"] < 1e-9

@@ -101,7 +101,7 @@ def _site_groups(model: nn.Module, site: Site) -> dict[str, dict[int, tuple[str,
     groups: dict[str, dict[int, tuple[str, nn.Module]]] = {}
     for name, module in model.named_modules():
         match = pattern.match(canonical_name(name))
-        if match and not any(name.endswith(segment) for segment in WRAPPER_SEGMENTS):
+        if match and name.rsplit(".", 1)[-1] not in WRAPPER_SEGMENTS:
             prefix = match.group(1) or ""
             groups.setdefault(prefix, {})[int(match.group(2))] = (name, module)
     return groups

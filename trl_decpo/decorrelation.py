@@ -30,8 +30,9 @@ Numerical safety: rows (``samples``) or columns (``features``) whose norm (or ``
 zero vectors and give a finite penalty and gradient: a zero row has cosine 0 with every row (its diagonal entry
 contributes ``(0 - 1)^2``), a constant feature correlates with nothing. A single row gives 0 (``samples``). Norms are
 accumulated in float64, so huge bf16 activations normalise correctly (the normalised penalties are scale-free);
-``normalize=False`` is not scale-free: its float32 value overflows once activations exceed about 1e9, which
-``DecPOTrainer`` reports as an error instead of training on (see ``tests/test_numerics.py``).
+``normalize=False`` is not scale-free: its float32 value overflows once ``d |z|^2`` exceeds about 1.8e19 (``|z|``
+about 4e7 for d = 11008), which ``DecPOTrainer`` reports as an error instead of training on
+(``tests/test_numerics.py``). Normalised penalties stay exact up to ``|z|`` about ``3e38 / sqrt(d)``.
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ def standardize_features(z: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Ten
 
 
 def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """L2 norm along ``dim`` (kept), accumulated in float64: squares of bf16-range activations (> 1.8e19) would
-    overflow float32 and turn every such row into a zero vector."""
-    return torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float64).to(x.dtype)
+    """L2 norm along ``dim`` (kept), accumulated in float64 where the device has it: squares of bf16-range activations
+    (> 1.8e19) would overflow float32 and turn every such row into a zero vector."""
+    wide = None if x.device.type == "mps" else torch.float64  # MPS has no float64
+    return torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=wide).to(x.dtype)
 
 
 class _Penalty(torch.autograd.Function):
@@ -104,10 +106,16 @@ class _Penalty(torch.autograd.Function):
     ``d||A A^T - I||^2 / dA = 4 (A A^T - I) A = 4 (A (A^T A) - A)``, taken from whichever Gram the forward built, then
     pulled back through the row normalisation or the column standardisation. ``tests/test_decorrelation.py`` checks
     it against float64 finite differences (``torch.autograd.gradcheck``) and against autograd of the explicit form.
+    The forward runs with autocast off (its float32 tensors are reused by the backward).
     """
 
     @staticmethod
     def forward(ctx, z, normalize, target, eps, divisor):
+        with torch.autocast(z.device.type, enabled=False):  # the backward reuses these tensors: one dtype throughout
+            return _Penalty._forward(ctx, z, normalize, target, eps, divisor)
+
+    @staticmethod
+    def _forward(ctx, z, normalize, target, eps, divisor):
         x = z if z.dtype == torch.float64 else z.float()
         scale = mask = None
         if target == "samples":
@@ -140,6 +148,9 @@ class _Penalty(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if torch.is_grad_enabled():  # create_graph=True: the analytic gradient would silently carry no graph
+            raise RuntimeError("decorrelation_penalty is differentiable once: its gradient cannot be differentiated "
+                               "again (backward with create_graph=True)")
         x, gram, scale, mask = ctx.saved_tensors
         normalize, target, small_rows, divisor, dtype = ctx.options
         a = x if target == "samples" else x.mT
@@ -182,7 +193,8 @@ def decorrelation_penalty(
         eps: guards the divisions by a row norm or a feature standard deviation.
 
     Returns:
-        A scalar float32 tensor (``[k]`` for a batch), differentiable with respect to ``z``.
+        A scalar tensor (``[k]`` for a batch), float32 (float64 for float64 input), differentiable once with respect to
+        ``z``.
     """
     _validate(z, normalize, reduction, target)
     size = z.shape[-2] if target == "samples" else z.shape[-1]

@@ -50,9 +50,9 @@ class DecPOScriptArguments(ScriptArguments):
     monosemanticity_max_samples: int = field(default=1000, metadata={"help": "At most this many probe prompts."})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start a new run in an `output_dir` that already holds one; its `checkpoint-*` folders are "
-                          "deleted first. Without it such a folder is refused unless `--resume_from_checkpoint` "
-                          "continues the run."},
+        metadata={"help": "Start a new run in an `output_dir` that is not empty: everything in it is deleted first "
+                          "(refused if the model, data or probes of this run lie inside). Without it such a folder is "
+                          "refused, unless `--resume_from_checkpoint` continues the run there."},
     )
 
     def __post_init__(self):
@@ -95,54 +95,96 @@ def load_splits(script_args: DecPOScriptArguments, seed: int):
 
 
 RESUME_LAST = ("true", "True", "last")
+RESUME_OFF = (False, "false", "False", "")
 
 
-def prepare_output_dir(output_dir: str, resume_from_checkpoint, overwrite: bool) -> str | bool | None:
-    """Never clobber an earlier run silently: resume it, start over only when asked, or refuse (before any loading).
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder + os.sep)
 
-    Returns the ``resume_from_checkpoint`` value for ``Trainer.train`` (``"true"`` / ``"last"`` mean the last checkpoint
-    in ``output_dir``).
-    """
+
+def plan_output_dir(output_dir: str, resume_from_checkpoint, overwrite: bool, inputs: tuple[str, ...] = ()):
+    """What to do with ``output_dir``: ``(resume value for Trainer.train, message, entries to delete)``; raises a
+    ``ValueError`` instead of clobbering an earlier run. Pure: reads the folder, changes nothing."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint in RESUME_LAST:
-        resume_from_checkpoint = True
-    if resume_from_checkpoint in (False, "false", "False", ""):
-        resume_from_checkpoint = None
-    if resume_from_checkpoint is not None and overwrite:
+    resume = resume_from_checkpoint
+    if isinstance(resume, str) and resume in RESUME_LAST:
+        resume = True
+    if resume in RESUME_OFF:
+        resume = None
+    if resume is not None and overwrite:
         raise ValueError("`resume_from_checkpoint` continues a run and `overwrite_output_dir` starts over: pass one")
     existing = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
-    if resume_from_checkpoint is True:
+    if resume is True:
         last = get_last_checkpoint(output_dir) if existing else None
         if last is None:
             raise ValueError(f"`resume_from_checkpoint` asks for the last checkpoint in `output_dir` {output_dir!r}, "
                              "which holds none (`checkpoint-<step>` folders); drop it to start a new run")
-        print(f"trl-decpo train: resuming the run in {output_dir} from {os.path.basename(last)}", file=sys.stderr)
-        return True
-    if resume_from_checkpoint is not None:
-        if not os.path.isdir(resume_from_checkpoint):
-            raise ValueError(f"`resume_from_checkpoint` {resume_from_checkpoint!r} is not a checkpoint folder")
-        print(f"trl-decpo train: resuming from {resume_from_checkpoint}", file=sys.stderr)
-        return resume_from_checkpoint
+        checkpoint = last
+    elif resume is not None:
+        checkpoint = resume
+        if not os.path.isdir(checkpoint):
+            raise ValueError(f"`resume_from_checkpoint` {checkpoint!r} is not a checkpoint folder")
+        if existing and not _inside(checkpoint, output_dir):
+            raise ValueError(f"`resume_from_checkpoint` {checkpoint!r} lies outside `output_dir` {output_dir!r}, which "
+                             f"already holds {existing[:5]}: continuing there would mix two runs. Resume into an "
+                             "empty `--output_dir`, or into the folder the checkpoint belongs to.")
+    if resume is not None:
+        note = "" if os.path.isfile(os.path.join(checkpoint, "optimizer.pt")) else (
+            " (it holds no optimizer state, e.g. `save_only_model`: the optimizer and scheduler restart, so the run "
+            "will not match an uninterrupted one)")
+        return (True if resume is True else checkpoint,
+                f"resuming the run in {output_dir} from {os.path.basename(os.path.normpath(checkpoint))}{note}", [])
     if not existing:
-        return None
+        return None, None, []
     checkpoints = [name for name in existing if name.startswith("checkpoint-")]
     if not overwrite:
         what = f"a run with checkpoints {checkpoints}" if checkpoints else f"files {existing[:5]}"
         hint = "`--resume_from_checkpoint true` to continue it from the last checkpoint, " if checkpoints else ""
         raise ValueError(f"`output_dir` {output_dir!r} already holds {what}. Pass {hint}`--overwrite_output_dir true` "
-                         "to start a new run there (its checkpoint-* folders are deleted, other files are replaced), "
-                         "or choose an empty `--output_dir`.")
+                         "to start a new run there (everything in it is deleted first), or choose an empty "
+                         "`--output_dir`.")
+    used = [path for path in inputs if path and os.path.exists(path) and _inside(path, output_dir)]
+    if used:
+        raise ValueError(f"`--overwrite_output_dir` would delete {used}, which this run reads: choose another "
+                         "`--output_dir`")
+    return None, f"starting a new run in {output_dir} (--overwrite_output_dir: deleted {existing})", existing
+
+
+def prepare_output_dir(output_dir: str, resume_from_checkpoint, overwrite: bool, inputs: tuple[str, ...] = ()):
+    """Never clobber an earlier run silently: resume it, start over only when asked, or refuse, before any loading.
+
+    The main process decides and every process follows it (one decision even without a shared file system); returns
+    the ``resume_from_checkpoint`` value for ``Trainer.train``.
+    """
     from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
 
     state = PartialState()
+    outcome = [None]
     if state.is_main_process:
-        for name in checkpoints:
-            shutil.rmtree(os.path.join(output_dir, name))
+        try:
+            outcome = [("ok", plan_output_dir(output_dir, resume_from_checkpoint, overwrite, inputs))]
+        except ValueError as err:
+            outcome = [("error", str(err))]
+    if state.num_processes > 1:
+        outcome = broadcast_object_list(outcome)
+    kind, value = outcome[0]
+    if kind == "error":
+        raise ValueError(value)
+    resume, message, delete = value
+    if state.is_main_process:
+        for name in delete:
+            path = os.path.join(output_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     state.wait_for_everyone()
-    print(f"trl-decpo train: starting a new run in {output_dir} (--overwrite_output_dir: deleted {checkpoints})",
-          file=sys.stderr)
-    return None
+    if message:
+        state.print(f"trl-decpo train: {message}", file=sys.stderr)
+    return resume
 
 
 def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_args: ModelConfig):
@@ -154,8 +196,11 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
+    training_args.device  # set up the processes with the run's own settings (use_cpu, backend) before deciding
     resume = prepare_output_dir(training_args.output_dir, training_args.resume_from_checkpoint,
-                                script_args.overwrite_output_dir)
+                                script_args.overwrite_output_dir,
+                                (model_args.model_name_or_path, script_args.dataset_name,
+                                 script_args.monosemanticity_probes))
     train, test = load_splits(script_args, training_args.seed)
     strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
     if strategy != "no" and test is None:

@@ -59,16 +59,16 @@ REENTRANT_ERROR = (
 )
 
 
-PREFERENCE_COLUMNS = (("chosen", "rejected"), ("prompt_ids", "chosen_ids", "rejected_ids"))
-
-
 def check_preference_columns(dataset, name: str) -> None:
     """Refuse, before any processing, a dataset that is not a preference dataset (DPOTrainer would fail later with a
-    bare ``KeyError``). Accepted: ``chosen`` and ``rejected`` (with ``prompt``, or an implicit prompt TRL extracts),
-    or already tokenized ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``."""
+    bare ``KeyError``): TRL 1.16 needs ``chosen`` and ``rejected`` (with ``prompt``, or an implicit prompt it
+    extracts as their shared prefix)."""
     if dataset is None:
         return
     if isinstance(dataset, dict):
+        if name == "train_dataset":
+            raise ValueError(f"`train_dataset` must be one dataset (a split), got a dict of splits {sorted(dataset)}; "
+                             "pass e.g. `dataset['train']`")
         for key, part in dataset.items():
             check_preference_columns(part, f"{name}[{key!r}]")
         return
@@ -79,14 +79,25 @@ def check_preference_columns(dataset, name: str) -> None:
         except (StopIteration, TypeError):
             return
         columns = list(first) if isinstance(first, dict) else None
-    if columns is None or any(set(required) <= set(columns) for required in PREFERENCE_COLUMNS):
+    if columns is None or {"chosen", "rejected"} <= set(columns):
         return
     raise ValueError(
         f"`{name}` is not a preference dataset: it needs the columns 'prompt', 'chosen' and 'rejected' ('prompt' may "
-        f"be left implicit in 'chosen' / 'rejected'), or the tokenized 'prompt_ids', 'chosen_ids', 'rejected_ids'; its "
-        f"columns are {list(columns)}. Rename them, or map the rows (the `trl-decpo train --dataset_format` option "
-        "does it for the paper's tasks)."
+        f"be left implicit in 'chosen' / 'rejected'); its columns are {list(columns)}. Rename them, or map the rows "
+        "(the `trl-decpo train --dataset_format` option does it for the paper's tasks)."
     )
+
+
+def _trl_will_force_reentrant(model, args, peft_config) -> bool:
+    """TRL's `DPOTrainer.__init__` sets `use_reentrant=True` for a PEFT model under DeepSpeed ZeRO-3 with gradient
+    checkpointing ("PEFT + DeepSpeed ZeRO-3 requires reentrant checkpointing"): predicted here to refuse before any
+    work; `tests/test_bad_input.py` pins that TRL still does it."""
+    from peft import PeftModel
+
+    plugin = getattr(args, "deepspeed_plugin", None)
+    enabled, _ = _checkpointing_settings(args)
+    is_peft = peft_config is not None or isinstance(model, PeftModel)
+    return bool(is_peft and enabled and plugin is not None and getattr(plugin, "zero_stage", None) == 3)
 
 
 class DecPOTrainer(DPOTrainer):
@@ -136,10 +147,16 @@ class DecPOTrainer(DPOTrainer):
                 ckpt_kwargs["use_reentrant"] = False  # explicit, whatever the torch/transformers default
                 _set_checkpointing_kwargs(config, ckpt_kwargs)
             self._check_not_reentrant(config, "")
-            if isinstance(model, nn.Module) and bound.arguments.get("peft_config") is None:
-                # fail before any dataset processing or reference precompute (a `peft_config` may still move the site
-                # under a PEFT wrapper, e.g. `mlp.modules_to_save.default.up_proj`: resolved after TRL applies it)
-                resolve_sites(model, config.decorrelation_layers, config.decorrelation_site)
+            if _trl_will_force_reentrant(model, config, bound.arguments.get("peft_config")):
+                raise ValueError(REENTRANT_ERROR.format(why=", which TRL forces for PEFT with DeepSpeed ZeRO-3"))
+            if isinstance(model, nn.Module):  # fail before any dataset processing or reference precompute
+                try:
+                    resolve_sites(model, config.decorrelation_layers, config.decorrelation_site)
+                except ValueError:
+                    # a `peft_config` with `modules_to_save` may move the site under its wrapper (e.g.
+                    # `mlp.modules_to_save.default.up_proj`): resolved again once TRL has applied it
+                    if not getattr(bound.arguments.get("peft_config"), "modules_to_save", None):
+                        raise
         for name in ("train_dataset", "eval_dataset"):
             check_preference_columns(bound.arguments.get(name), name)
 
