@@ -12,6 +12,7 @@ slow drifts; the ratio of the medians is reported too.
     python benchmarks/step_time.py --model tiny                      # a tiny Llama built from a config
     python benchmarks/step_time.py --model smollm2 --threads 2       # SmolLM2-135M-Instruct (offline copy)
     python benchmarks/step_time.py --model PATH --device cuda        # any model, on GPU
+    python benchmarks/step_time.py --model tiny --breakdown          # + each piece of the overhead, timed in a step
 
 One JSON line per arm on stdout, then a summary line with the ratios.
 """
@@ -98,6 +99,58 @@ def build(arm: str, model_dir: str, data, args, num_layers: int):
                         processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=peft)
 
 
+def breakdown(trainers, step, arms, steps: int = 200):
+    """Where the DecPO time goes inside a training step: each piece of the library timed with `perf_counter` (median
+    over `steps` steps, after the paired measurement), and `compute_loss` (forward) vs the rest (backward) per arm."""
+    import contextlib
+
+    import trl_decpo.capture as capture
+    import trl_decpo.trainer as trainer_module
+
+    pieces: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            result = fn(*a, **k)
+            pieces.setdefault(name, []).append(time.perf_counter() - start)
+            return result
+        return wrapper
+
+    originals = (trainer_module.build_row_index, capture.RowIndex.pool)
+    trainer_module.build_row_index = timed("row_index", trainer_module.build_row_index)
+    capture.RowIndex.pool = timed("pool (per layer)", capture.RowIndex.pool)
+    try:
+        for arm in arms:
+            t = trainers[arm]
+            forward = timed(f"{arm}: compute_loss (forward)", t.compute_loss)
+            t.compute_loss = forward
+            if t.decorrelation_enabled:
+                t.decorrelation_penalty = timed(f"{arm}: penalty (checks, stack, computation)", t.decorrelation_penalty)
+                t._log_decorrelation = timed(f"{arm}: logging", t._log_decorrelation)
+                cap = t.decorrelation_capture
+                inner = cap.capture
+
+                @contextlib.contextmanager
+                def hooked(row_index, _inner=inner, _arm=arm):
+                    start = time.perf_counter()
+                    with _inner(row_index) as rows:
+                        pieces.setdefault(f"{_arm}: register hooks", []).append(time.perf_counter() - start)
+                        yield rows
+                        start = time.perf_counter()
+                    pieces.setdefault(f"{_arm}: remove hooks", []).append(time.perf_counter() - start)
+                cap.capture = hooked
+            totals = [step(t) for _ in range(steps)]
+            pieces[f"{arm}: whole step"] = totals
+            pieces[f"{arm}: backward and the rest"] = [
+                a - b for a, b in zip(totals, pieces[f"{arm}: compute_loss (forward)"][-steps:])]
+    finally:
+        trainer_module.build_row_index, capture.RowIndex.pool = originals
+    for name, values in pieces.items():
+        print(json.dumps({"benchmark": "step_time_breakdown", "piece": name, "median_us": statistics.median(values) * 1e6,
+                          "calls_per_step": len(values) / (steps * (1 if ":" in name else len(arms) - 1))}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny", help="'tiny', 'smollm2', or a model folder / Hub id")
@@ -108,6 +161,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-lora", dest="lora", action="store_false", help="full fine-tuning instead of LoRA")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time each piece of the DecPO overhead inside a training step (200 more steps/arm)")
     args = parser.parse_args()
     import torch
     from transformers import AutoConfig
@@ -139,6 +194,8 @@ def main():
         order = arms[i % len(arms):] + arms[: i % len(arms)]
         for arm in order:
             times[arm].append(step(trainers[arm]))
+    if args.breakdown:
+        breakdown(trainers, step, arms)
     median = {arm: statistics.median(values) for arm, values in times.items()}
     paired = {arm: statistics.median(a / b for a, b in zip(times[arm], times["dpo"])) for arm in arms}
     for arm in arms:

@@ -52,12 +52,22 @@ def run(argv, timeout=600):
     return done
 
 
+def launch(make_argv, timeout=600):
+    """Runs a multi-process launch, once more on a new port if the first attempt fails (the free port found may be
+    taken by another process before the launcher binds it); a real failure fails both attempts."""
+    try:
+        return run(make_argv(free_port()), timeout)
+    except AssertionError:
+        return run(make_argv(free_port()), timeout)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("distributed"))
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", str(free_port()), SCRIPT, out, "ddp"])
+    launch(lambda port: [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), SCRIPT,
+                         out, "ddp"])
     run([sys.executable, SCRIPT, out, "single"])
 
     def load(name):
@@ -138,8 +148,8 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
     """FSDP1 FULL_SHARD over 2 processes: half the parameters per rank, sites found through `_fsdp_wrapped_module`,
     the penalty and its gradient (squared norm, summed over the shards) and the measurement equal the bare model's."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    run([torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), os.path.join(HERE, "fsdp_run.py"),
-         str(tmp_path)], timeout=300)
+    launch(lambda port: [torchrun, "--nproc_per_node", "2", "--master_port", str(port),
+                         os.path.join(HERE, "fsdp_run.py"), str(tmp_path)], timeout=300)
     for rank in range(2):
         with open(tmp_path / f"fsdp-rank{rank}.json") as f:
             r = json.load(f)
