@@ -62,6 +62,7 @@ def main():
     record["fd_diff"] = max(abs(measured.fd[k] - reference.fd[k]) for k in reference.fd)
     with open(os.path.join(sys.argv[1], f"fsdp-rank{rank}.json"), "w") as f:
         json.dump(record, f)
+    dist.barrier()  # both ranks done before the group goes away
     dist.destroy_process_group()
 
 

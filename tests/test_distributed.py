@@ -10,7 +10,8 @@ over the same micro-batches (`tests/distributed_run.py`). Compared quantities:
   micro-batches), rel 1e-4; the logged DPO loss likewise;
 * the final weights (DDP averages the gradients of DPO loss + penalty, as accumulation does): atol 1e-5;
 * the monosemanticity measurement sharded over the two processes (3 + 2 prompts, reduced) == one process, 1e-9;
-* no trl-decpo hook left on either rank.
+* no trl-decpo hook left on either rank;
+* `trl-decpo train` under 2 processes refuses a used `--output_dir` on both ranks together, and resumes together.
 
 Also FSDP1 FULL_SHARD over 2 processes (`tests/fsdp_run.py` under `torchrun`): sites resolve through the
 `_fsdp_wrapped_module` names, the hooks fire under sharded parameters, and the penalty, its gradient and the
@@ -41,24 +42,41 @@ def free_port() -> int:
 def clean_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK",
                                                                      "MASTER_"))}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=HERE,
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=HERE, GLOO_SOCKET_IFNAME="lo",
                HF_HOME=tempfile.mkdtemp(prefix="decpo-hf-home-"))  # no user `accelerate config` default file
     return env
+
+
+PORT_TAKEN = ("address already in use", "eaddrinuse", "errno 98")
+
+
+def attempt(make_argv, timeout):
+    """One multi-process launch on a fresh port; ``None`` when it could not start (the port was taken between
+    `free_port()` and the launcher binding it) or hung, so the caller may try once more."""
+    try:
+        done = subprocess.run(make_argv(free_port()), env=clean_env(), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode != 0 and any(key in done.stderr.lower() for key in PORT_TAKEN):
+        return None
+    return done
+
+
+def launch(make_argv, timeout=180, check=True):
+    """Runs a 2-process launch; retried once if it could not start or hung (machine noise), so a real failure still
+    fails: both attempts must go wrong the same way."""
+    done = attempt(make_argv, timeout) or attempt(make_argv, timeout)
+    assert done is not None, f"{make_argv(0)[:3]}... hung or could not bind a port twice"
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
 
 
 def run(argv, timeout=600):
     done = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done
-
-
-def launch(make_argv, timeout=600):
-    """Runs a multi-process launch, once more on a new port if the first attempt fails (the free port found may be
-    taken by another process before the launcher binds it); a real failure fails both attempts."""
-    try:
-        return run(make_argv(free_port()), timeout)
-    except AssertionError:
-        return run(make_argv(free_port()), timeout)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +167,7 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
     the penalty and its gradient (squared norm, summed over the shards) and the measurement equal the bare model's."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     launch(lambda port: [torchrun, "--nproc_per_node", "2", "--master_port", str(port),
-                         os.path.join(HERE, "fsdp_run.py"), str(tmp_path)], timeout=300)
+                         os.path.join(HERE, "fsdp_run.py"), str(tmp_path)])
     for rank in range(2):
         with open(tmp_path / f"fsdp-rank{rank}.json") as f:
             r = json.load(f)
@@ -159,3 +177,30 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
         assert r["penalty"] == pytest.approx(r["bare_penalty"], rel=1e-6) and r["bare_penalty"] > 0
         assert r["grad_sq"] == pytest.approx(r["bare_grad_sq"], rel=1e-5) and r["bare_grad_sq"] > 0
         assert r["fd_diff"] < 1e-9
+
+
+def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
+    """`trl-decpo train` under 2 processes: the main process decides about `--output_dir` and both stop with the same
+    message (no rank left waiting for the other), and with `--resume_from_checkpoint` both resume."""
+    from conftest import PAIRS, model_path
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": p, "chosen": " " + c, "rejected": " " + r}) for p, c, r in PAIRS))
+    out = tmp_path / "run"
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    base = ["--model_name_or_path", model_path(), "--dataset_name", str(data), "--output_dir", str(out),
+            "--per_device_train_batch_size", "2", "--bf16", "false", "--use_cpu", "true", "--report_to", "none",
+            "--max_length", "32", "--monosemanticity", "false", "--save_strategy", "steps", "--save_steps", "1"]
+
+    def train(*extra):
+        return launch(lambda port: [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                                    str(port), "-m", "trl_decpo", "train", *base, *extra], check=False)
+
+    assert train("--max_steps", "1").returncode == 0
+    refused = train("--max_steps", "2")
+    assert refused.returncode != 0
+    assert refused.stderr.count("already holds a run with checkpoints ['checkpoint-1']") == 2  # both ranks say it
+    resumed = train("--max_steps", "2", "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "from checkpoint-1" in resumed.stderr and (out / "checkpoint-2").is_dir()

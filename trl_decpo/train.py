@@ -261,5 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # bad options, missing files or datasets: one line, before training
         print(f"trl-decpo train: error: {err}", file=sys.stderr)
         return 2
+    # Only the main process writes the card (and pushes): the others would otherwise reach `end()` first and tear the
+    # process group down under it (seen as an intermittent hang at exit with 2 gloo processes).
+    trainer.accelerator.wait_for_everyone()
     trainer.end()  # finish the trackers and the process group, as `trl dpo` does
     return 0
