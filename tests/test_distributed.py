@@ -47,12 +47,14 @@ def clean_env() -> dict:
     return env
 
 
-PORT_TAKEN = ("address already in use", "eaddrinuse", "errno 98")
+# Launch failures that are the machine's or torch's, not ours: a port taken between `free_port()` and the launcher
+# binding it, and an abort in torch's gloo teardown at interpreter exit after the work is done.
+PORT_TAKEN = ("address already in use", "eaddrinuse", "errno 98", "terminate called without an active exception")
 
 
 def attempt(make_argv, timeout):
-    """One multi-process launch on a fresh port; ``None`` when it could not start (the port was taken between
-    `free_port()` and the launcher binding it) or hung, so the caller may try once more."""
+    """One multi-process launch on a fresh port; ``None`` when it could not start, hung, or aborted in torch's
+    teardown (see PORT_TAKEN), so the caller may try once more."""
     try:
         done = subprocess.run(make_argv(free_port()), env=clean_env(), capture_output=True, text=True,
                               timeout=timeout)
