@@ -48,6 +48,17 @@ TARGET_CHOICES = ("samples", "features")
 DEFAULT_EPS = 1e-6
 
 
+def _gram_terms(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(||A A^T - I||_F^2, the Gram used, whether it is the a x a one)`` for ``A`` of shape ``[..., a, b]``."""
+    rows, cols = a.shape[-2:]
+    if rows <= cols:
+        gram = a @ a.mT
+        gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # - I, in place: this Gram is A A^T - I
+        return gram.square().sum((-2, -1)), gram, True
+    gram = a.mT @ a
+    return gram.square().sum((-2, -1)) - 2.0 * a.square().sum((-2, -1)) + rows, gram, False
+
+
 def gram_minus_identity_sq(a: torch.Tensor) -> torch.Tensor:
     """``||A A^T - I||_F^2`` for ``A`` of shape ``[a, b]`` (or a batch ``[k, a, b]``: one value per matrix), built from
     whichever Gram matrix is smaller.
@@ -57,13 +68,7 @@ def gram_minus_identity_sq(a: torch.Tensor) -> torch.Tensor:
     """
     if a.dim() not in (2, 3):
         raise ValueError(f"expected a 2-D tensor (or a 3-D batch of them), got shape {tuple(a.shape)}")
-    rows, cols = a.shape[-2:]
-    if rows <= cols:
-        gram = a @ a.mT
-        gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # - I, in place (matmul's backward does not need its output)
-        return gram.square().sum((-2, -1))
-    gram = a.mT @ a
-    return gram.square().sum((-2, -1)) - 2.0 * a.square().sum((-2, -1)) + rows
+    return _gram_terms(a)[0]
 
 
 def _validate(z: torch.Tensor, normalize, reduction: str, target: str) -> None:
@@ -78,17 +83,6 @@ def _validate(z: torch.Tensor, normalize, reduction: str, target: str) -> None:
         raise ValueError(f"`reduction` must be one of {list(REDUCTION_CHOICES)}, got {reduction!r}")
     if target not in TARGET_CHOICES:
         raise ValueError(f"`target` must be one of {list(TARGET_CHOICES)}, got {target!r}")
-
-
-def standardize_features(z: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """Centre every column of ``z`` over the rows and scale it so that ``V^T V`` is the correlation matrix.
-
-    Returns ``V = (z - mean) / (sqrt(n) * std)`` (population std); a constant column stays zero.
-    """
-    n = z.shape[-2]
-    centered = z - z.mean(dim=-2, keepdim=True)
-    norm = centered.norm(dim=-2, keepdim=True)  # = sqrt(n) * std
-    return centered / norm.clamp_min(eps * max(n, 1) ** 0.5)
 
 
 def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -117,33 +111,19 @@ class _Penalty(torch.autograd.Function):
     @staticmethod
     def _forward(ctx, z, normalize, target, eps, divisor):
         x = z if z.dtype == torch.float64 else z.float()
+        dim = -1 if target == "samples" else -2  # rows are normalised (samples), columns standardised (features)
         scale = mask = None
-        if target == "samples":
-            if normalize:
-                norm = _norm(x, dim=-1)
-                mask = norm > eps  # where the division is by the norm (elsewhere by eps: a linear map)
-                scale = norm.clamp_min(eps)
-                x = x / scale
-            a = x
-        else:
-            if normalize:
-                centered = x - x.mean(dim=-2, keepdim=True)
-                norm = _norm(centered, dim=-2)  # = sqrt(n) * std
-                floor = eps * max(x.shape[-2], 1) ** 0.5
-                mask = norm > floor
-                scale = norm.clamp_min(floor)
-                x = centered / scale
-            a = x.mT
-        rows, cols = a.shape[-2:]
-        if rows <= cols:
-            gram = a @ a.mT
-            gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
-            value = gram.square().sum((-2, -1))
-        else:
-            gram = a.mT @ a
-            value = gram.square().sum((-2, -1)) - 2.0 * a.square().sum((-2, -1)) + rows
+        if normalize:
+            if target == "features":
+                x = x - x.mean(dim=-2, keepdim=True)
+            norm = _norm(x, dim)  # row norm, or sqrt(n) * std of a column
+            floor = eps if target == "samples" else eps * max(x.shape[-2], 1) ** 0.5
+            mask = norm > floor  # where the division is by the norm (elsewhere by the floor: a linear map)
+            scale = norm.clamp_min(floor)
+            x = x / scale
+        value, gram, small_rows = _gram_terms(x if target == "samples" else x.mT)
         ctx.save_for_backward(x, gram, scale, mask)
-        ctx.options = (normalize, target, rows <= cols, divisor, z.dtype)
+        ctx.options = (normalize, target, small_rows, divisor, z.dtype)
         return value / divisor if divisor != 1 else value
 
     @staticmethod
@@ -159,16 +139,12 @@ class _Penalty(torch.autograd.Function):
             grad_a = coef * (gram @ a)  # 4 (A A^T - I) A
         else:
             grad_a = coef * (a @ gram - a)  # 4 (A (A^T A) - A)
-        if target == "samples":
-            grad_x = grad_a
-            if normalize:  # u = x / max(|x|, eps), per row
-                radial = (grad_x * x).sum(dim=-1, keepdim=True) * mask
-                grad_x = (grad_x - x * radial) / scale
-        else:
-            grad_x = grad_a.mT
-            if normalize:  # v = c / max(|c|, eps sqrt(n)) per column, c = x - mean
-                radial = (grad_x * x).sum(dim=-2, keepdim=True) * mask
-                grad_x = (grad_x - x * radial) / scale
+        grad_x = grad_a if target == "samples" else grad_a.mT
+        if normalize:  # x / max(|x|, floor) along dim: remove the radial part, divide by the scale
+            dim = -1 if target == "samples" else -2
+            radial = (grad_x * x).sum(dim=dim, keepdim=True) * mask
+            grad_x = (grad_x - x * radial) / scale
+            if target == "features":  # through the centring
                 grad_x = grad_x - grad_x.mean(dim=-2, keepdim=True)
         return grad_x.to(dtype), None, None, None, None
 
@@ -183,8 +159,9 @@ def decorrelation_penalty(
     """The DecPO penalty ``||M - I||_F^2`` of an ``[n, d]`` activation matrix (see the module docstring).
 
     Args:
-        z: activations, one row per sample (sequence or token), any floating dtype; computed in float32 (float64 stays float64). A batch
-            ``[k, n, d]`` (e.g. the rows of ``k`` layers) gives ``k`` values from one set of batched operations.
+        z: activations, one row per sample (sequence or token), any floating dtype; computed in float32 (float64
+            stays float64). A batch ``[k, n, d]`` (e.g. the rows of ``k`` layers) gives ``k`` values from one set of
+            batched operations.
         normalize: ``samples``: L2-normalise the rows (cosine Gram). ``features``: standardise the columns
             (correlation matrix). ``False``: use ``z`` as it is (the paper's formula read literally).
         reduction: ``"sum"`` (squared Frobenius norm, the paper) or ``"mean"`` (divided by the number of entries of

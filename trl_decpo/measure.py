@@ -121,9 +121,6 @@ def prompts_from_dataset(dataset, column: str = "prompt", source: str = "dataset
     return list(dataset[column])
 
 
-_INT_TYPES = {int}
-
-
 def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None = None) -> list[list[int]]:
     """Token ids of each prompt, as ``trl.DPOTrainer`` tokenizes prompts; the last ``max_length`` tokens are kept.
 
@@ -136,7 +133,7 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor (VLM): its text tokenizer
     out = []
     for i, prompt in enumerate(prompts):
-        if isinstance(prompt, (list, tuple)) and prompt and set(map(type, prompt)) <= _INT_TYPES:
+        if isinstance(prompt, (list, tuple)) and prompt and set(map(type, prompt)) <= {int}:
             ids = list(prompt)
         elif isinstance(prompt, str) or is_conversational({"prompt": prompt}):
             if tokenizer is None:

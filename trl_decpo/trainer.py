@@ -264,8 +264,8 @@ class DecPOTrainer(DPOTrainer):
             raise FloatingPointError(
                 f"The decorrelation penalty at layer {', '.join(map(str, bad))} is not finite ({values[1:]}); stopping "
                 "before it reaches the weights. The captured activations hold inf/NaN (a diverged model or an fp16 "
-                "overflow), or `decorrelation_normalize=False` on activations above ~1e9, whose raw Gram overflows "
-                "float32: use `decorrelation_normalize=True` (scale-free), a lower learning rate, or bf16/fp32."
+                "overflow), or `decorrelation_normalize=False` on activations large enough for its raw Gram to overflow "
+                "float32 (about |z| > 4e7 at width 11008): use `decorrelation_normalize=True` (scale-free), a lower learning rate, or bf16/fp32."
             )
         metrics = self._metrics[mode]
         metrics["decorrelation/penalty"].append(values[0])
