@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trl_decpo.train import make_parser, run  # noqa: E402
+from trl_decpo.cli.train import make_parser, run  # noqa: E402
 
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "decpo_qlora_llama2.yaml")
@@ -32,7 +32,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
         argv = ["--config", CONFIG, *argv]
-    script_args, training_args, model_args = make_parser("decpo_qlora_llama2.py").parse_args_and_config(argv)
+    script_args, training_args, model_args = make_parser(prog="decpo_qlora_llama2.py").parse_args_and_config(argv)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer = run(script_args, training_args, model_args)

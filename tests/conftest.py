@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -10,64 +11,16 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import pytest
 import torch
-from datasets import Dataset
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MistralConfig,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-)
+from transformers import AutoModelForCausalLM
 
 from trl_decpo import DecPOConfig
+from trl_decpo.testing import PAIRS, VOCAB_SIZE, WORDS, tiny_config, tiny_model_dir, tiny_preference_dataset
+from trl_decpo.testing import tiny_tokenizer as make_tokenizer
 
 
-WORDS = (
-    "the a cat dog sat on mat ran fast slow red blue green big small good bad happy sad yes no agree disagree "
-    "i you we they think know said is was be not very truly answer question because so and or but"
-).split()
+__all__ = ["PAIRS", "VOCAB", "WORDS", "make_tokenizer", "tiny_config"]
 
-
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
-    for word in WORDS:
-        vocab.setdefault(word, len(vocab))
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-    return tokenizer
-
-
-VOCAB = len(WORDS) + 3
-
-
-def tiny_config(arch: str = "llama", layers: int = 4):
-    common = dict(vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    if arch == "llama64":  # bitsandbytes' CPU 4-bit kernels need widths that are multiples of its block size (64)
-        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=128, **common)
-    if arch == "llama":
-        return LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=layers, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=128, **common)
-    if arch == "mistral":
-        return MistralConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=layers, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=128, **common)
-    if arch == "qwen2":
-        return Qwen2Config(hidden_size=32, intermediate_size=48, num_hidden_layers=layers, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=128, **common)
-    if arch == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=layers, n_head=4, n_positions=128, n_inner=48, **common)
-    if arch == "gpt_neox":
-        return GPTNeoXConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=layers, num_attention_heads=4,
-                             max_position_embeddings=128, **common)
-    raise ValueError(arch)
-
-
+VOCAB = VOCAB_SIZE
 _SAVED: dict = {}
 _ROOT = tempfile.mkdtemp(prefix="trl-decpo-tiny-")
 
@@ -76,12 +29,7 @@ def model_path(arch: str = "llama", layers: int = 4, seed: int = 0) -> str:
     """A tiny random model saved on disk once per session (DPOTrainer reloads its reference model from the path)."""
     key = (arch, layers, seed)
     if key not in _SAVED:
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(tiny_config(arch, layers))
-        path = os.path.join(_ROOT, f"{arch}-{layers}-{seed}")
-        model.save_pretrained(path)
-        make_tokenizer().save_pretrained(path)
-        _SAVED[key] = path
+        _SAVED[key] = tiny_model_dir(arch, layers, seed, folder=os.path.join(_ROOT, f"{arch}-{layers}-{seed}"))
     return _SAVED[key]
 
 
@@ -89,23 +37,8 @@ def make_model(arch: str = "llama", layers: int = 4, seed: int = 0):
     return AutoModelForCausalLM.from_pretrained(model_path(arch, layers, seed), dtype=torch.float32)
 
 
-PAIRS = [
-    ("the cat sat on", "the mat", "a dog"),
-    ("i think you are", "very good", "bad"),
-    ("do you agree", "yes i agree because the answer is good", "no"),
-    ("the dog ran", "fast", "slow and sad"),
-    ("we know the answer is", "red", "blue green"),
-    ("they said", "big", "small"),
-    ("is the cat happy", "yes", "no the cat is sad"),
-    ("a question", "the answer", "not an answer"),
-]
-
-
-def make_dataset(n: int = 8) -> Dataset:
-    rows = [PAIRS[i % len(PAIRS)] for i in range(n)]
-    return Dataset.from_dict(
-        {"prompt": [r[0] for r in rows], "chosen": [" " + r[1] for r in rows], "rejected": [" " + r[2] for r in rows]}
-    )
+def make_dataset(n: int = 8):
+    return tiny_preference_dataset(n)
 
 
 def base_kwargs(tmp_path) -> dict:

@@ -36,8 +36,14 @@ def main(out: str, mode: str) -> None:
     model, fresh_model, tokenizer = make_model(), make_model(), make_tokenizer()
     accumulation = 2 if mode == "single" else 1
     kwargs = {**base_kwargs(pathlib.Path(out)), "output_dir": os.path.join(out, mode)}
-    kwargs.update(per_device_train_batch_size=2, gradient_accumulation_steps=accumulation, max_steps=3,
-                  logging_steps=1, learning_rate=1e-2, ddp_find_unused_parameters=False)
+    kwargs.update(
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=accumulation,
+        max_steps=3,
+        logging_steps=1,
+        learning_rate=1e-2,
+        ddp_find_unused_parameters=False,
+    )
     args = DecPOConfig(**kwargs, decorrelation_coef=1.0, decorrelation_layers=[1, 2])
     initial = {name: p.detach().flatten().tolist() for name, p in model.named_parameters()}
     trainer = DecPOTrainer(model=model, args=args, train_dataset=make_dataset(12), processing_class=tokenizer)
@@ -64,14 +70,21 @@ def main(out: str, mode: str) -> None:
     rank = trainer.accelerator.process_index
     # the same fresh weights in both modes: under DDP each process measures its shard and the sums are reduced
     fresh = measure_monosemanticity(fresh_model, PROBES, tokenizer, accelerator=trainer.accelerator)
-    record = {"world": trainer.accelerator.num_processes, "distributed_type": str(trainer.accelerator.distributed_type),
-              "micro_batches": seen, "hooks_left": count_decpo_hooks(trainer.model),
-              "fresh_fd": fresh.fd, "fresh_sparsity": fresh.sparsity}
+    record = {
+        "world": trainer.accelerator.num_processes,
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "micro_batches": seen,
+        "hooks_left": count_decpo_hooks(trainer.model),
+        "fresh_fd": fresh.fd,
+        "fresh_sparsity": fresh.sparsity,
+    }
     if rank == 0:
         record["log_history"] = trainer.state.log_history
         record["initial_weights"] = initial
-        record["weights"] = {name: p.detach().flatten().tolist()
-                             for name, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
+        record["weights"] = {
+            name: p.detach().flatten().tolist()
+            for name, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters()
+        }
     with open(os.path.join(out, f"{mode}-rank{rank}.json"), "w") as f:
         json.dump(record, f)
     trainer.accelerator.wait_for_everyone()

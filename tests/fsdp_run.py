@@ -13,8 +13,13 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from conftest import make_model, make_tokenizer  # noqa: E402
 
-from trl_decpo import ActivationCapture, build_row_index, decorrelation_penalty, measure_monosemanticity  # noqa: E402
-from trl_decpo import resolve_sites  # noqa: E402
+from trl_decpo import (  # noqa: E402
+    ActivationCapture,
+    build_row_index,
+    decorrelation_penalty,
+    measure_monosemanticity,
+    resolve_sites,  # noqa: E402
+)
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran fast", "yes no", "i think you agree"]
@@ -38,12 +43,19 @@ def main():
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-    wrapped = FullyShardedDataParallel(sharded, auto_wrap_policy=ModuleWrapPolicy({LlamaDecoderLayer}),
-                                       device_id=torch.device("cpu"), sharding_strategy=ShardingStrategy.FULL_SHARD,
-                                       use_orig_params=True)
+    wrapped = FullyShardedDataParallel(
+        sharded,
+        auto_wrap_policy=ModuleWrapPolicy({LlamaDecoderLayer}),
+        device_id=torch.device("cpu"),
+        sharding_strategy=ShardingStrategy.FULL_SHARD,
+        use_orig_params=True,
+    )
     rank = dist.get_rank()
-    record = {"shard": sum(p.numel() for p in wrapped.parameters()), "total": sum(p.numel() for p in bare.parameters()),
-              "names": [s.name for s in resolve_sites(wrapped, [1, 2])]}
+    record = {
+        "shard": sum(p.numel() for p in wrapped.parameters()),
+        "total": sum(p.numel() for p in bare.parameters()),
+        "names": [s.name for s in resolve_sites(wrapped, [1, 2])],
+    }
 
     tokenizer = make_tokenizer()
     batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")

@@ -45,8 +45,15 @@ COMBINATION_CASES = [  # values valid alone, invalid together
     ({"decorrelation_pooling": "tokens"}, r"decorrelation_max_rows.*1024"),
     ({"decorrelation_pooling": "last", "decorrelation_max_rows": 64}, r"decorrelation_max_rows.*only applies"),
     ({"decorrelation_pooling": "mean", "decorrelation_max_rows": 64}, r"decorrelation_max_rows.*only applies"),
-    ({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True},
-      "decorrelation_coef": 1.0, "_trainer": True}, r"reentrant"),
+    (
+        {
+            "gradient_checkpointing": True,
+            "gradient_checkpointing_kwargs": {"use_reentrant": True},
+            "decorrelation_coef": 1.0,
+            "_trainer": True,
+        },
+        r"reentrant",
+    ),
 ]
 
 
@@ -61,8 +68,12 @@ def test_invalid_config_combination(tmp_path, overrides, match):
     overrides = dict(overrides)
     with pytest.raises(ValueError, match=match):
         if overrides.pop("_trainer", False):  # checked against the checkpointing settings by the trainer
-            DecPOTrainer(model=make_model(), args=DecPOConfig(**{**base_kwargs(tmp_path), **overrides}),
-                         train_dataset=make_dataset(), processing_class=make_tokenizer())
+            DecPOTrainer(
+                model=make_model(),
+                args=DecPOConfig(**{**base_kwargs(tmp_path), **overrides}),
+                train_dataset=make_dataset(),
+                processing_class=make_tokenizer(),
+            )
         else:
             DecPOConfig(**base_kwargs(tmp_path), **overrides)
 
@@ -74,32 +85,53 @@ def test_every_decpo_field_has_a_bad_value_case():
 
 def trainer(tmp_path, dataset=None, eval_dataset=None, **overrides):
     peft = overrides.pop("peft_config", None)
-    return DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, **overrides),
-                        train_dataset=make_dataset() if dataset is None else dataset, eval_dataset=eval_dataset,
-                        processing_class=make_tokenizer(), peft_config=peft)
+    return DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, **overrides),
+        train_dataset=make_dataset() if dataset is None else dataset,
+        eval_dataset=eval_dataset,
+        processing_class=make_tokenizer(),
+        peft_config=peft,
+    )
 
 
 QA = Dataset.from_dict({"question": ["the cat sat"], "answer": ["yes"]})
-TOKENIZED = Dataset.from_dict({"prompt_ids": [[3, 4]], "chosen_ids": [[5]], "rejected_ids": [[6]]})  # TRL 1.16: KeyError
+TOKENIZED = Dataset.from_dict(
+    {"prompt_ids": [[3, 4]], "chosen_ids": [[5]], "rejected_ids": [[6]]}
+)  # TRL 1.16: KeyError
 SETUP_CASES = {
     "pre-tokenized columns only": (
-        dict(dataset=TOKENIZED), r"`train_dataset` is not a preference dataset.*\['prompt_ids', 'chosen_ids'"),
+        dict(dataset=TOKENIZED),
+        r"`train_dataset` is not a preference dataset.*\['prompt_ids', 'chosen_ids'",
+    ),
     "train dataset given as a dict of splits": (
-        dict(dataset={"train": make_dataset()}), r"`train_dataset` must be one dataset.*\['train'\]"),
+        dict(dataset={"train": make_dataset()}),
+        r"`train_dataset` must be one dataset.*\['train'\]",
+    ),
     "train dataset without preference columns": (
-        dict(dataset=QA), r"`train_dataset` is not a preference dataset.*'chosen'.*columns are \['question', 'answer'\]"),
+        dict(dataset=QA),
+        r"`train_dataset` is not a preference dataset.*'chosen'.*columns are \['question', 'answer'\]",
+    ),
     "eval dataset without preference columns": (
-        dict(eval_dataset={"qa": QA}), r"`eval_dataset\['qa'\]` is not a preference dataset"),
+        dict(eval_dataset={"qa": QA}),
+        r"`eval_dataset\['qa'\]` is not a preference dataset",
+    ),
     "site missing from the model": (
-        dict(decorrelation_site="mlp.missing"), r"'mlp.missing' matches no module.*mlp\.up_proj"),
+        dict(decorrelation_site="mlp.missing"),
+        r"'mlp.missing' matches no module.*mlp\.up_proj",
+    ),
     "layer out of range": (dict(decorrelation_layers=[9]), r"out of range.*-4\.\.3"),
     "PEFT trains only layers after the hooked one": (
-        dict(decorrelation_layers=[1], peft_config=LoraConfig(r=2, target_modules=["up_proj"], layers_to_transform=[3],
-                                                              task_type="CAUSAL_LM")),
-        r"No trainable parameter lies at or before decoder layer 1"),
+        dict(
+            decorrelation_layers=[1],
+            peft_config=LoraConfig(r=2, target_modules=["up_proj"], layers_to_transform=[3], task_type="CAUSAL_LM"),
+        ),
+        r"No trainable parameter lies at or before decoder layer 1",
+    ),
     "PEFT modules_to_save hides the site": (
         dict(peft_config=LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["mlp"], task_type="CAUSAL_LM")),
-        r"hidden by PEFT's `modules_to_save`.*'mlp\.modules_to_save\.default\.up_proj'"),
+        r"hidden by PEFT's `modules_to_save`.*'mlp\.modules_to_save\.default\.up_proj'",
+    ),
 }
 
 
@@ -134,15 +166,21 @@ def test_a_site_typo_with_peft_fails_before_trl_processes_the_data(tmp_path, mon
 
     monkeypatch.setattr(DPOTrainer, "_prepare_dataset", lambda *a, **k: pytest.fail("dataset processed first"))
     with pytest.raises(ValueError, match="matches no module"):
-        trainer(tmp_path, decorrelation_site="mlp.up_prj", peft_config=LoraConfig(r=2, target_modules=["q_proj"],
-                                                                                  task_type="CAUSAL_LM"))
+        trainer(
+            tmp_path,
+            decorrelation_site="mlp.up_prj",
+            peft_config=LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"),
+        )
 
 
-@pytest.mark.parametrize("probes,match", [
-    ([], r"at least 2 probe prompts, got 0"),
-    (["only one"], r"at least 2 probe prompts, got 1"),
-    ("EMPTY_FILE", r"no prompts|empty|at least 2"),
-])
+@pytest.mark.parametrize(
+    "probes,match",
+    [
+        ([], r"at least 2 probe prompts, got 0"),
+        (["only one"], r"at least 2 probe prompts, got 1"),
+        ("EMPTY_FILE", r"no prompts|empty|at least 2"),
+    ],
+)
 def test_empty_probe_set(tmp_path, probes, match):
     if probes == "EMPTY_FILE":
         probes = str(tmp_path / "probes.txt")
@@ -167,8 +205,13 @@ def test_peft_with_zero3_forced_reentrant_checkpointing_is_refused(tmp_path):
     args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
     peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
     with pytest.raises(ValueError, match=r"reentrant.*which TRL forces for PEFT with DeepSpeed ZeRO-3"):
-        DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer(),
-                     peft_config=peft)
+        DecPOTrainer(
+            model=make_model(),
+            args=args,
+            train_dataset=make_dataset(),
+            processing_class=make_tokenizer(),
+            peft_config=peft,
+        )
 
 
 def test_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path):
@@ -176,20 +219,25 @@ def test_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path):
     stops at DeepSpeed's import, which CI lacks). If TRL stops forcing it, this fails: update the refusal and
     docs/reliability.md."""
     from types import SimpleNamespace
-
-    from trl import DPOConfig, DPOTrainer
-
     from unittest import mock
 
     from accelerate.state import AcceleratorState
+    from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**{**base_kwargs(tmp_path), "gradient_checkpointing": True},
-                     gradient_checkpointing_kwargs={"use_reentrant": False})
+    args = DPOConfig(
+        **{**base_kwargs(tmp_path), "gradient_checkpointing": True},
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
     args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
     peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
     with mock.patch.dict(os.environ):  # the failed Accelerator setup leaves ACCELERATE_USE_DEEPSPEED behind
         with pytest.raises(Exception):  # noqa: B017 - DeepSpeed is not installed: Accelerator creation fails after it
-            DPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer(),
-                       peft_config=peft)
+            DPOTrainer(
+                model=make_model(),
+                args=args,
+                train_dataset=make_dataset(),
+                processing_class=make_tokenizer(),
+                peft_config=peft,
+            )
     AcceleratorState._reset_state(reset_partial_state=True)
     assert args.gradient_checkpointing_kwargs["use_reentrant"] is True

@@ -28,12 +28,21 @@ def run(trainer, **callback_kwargs):
 @pytest.mark.parametrize("kind", ["dpo", "decpo"])
 def test_keys_reach_log_history_and_json(tmp_path, kind):
     if kind == "dpo":
-        trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
-                             train_dataset=make_dataset(), eval_dataset=make_dataset(6), processing_class=make_tokenizer())
+        trainer = DPOTrainer(
+            model=make_model(),
+            args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
+            train_dataset=make_dataset(),
+            eval_dataset=make_dataset(6),
+            processing_class=make_tokenizer(),
+        )
     else:
-        trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, decorrelation_layers=[1], **EVAL_KW),
-                               train_dataset=make_dataset(), eval_dataset=make_dataset(6),
-                               processing_class=make_tokenizer())
+        trainer = DecPOTrainer(
+            model=make_model(),
+            args=decpo_config(tmp_path, decorrelation_layers=[1], **EVAL_KW),
+            train_dataset=make_dataset(),
+            eval_dataset=make_dataset(6),
+            processing_class=make_tokenizer(),
+        )
     run(trainer)
     logs = monosemanticity_logs(trainer)
     assert [h["step"] for h in logs] == [0, 1, 2]  # before training, then at each evaluation
@@ -48,7 +57,7 @@ def test_keys_reach_log_history_and_json(tmp_path, kind):
     out = trainer.args.output_dir
     history = json.load(open(os.path.join(out, "monosemanticity.json")))
     assert [r["step"] for r in history] == [0, 1, 2]
-    for record, h in zip(history, logs):
+    for record, h in zip(history, logs, strict=False):
         assert [e["fd"] for e in record["layers"]] == [h[f"eval_monosemanticity/fd/layer_{i}"] for i in range(4)]
     with open(os.path.join(out, "monosemanticity.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -62,9 +71,14 @@ def test_keys_reach_log_history_and_json(tmp_path, kind):
 
 def test_peft_policy_is_measured_with_its_adapter(tmp_path):
     """Before any step a fresh LoRA adapter is a no-op: step 0 equals the base model; later steps differ."""
-    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, learning_rate=0.05, **EVAL_KW),
-                           train_dataset=make_dataset(), eval_dataset=make_dataset(6), processing_class=make_tokenizer(),
-                           peft_config=LoraConfig(r=4, target_modules=["q_proj", "up_proj"]))
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, learning_rate=0.05, **EVAL_KW),
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(6),
+        processing_class=make_tokenizer(),
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "up_proj"]),
+    )
     run(trainer, layers=[0, 2])
     logs = monosemanticity_logs(trainer)
     base = measure_monosemanticity(make_model(), trainer.eval_dataset["prompt_ids"], make_tokenizer(), layers=[0, 2])
@@ -75,8 +89,13 @@ def test_peft_policy_is_measured_with_its_adapter(tmp_path):
 
 
 def test_measure_steps_leave_the_training_metrics_to_the_trainer(tmp_path):
-    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, max_steps=3), train_dataset=make_dataset(),
-                           eval_dataset=make_dataset(4), processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, max_steps=3),
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(4),
+        processing_class=make_tokenizer(),
+    )
     callback = run(trainer, measure_steps=2, plot=False)
     assert [r["step"] for r in callback.history] == [0, 2, 3]  # begin, every 2 steps, end (step 3 not yet measured)
     train_logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -87,8 +106,13 @@ def test_measure_steps_leave_the_training_metrics_to_the_trainer(tmp_path):
 
 
 def test_training_again_starts_a_new_history(tmp_path):
-    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
-                         train_dataset=make_dataset(), eval_dataset=make_dataset(4), processing_class=make_tokenizer())
+    trainer = DPOTrainer(
+        model=make_model(),
+        args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(4),
+        processing_class=make_tokenizer(),
+    )
     callback = run(trainer, plot=False)
     trainer.train()
     assert [r["step"] for r in callback.history] == [0, 1, 2]
@@ -98,10 +122,16 @@ def test_training_again_starts_a_new_history(tmp_path):
 
 def test_resume_continues_the_history_only_when_it_measured_the_same_layers(tmp_path):
     def trainer_with(layers, resume_steps):
-        args = DPOConfig(**{**base_kwargs(tmp_path), "max_steps": resume_steps, "save_strategy": "steps",
-                            "save_steps": 2})
-        trainer = DPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(),
-                             eval_dataset=make_dataset(4), processing_class=make_tokenizer())
+        args = DPOConfig(
+            **{**base_kwargs(tmp_path), "max_steps": resume_steps, "save_strategy": "steps", "save_steps": 2}
+        )
+        trainer = DPOTrainer(
+            model=make_model(),
+            args=args,
+            train_dataset=make_dataset(),
+            eval_dataset=make_dataset(4),
+            processing_class=make_tokenizer(),
+        )
         callback = MonosemanticityCallback(trainer, layers=layers, plot=False)
         trainer.add_callback(callback)
         return trainer, callback
@@ -119,11 +149,16 @@ def test_resume_continues_the_history_only_when_it_measured_the_same_layers(tmp_
 
 
 def test_probes_given_and_several_eval_sets_measured_once_per_step(tmp_path):
-    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
-                         train_dataset=make_dataset(), processing_class=make_tokenizer(),
-                         eval_dataset={"a": make_dataset(4), "b": make_dataset(6)})
-    callback = run(trainer, probes=["the cat sat", "a dog ran fast", "yes i agree"], measure_on_train_begin=False,
-                   plot=False)
+    trainer = DPOTrainer(
+        model=make_model(),
+        args=DPOConfig(**base_kwargs(tmp_path), **EVAL_KW),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+        eval_dataset={"a": make_dataset(4), "b": make_dataset(6)},
+    )
+    callback = run(
+        trainer, probes=["the cat sat", "a dog ran fast", "yes i agree"], measure_on_train_begin=False, plot=False
+    )
     logs = monosemanticity_logs(trainer)
     assert [h["step"] for h in logs] == [1, 2]
     assert callback.history[0]["num_prompts"] == 3
@@ -131,8 +166,12 @@ def test_probes_given_and_several_eval_sets_measured_once_per_step(tmp_path):
 
 
 def test_callback_errors(tmp_path):
-    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path)), train_dataset=make_dataset(),
-                         processing_class=make_tokenizer())
+    trainer = DPOTrainer(
+        model=make_model(),
+        args=DPOConfig(**base_kwargs(tmp_path)),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
     with pytest.raises(ValueError, match="no eval_dataset; pass `probes`"):
         MonosemanticityCallback(trainer)
     with pytest.raises(ValueError, match=r"`layers` entry 9 is out of range"):

@@ -36,8 +36,13 @@ def test_default_site_per_architecture(arch):
 
 
 def capture_rows(model, sites, input_ids, **masks):
-    index = build_row_index("last", "both", input_ids, **{k: v for k, v in masks.items() if k != "position_ids"},
-                            position_ids=masks.get("position_ids"))
+    index = build_row_index(
+        "last",
+        "both",
+        input_ids,
+        **{k: v for k, v in masks.items() if k != "position_ids"},
+        position_ids=masks.get("position_ids"),
+    )
     capture = ActivationCapture(sites)
     with torch.no_grad(), capture.capture(index) as rows:
         model(input_ids=input_ids, use_cache=False, **masks)
@@ -102,8 +107,9 @@ def test_bitsandbytes_4bit_layers_resolve_and_capture():
 
     model = AutoModelForCausalLM.from_pretrained(
         model_path("llama64"),
-        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                               bnb_4bit_compute_dtype=torch.float32),
+        quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        ),
         dtype=torch.float32,
     )
     (site,) = resolve_sites(model, [1])
@@ -168,7 +174,7 @@ def reference_rows(model, site, pooling, sequences):
     out = []
     for prompt, completion in selected:
         seen = {}
-        handle = site.module.register_forward_hook(lambda m, a, o: seen.setdefault("z", o))
+        handle = site.module.register_forward_hook(lambda m, a, o, seen=seen: seen.setdefault("z", o))
         with torch.no_grad():
             model(input_ids=torch.tensor([prompt + completion]), use_cache=False)
         handle.remove()
@@ -176,9 +182,9 @@ def reference_rows(model, site, pooling, sequences):
         if pooling == "last":
             out.append(z[-1:])
         elif pooling == "mean":
-            out.append(z[len(prompt):].mean(0, keepdim=True))
+            out.append(z[len(prompt) :].mean(0, keepdim=True))
         else:
-            out.append(z[len(prompt):])
+            out.append(z[len(prompt) :])
     return torch.cat(out)
 
 
@@ -218,8 +224,12 @@ def test_pooling_matches_unpadded_reference(layout, pooling, sequences):
     (site,) = resolve_sites(model, [2])
     ids, model_kwargs, completion = packed_batch() if layout == "packed" else padded_batch(layout)
     index = build_row_index(
-        pooling, sequences, ids, attention_mask=model_kwargs.get("attention_mask"),
-        completion_mask=completion, position_ids=model_kwargs.get("position_ids"),
+        pooling,
+        sequences,
+        ids,
+        attention_mask=model_kwargs.get("attention_mask"),
+        completion_mask=completion,
+        position_ids=model_kwargs.get("position_ids"),
     )
     with torch.no_grad(), ActivationCapture([site]).capture(index) as rows:
         model(input_ids=ids, use_cache=False, **model_kwargs)
@@ -230,8 +240,9 @@ def test_pooling_matches_unpadded_reference(layout, pooling, sequences):
 
 def test_tokens_pooling_cap_subsamples_evenly():
     ids, kwargs, completion = padded_batch("right")
-    index = build_row_index("tokens", "both", ids, attention_mask=kwargs["attention_mask"],
-                            completion_mask=completion, max_rows=4)
+    index = build_row_index(
+        "tokens", "both", ids, attention_mask=kwargs["attention_mask"], completion_mask=completion, max_rows=4
+    )
     full = build_row_index("tokens", "both", ids, attention_mask=kwargs["attention_mask"], completion_mask=completion)
     assert full.token_index.numel() == 10 and index.token_index.numel() == 4
     assert set(index.token_index.tolist()) <= set(full.token_index.tolist())

@@ -8,12 +8,33 @@ import pytest
 from conftest import PAIRS, make_model, make_tokenizer, model_path
 
 from trl_decpo.cli import main as cli_main
-from trl_decpo.train import main
 
 
-FAST = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--bf16", "false", "--use_cpu", "true",
-        "--report_to", "none", "--logging_steps", "1", "--max_length", "32", "--dataloader_num_workers", "0",
-        "--monosemanticity", "false"]
+def main(argv):
+    """`trl-decpo train ARGV`."""
+    return cli_main(["train", *argv])
+
+
+FAST = [
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "2",
+    "--bf16",
+    "false",
+    "--use_cpu",
+    "true",
+    "--report_to",
+    "none",
+    "--logging_steps",
+    "1",
+    "--max_length",
+    "32",
+    "--dataloader_num_workers",
+    "0",
+    "--monosemanticity",
+    "false",
+]
 
 
 @pytest.fixture
@@ -49,8 +70,23 @@ def test_training_writes_only_inside_output_dir(workspace):
     out = str(root / "run")
     caches = {str(root / "hf_home")}  # the libraries' download / dataset caches, not files of the run
     before = snapshot(str(root), skip=caches)
-    assert main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "1",
-                           "--monosemanticity", "true", "--monosemanticity_probes", data)) == 0
+    assert (
+        main(
+            train_argv(
+                data,
+                out,
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "1",
+                "--monosemanticity",
+                "true",
+                "--monosemanticity_probes",
+                data,
+            )
+        )
+        == 0
+    )
     after = snapshot(str(root), skip=caches | {out})
     assert after == before, sorted(set(after) ^ set(before))
     assert os.path.isfile(os.path.join(out, "README.md")) and os.path.isdir(os.path.join(out, "checkpoint-2"))
@@ -95,8 +131,10 @@ def test_an_earlier_run_is_refused_resumed_or_overwritten_and_the_cli_says_which
     stale = os.path.join(out, "stale-adapter_config.json")  # e.g. left by an earlier LoRA run
     with open(stale, "w") as f:
         f.write("{}")
-    assert main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "1",
-                           "--overwrite_output_dir", "true")) == 0
+    assert (
+        main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "1", "--overwrite_output_dir", "true"))
+        == 0
+    )
     err = capsys.readouterr().err
     assert "starting a new run" in err and "'checkpoint-3'" in err and "'stale-adapter_config.json'" in err
     assert sorted(n for n in os.listdir(out) if n.startswith("checkpoint-")) == ["checkpoint-1", "checkpoint-2"]
@@ -116,11 +154,14 @@ def test_a_folder_with_other_files_is_refused(workspace, capsys):
     assert (out / "my-notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--resume_from_checkpoint", "true"], "holds none"),
-    (["--resume_from_checkpoint", "true", "--overwrite_output_dir", "true"], "pass one"),
-    (["--resume_from_checkpoint", "no/such/checkpoint"], "is not a checkpoint folder"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--resume_from_checkpoint", "true"], "holds none"),
+        (["--resume_from_checkpoint", "true", "--overwrite_output_dir", "true"], "pass one"),
+        (["--resume_from_checkpoint", "no/such/checkpoint"], "is not a checkpoint folder"),
+    ],
+)
 def test_resume_errors(workspace, capsys, argv, message):
     root, data = workspace
     assert main(train_argv(data, str(root / "fresh"), *argv)) == 2
@@ -148,7 +189,9 @@ def test_overwrite_refuses_to_delete_what_the_run_reads(workspace, capsys):
 def test_resuming_a_model_only_checkpoint_says_the_optimizer_restarts(workspace, capsys):
     root, data = workspace
     out = str(root / "run")
-    assert main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "2", "--save_only_model", "true")) == 0
+    assert (
+        main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "2", "--save_only_model", "true")) == 0
+    )
     capsys.readouterr()
     argv = train_argv(data, out, "--resume_from_checkpoint", "last")
     argv[argv.index("--max_steps") + 1] = "3"
@@ -162,17 +205,26 @@ def custom_code_model(folder, marker):
     model.save_pretrained(folder)
     make_tokenizer().save_pretrained(folder)
     config = json.load(open(os.path.join(folder, "config.json")))
-    config.update(model_type="decpo_custom_llama", architectures=["CustomForCausalLM"], auto_map={
-        "AutoConfig": "configuration_custom.CustomConfig",
-        "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"})
+    config.update(
+        model_type="decpo_custom_llama",
+        architectures=["CustomForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
+        },
+    )
     json.dump(config, open(os.path.join(folder, "config.json"), "w"))
     with open(os.path.join(folder, "configuration_custom.py"), "w") as f:
-        f.write("from transformers import LlamaConfig\n\n\nclass CustomConfig(LlamaConfig):\n"
-                "    model_type = 'decpo_custom_llama'\n")
+        f.write(
+            "from transformers import LlamaConfig\n\n\nclass CustomConfig(LlamaConfig):\n"
+            "    model_type = 'decpo_custom_llama'\n"
+        )
     with open(os.path.join(folder, "modeling_custom.py"), "w") as f:
-        f.write(f"open({str(marker)!r}, 'a').write('ran\\n')\n"
-                "from transformers import LlamaForCausalLM\nfrom .configuration_custom import CustomConfig\n\n\n"
-                "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n")
+        f.write(
+            f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+            "from transformers import LlamaForCausalLM\nfrom .configuration_custom import CustomConfig\n\n\n"
+            "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n"
+        )
 
 
 @pytest.mark.parametrize("command", ["train", "measure"])
@@ -182,14 +234,28 @@ def test_remote_code_runs_only_with_trust_remote_code(workspace, capsys, command
     folder, marker = str(root / f"custom_{command}"), root / "marker.txt"
     custom_code_model(folder, marker)
     if command == "train":
+
         def run(*extra):
             argv = train_argv(data, str(root / f"out{len(extra)}"), *extra)
             argv[argv.index("--model_name_or_path") + 1] = folder
             return main(argv)
     else:
+
         def run(*extra):
-            return cli_main(["measure", folder, "--prompts", data, "--output_dir", str(root / f"m{len(extra)}"),
-                             "--device", "cpu", *extra])
+            return cli_main(
+                [
+                    "measure",
+                    folder,
+                    "--prompts",
+                    data,
+                    "--output_dir",
+                    str(root / f"m{len(extra)}"),
+                    "--device",
+                    "cpu",
+                    *extra,
+                ]
+            )
+
     assert run() == 2
     assert "trust_remote_code" in capsys.readouterr().err
     assert not marker.exists()  # the folder's code never ran

@@ -43,17 +43,36 @@ def test_tokens_pooling_with_samples_target_needs_a_cap(tmp_path):
 )
 def test_model_dependent_errors_before_training(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
-        DecPOTrainer(model=make_model(), args=DecPOConfig(**base_kwargs(tmp_path), **overrides),
-                     train_dataset=make_dataset(), processing_class=make_tokenizer())
+        DecPOTrainer(
+            model=make_model(),
+            args=DecPOConfig(**base_kwargs(tmp_path), **overrides),
+            train_dataset=make_dataset(),
+            processing_class=make_tokenizer(),
+        )
 
 
 def test_command_line_parsing(tmp_path):
     parser = HfArgumentParser(DecPOConfig)
-    (config,) = parser.parse_args_into_dataclasses([
-        "--output_dir", str(tmp_path), "--use_cpu", "--bf16", "false", "--decorrelation_coef", "0.3",
-        "--decorrelation_layers", "2", "-1", "--decorrelation_site", "mlp.down_proj:input",
-        "--decorrelation_pooling", "mean", "--decorrelation_normalize", "false",
-    ])
+    (config,) = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--use_cpu",
+            "--bf16",
+            "false",
+            "--decorrelation_coef",
+            "0.3",
+            "--decorrelation_layers",
+            "2",
+            "-1",
+            "--decorrelation_site",
+            "mlp.down_proj:input",
+            "--decorrelation_pooling",
+            "mean",
+            "--decorrelation_normalize",
+            "false",
+        ]
+    )
     assert config.decorrelation_coef == 0.3 and config.decorrelation_layers == [2, -1]
     assert config.decorrelation_site == "mlp.down_proj:input" and config.decorrelation_pooling == "mean"
     assert config.decorrelation_normalize is False
@@ -64,4 +83,7 @@ def test_command_line_parsing(tmp_path):
 def test_paper_recipe_preset(tmp_path):
     config = DecPOConfig(**base_kwargs(tmp_path), **PAPER_RECIPE)
     assert (config.decorrelation_coef, config.decorrelation_normalize, config.decorrelation_reduction) == (
-        1e-4, False, "sum")
+        1e-4,
+        False,
+        "sum",
+    )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trl_decpo.decorrelation import decorrelation_penalty, gram_minus_identity_sq
+from trl_decpo.penalty import decorrelation_penalty, gram_minus_identity_sq
 
 
 def brute_force(z: torch.Tensor, normalize: bool, reduction: str, target: str) -> float:
@@ -161,8 +161,14 @@ def test_batched_layers_equal_one_by_one(normalize, reduction, target, n, d):
     for k in range(3):
         assert float(batched[k]) == pytest.approx(brute_force(z[k], normalize, reduction, target), rel=1e-4, abs=1e-5)
     (grad,) = torch.autograd.grad(batched.sum(), z)
-    single = torch.stack([torch.autograd.grad(decorrelation_penalty(z[k], normalize=normalize, reduction=reduction,
-                                                                    target=target), z)[0][k] for k in range(3)])
+    single = torch.stack(
+        [
+            torch.autograd.grad(
+                decorrelation_penalty(z[k], normalize=normalize, reduction=reduction, target=target), z
+            )[0][k]
+            for k in range(3)
+        ]
+    )
     assert torch.allclose(grad, single, rtol=1e-4, atol=1e-6)
 
 
@@ -176,8 +182,9 @@ def test_never_allocates_a_d_by_d_matrix(target):
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            sizes.extend(t.numel() for t in (out if isinstance(out, (tuple, list)) else (out,))
-                         if isinstance(t, torch.Tensor))
+            sizes.extend(
+                t.numel() for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)
+            )
             return out
 
     n, d = 8, 2000

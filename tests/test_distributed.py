@@ -40,10 +40,19 @@ def free_port() -> int:
 
 
 def clean_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-                                                                     "MASTER_"))}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=HERE, GLOO_SOCKET_IFNAME="lo",
-               HF_HOME=tempfile.mkdtemp(prefix="decpo-hf-home-"))  # no user `accelerate config` default file
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))
+    }
+    env.update(
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=HERE,
+        GLOO_SOCKET_IFNAME="lo",
+        HF_HOME=tempfile.mkdtemp(prefix="decpo-hf-home-"),
+    )  # no user `accelerate config` default file
     return env
 
 
@@ -56,8 +65,7 @@ def attempt(make_argv, timeout):
     """One multi-process launch on a fresh port; ``None`` when it could not start, hung, or aborted in torch's
     teardown (see PORT_TAKEN), so the caller may try once more."""
     try:
-        done = subprocess.run(make_argv(free_port()), env=clean_env(), capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(make_argv(free_port()), env=clean_env(), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0 and any(key in done.stderr.lower() for key in PORT_TAKEN):
@@ -85,9 +93,26 @@ def run(argv, timeout=600):
 def runs(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("distributed"))
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    launch(lambda port: [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), SCRIPT,
-                         out, "ddp"])
+    launch(
+        lambda port: [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            SCRIPT,
+            out,
+            "ddp",
+        ]
+    )
     run([sys.executable, SCRIPT, out, "single"])
 
     def load(name):
@@ -132,13 +157,15 @@ def test_logged_metrics_are_the_mean_over_ranks_and_match_one_process(runs):
             key = f"decorrelation/layer_{layer}"
             assert logs[step][key] == pytest.approx(sum(r["layers"][i] for r in ranks) / 2, rel=1e-6)
             assert logs[step][key] == pytest.approx(single_logs[step][key], rel=1e-4)
-        assert logs[step]["decorrelation/penalty"] == pytest.approx(single_logs[step]["decorrelation/penalty"], rel=1e-4)
+        assert logs[step]["decorrelation/penalty"] == pytest.approx(
+            single_logs[step]["decorrelation/penalty"], rel=1e-4
+        )
         assert logs[step]["loss"] == pytest.approx(single_logs[step]["loss"], rel=1e-4)
     # the callback's measurements reach the log the same way (rank 0 writes them; values agree with one process)
     fd = [h for h in ddp[0]["log_history"] if "eval_monosemanticity/fd/mean" in h]
     fd_single = [h for h in single["log_history"] if "eval_monosemanticity/fd/mean" in h]
     assert len(fd) == len(fd_single) == 2
-    for a, b in zip(fd, fd_single):
+    for a, b in zip(fd, fd_single, strict=False):
         assert a["eval_monosemanticity/fd/mean"] == pytest.approx(b["eval_monosemanticity/fd/mean"], rel=1e-4)
 
 
@@ -168,14 +195,25 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
     """FSDP1 FULL_SHARD over 2 processes: half the parameters per rank, sites found through `_fsdp_wrapped_module`,
     the penalty and its gradient (squared norm, summed over the shards) and the measurement equal the bare model's."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    launch(lambda port: [torchrun, "--nproc_per_node", "2", "--master_port", str(port),
-                         os.path.join(HERE, "fsdp_run.py"), str(tmp_path)])
+    launch(
+        lambda port: [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            os.path.join(HERE, "fsdp_run.py"),
+            str(tmp_path),
+        ]
+    )
     for rank in range(2):
         with open(tmp_path / f"fsdp-rank{rank}.json") as f:
             r = json.load(f)
         assert r["shard"] * 2 == r["total"]
-        assert [n.split("layers.")[1] for n in r["names"]] == ["1._fsdp_wrapped_module.mlp.up_proj",
-                                                                "2._fsdp_wrapped_module.mlp.up_proj"]
+        assert [n.split("layers.")[1] for n in r["names"]] == [
+            "1._fsdp_wrapped_module.mlp.up_proj",
+            "2._fsdp_wrapped_module.mlp.up_proj",
+        ]
         assert r["penalty"] == pytest.approx(r["bare_penalty"], rel=1e-6) and r["bare_penalty"] > 0
         assert r["grad_sq"] == pytest.approx(r["bare_grad_sq"], rel=1e-5) and r["bare_grad_sq"] > 0
         assert r["fd_diff"] < 1e-9
@@ -190,14 +228,55 @@ def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
     data.write_text("\n".join(json.dumps({"prompt": p, "chosen": " " + c, "rejected": " " + r}) for p, c, r in PAIRS))
     out = tmp_path / "run"
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    base = ["--model_name_or_path", model_path(), "--dataset_name", str(data), "--output_dir", str(out),
-            "--per_device_train_batch_size", "2", "--bf16", "false", "--use_cpu", "true", "--report_to", "none",
-            "--max_length", "32", "--monosemanticity", "false", "--save_strategy", "steps", "--save_steps", "1"]
+    base = [
+        "--model_name_or_path",
+        model_path(),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--bf16",
+        "false",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--max_length",
+        "32",
+        "--monosemanticity",
+        "false",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+    ]
 
     def train(*extra):
-        return launch(lambda port: [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-                                    str(port), "-m", "trl_decpo", "train", *base, *extra], check=False)
+        return launch(
+            lambda port: [
+                accelerate,
+                "launch",
+                "--multi_gpu",
+                "--num_processes",
+                "2",
+                "--num_machines",
+                "1",
+                "--mixed_precision",
+                "no",
+                "--dynamo_backend",
+                "no",
+                "--main_process_port",
+                str(port),
+                "-m",
+                "trl_decpo",
+                "train",
+                *base,
+                *extra,
+            ],
+            check=False,
+        )
 
     assert train("--max_steps", "1").returncode == 0
     refused = train("--max_steps", "2")

@@ -16,8 +16,14 @@ from trl_decpo.capture import count_decpo_hooks
 
 def inventory(model):
     """Every hook on every module, by kind: ``{(module name, kind): count}`` for the non-empty ones."""
-    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-             "_state_dict_hooks", "_load_state_dict_pre_hooks")
+    kinds = (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_state_dict_hooks",
+        "_load_state_dict_pre_hooks",
+    )
     found = {}
     for name, module in model.named_modules():
         for kind in kinds:
@@ -28,12 +34,23 @@ def inventory(model):
 
 
 def build(tmp_path, coef, name, **overrides):
-    args = decpo_config(tmp_path / name, decorrelation_coef=coef, decorrelation_layers=[0, 2], max_steps=2,
-                        eval_strategy="steps", eval_steps=1, **overrides)
-    trainer = DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), eval_dataset=make_dataset(4),
-                           processing_class=make_tokenizer())
-    trainer.add_callback(MonosemanticityCallback(trainer, probes=["the cat sat", "a dog ran fast", "yes"],
-                                                 plot=False))
+    args = decpo_config(
+        tmp_path / name,
+        decorrelation_coef=coef,
+        decorrelation_layers=[0, 2],
+        max_steps=2,
+        eval_strategy="steps",
+        eval_steps=1,
+        **overrides,
+    )
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=args,
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(4),
+        processing_class=make_tokenizer(),
+    )
+    trainer.add_callback(MonosemanticityCallback(trainer, probes=["the cat sat", "a dog ran fast", "yes"], plot=False))
     return trainer
 
 
@@ -73,15 +90,20 @@ def test_no_hook_of_ours_and_none_beyond_dpo_after_every_stage(tmp_path, monkeyp
     dpo = build(tmp_path, 0.0, "dpo")
     decpo = build(tmp_path, 1.0, "decpo")
     assert inventory(decpo.model) == inventory(dpo.model)  # construction adds nothing either
-    for (stage, theirs), (_, ours) in zip(stages(dpo, tmp_path / "a", monkeypatch),
-                                          stages(decpo, tmp_path / "b", monkeypatch), strict=True):
+    for (stage, theirs), (_, ours) in zip(
+        stages(dpo, tmp_path / "a", monkeypatch), stages(decpo, tmp_path / "b", monkeypatch), strict=True
+    ):
         assert count_decpo_hooks(decpo.model) == 0, stage
         assert ours == theirs, stage
 
 
 def test_trained_model_deep_copies_and_pickles(tmp_path):
-    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, decorrelation_layers=[1]),
-                           train_dataset=make_dataset(), processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, decorrelation_layers=[1]),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
     trainer.train()
     model = trainer.model.eval()
     ids = torch.tensor([[3, 4, 5, 6]])
@@ -95,9 +117,12 @@ def test_trained_model_deep_copies_and_pickles(tmp_path):
             assert torch.equal(other(ids).logits, want)
 
     # a trainer on the copy hooks the copy, once: 1 layer x 2 steps, and the original stays hook-free
-    again = DecPOTrainer(model=copied.train(), args=decpo_config(tmp_path / "copy", decorrelation_layers=[1]),
-                         train_dataset=make_dataset(), processing_class=make_tokenizer())
+    again = DecPOTrainer(
+        model=copied.train(),
+        args=decpo_config(tmp_path / "copy", decorrelation_layers=[1]),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
     again.train()
     assert again.decorrelation_capture.stats == {"captured": 2}
     assert count_decpo_hooks(model) == 0 and count_decpo_hooks(copied) == 0
-

@@ -16,7 +16,7 @@ from conftest import (
 from peft import LoraConfig, get_peft_model
 
 from trl_decpo import count_decpo_hooks, load_prompts, measure_monosemanticity
-from trl_decpo.measure import tokenize_prompts
+from trl_decpo.monosemanticity.probes import tokenize_prompts
 
 
 PROMPTS = [
@@ -102,12 +102,21 @@ def test_prompts_tokenize_like_dpo_trainer(tmp_path):
     tokenizer = make_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     text = make_dataset(4)
-    chat = text.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}],
-                               "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                               "rejected": [{"role": "assistant", "content": r["rejected"]}]})
+    chat = text.map(
+        lambda r: {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+    )
     for data in (text, chat):
-        trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path)), train_dataset=data,
-                             eval_dataset=data, processing_class=tokenizer)
+        trainer = DPOTrainer(
+            model=make_model(),
+            args=DPOConfig(**base_kwargs(tmp_path)),
+            train_dataset=data,
+            eval_dataset=data,
+            processing_class=tokenizer,
+        )
         assert tokenize_prompts(list(data["prompt"]), tokenizer) == trainer.eval_dataset["prompt_ids"]
     assert tokenize_prompts(["the cat sat on the mat"], tokenizer, max_length=2) == [
         tokenizer("on the mat")["input_ids"][-2:]
@@ -124,8 +133,14 @@ def test_load_prompts_formats(tmp_path):
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"prompt": x}) for x in lines))
     Dataset.from_dict({"prompt": lines}).to_csv(str(tmp_path / "p.csv"))
     Dataset.from_dict({"prompt": lines}).save_to_disk(str(tmp_path / "saved"))
-    for name, column in [("p.txt", "prompt"), ("p.json", "prompt"), ("o.json", "text"), ("p.jsonl", "prompt"),
-                         ("p.csv", "prompt"), ("saved", "prompt")]:
+    for name, column in [
+        ("p.txt", "prompt"),
+        ("p.json", "prompt"),
+        ("o.json", "text"),
+        ("p.jsonl", "prompt"),
+        ("p.csv", "prompt"),
+        ("saved", "prompt"),
+    ]:
         assert load_prompts(str(tmp_path / name), column=column) == lines, name
     assert load_prompts(str(tmp_path / "p.txt"), max_samples=2) == lines[:2]
 
@@ -180,7 +195,7 @@ def test_processes_measure_disjoint_shards_whose_sums_give_the_full_result():
     shards = [ShardAccelerator(i) for i in range(2)]
     forwards = []
     for accelerator in shards:
-        handle = model.register_forward_hook(lambda *_: forwards.append(accelerator.process_index))
+        handle = model.register_forward_hook(lambda *_, acc=accelerator: forwards.append(acc.process_index))
         measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2], accelerator=accelerator, batch_size=1)
         handle.remove()
     # 7 prompts on 2 processes: both run 4 forwards (sharded models need every forward on every process)
@@ -205,8 +220,13 @@ def test_tokenizer_appended_eos_is_dropped_like_dpo(tmp_path):
     )
     assert tokenizer("the cat")["input_ids"][-1] == tokenizer.eos_token_id
     data = make_dataset(4)
-    trainer = DPOTrainer(model=make_model(), args=DPOConfig(**base_kwargs(tmp_path)), train_dataset=data,
-                         eval_dataset=data, processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=make_model(),
+        args=DPOConfig(**base_kwargs(tmp_path)),
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=tokenizer,
+    )
     probes = tokenize_prompts(list(data["prompt"]), tokenizer)
     assert probes == trainer.eval_dataset["prompt_ids"]
     assert all(ids[-1] != tokenizer.eos_token_id for ids in probes)
@@ -229,8 +249,10 @@ def test_chat_prompts_measure_their_templated_tokens():
     model, tokenizer = make_model(), make_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     chats = [[{"role": "user", "content": p}] for p in PROMPTS]
-    templated = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)
-                 ["input_ids"] for c in chats]
+    templated = [
+        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        for c in chats
+    ]
     assert all(ids[-1] == tokenizer.convert_tokens_to_ids("answer") for ids in templated)
     report = measure_monosemanticity(model, chats, tokenizer, layers=[2])
     z = last_token_rows(model, templated, site_module(model, "llama", 2))

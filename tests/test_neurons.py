@@ -8,7 +8,7 @@ from conftest import make_model, make_tokenizer
 from peft import LoraConfig, get_peft_model
 
 from trl_decpo import top_tokens, weight_proxy
-from trl_decpo.neurons import linear_weight
+from trl_decpo.monosemanticity.weights import linear_weight
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran fast", "i think you are very good", "yes", "is the cat happy"]
@@ -89,6 +89,7 @@ def gpt2_with_biases(seed=0):
 def test_weight_proxy_brute_force_on_gpt2():
     model = gpt2_with_biases()
     report = weight_proxy(model)
+
     def med(values):
         values = sorted(values)
         mid = len(values) // 2
@@ -133,11 +134,15 @@ def test_weight_proxy_refuses_models_without_input_bias():
         weight_proxy(make_model())
 
 
-@pytest.mark.parametrize("arch,module", [("llama", "model.layers.1.mlp.up_proj"), ("gpt2", "transformer.h.1.mlp.c_fc")])
+@pytest.mark.parametrize(
+    "arch,module", [("llama", "model.layers.1.mlp.up_proj"), ("gpt2", "transformer.h.1.mlp.c_fc")]
+)
 def test_lora_weights_read_as_merged(arch, module):
     target = module.rsplit(".", 1)[1]
-    peft = get_peft_model(make_model(arch), LoraConfig(r=4, target_modules=[target], init_lora_weights=False,
-                                                       fan_in_fan_out=arch == "gpt2"))
+    peft = get_peft_model(
+        make_model(arch),
+        LoraConfig(r=4, target_modules=[target], init_lora_weights=False, fan_in_fan_out=arch == "gpt2"),
+    )
     read, _ = linear_weight(peft.base_model.model.get_submodule(module))
     merged = peft.merge_and_unload().get_submodule(module)
     expected = merged.weight.detach().float()
@@ -158,8 +163,14 @@ def test_other_adapters_read_as_merged(variant):
     elif variant == "modules_to_save":
         config = LoraConfig(r=4, target_modules=["c_attn"], modules_to_save=["c_fc"], fan_in_fan_out=True)
     else:
-        config = LoraConfig(r=4, target_modules=["c_fc"], fan_in_fan_out=True, init_lora_weights=False,
-                            use_dora=variant == "dora", lora_bias=variant == "lora_bias")
+        config = LoraConfig(
+            r=4,
+            target_modules=["c_fc"],
+            fan_in_fan_out=True,
+            init_lora_weights=False,
+            use_dora=variant == "dora",
+            lora_bias=variant == "lora_bias",
+        )
     fresh = make_model if variant == "loha" else gpt2_with_biases
     peft = get_peft_model(fresh(), config)
     with torch.no_grad():
@@ -170,7 +181,9 @@ def test_other_adapters_read_as_merged(variant):
     merged = peft.merge_and_unload().get_submodule(module)
     expected_w, expected_b = linear_weight(merged)  # plain nn.Linear / Conv1D after merging
     assert torch.allclose(read_w, expected_w, atol=1e-5)
-    assert (read_b is None) == (expected_b is None) and (read_b is None or torch.allclose(read_b, expected_b, atol=1e-5))
+    assert (read_b is None) == (expected_b is None) and (
+        read_b is None or torch.allclose(read_b, expected_b, atol=1e-5)
+    )
     assert not torch.allclose(read_w, linear_weight(fresh().get_submodule(module))[0], atol=1e-3)
 
 

@@ -15,8 +15,8 @@ from conftest import brute_fd, decpo_config, make_dataset, make_model, make_toke
 
 from trl_decpo import DecPOTrainer
 from trl_decpo.capture import RowIndex
-from trl_decpo.decorrelation import decorrelation_penalty
-from trl_decpo.proxies import ProxyAccumulator, activation_sparsity, feature_decorrelation
+from trl_decpo.monosemanticity.proxies import ProxyAccumulator, activation_sparsity, feature_decorrelation
+from trl_decpo.penalty import decorrelation_penalty
 
 
 OPTIONS = list(itertools.product([True, False], ["sum", "mean"], ["samples", "features"]))
@@ -85,12 +85,14 @@ def test_degenerate_values_are_the_limits_the_docs_state():
     nonzero = z[[0, 2, 3, 5]]
     # samples, sum: only pairs of non-zero rows contribute, and each zero row adds its (0 - 1)^2 diagonal term
     assert float(decorrelation_penalty(z, reduction="sum")) == pytest.approx(
-        float(decorrelation_penalty(nonzero, reduction="sum")) + 2.0, rel=1e-5)
+        float(decorrelation_penalty(nonzero, reduction="sum")) + 2.0, rel=1e-5
+    )
     # features: a constant column correlates with nothing, its diagonal is 0 -> it adds exactly 1 (sum)
     c = torch.randn(8, 5)
     with_constant = torch.cat([c, torch.full((8, 1), 3.0)], dim=1)
     assert float(decorrelation_penalty(with_constant, target="features", reduction="sum")) == pytest.approx(
-        float(decorrelation_penalty(c, target="features", reduction="sum")) + 1.0, rel=1e-5)
+        float(decorrelation_penalty(c, target="features", reduction="sum")) + 1.0, rel=1e-5
+    )
     # one row: its cosine Gram is [[1]], no penalty
     assert float(decorrelation_penalty(degenerate("single_row"))) == pytest.approx(0.0, abs=1e-6)
 
@@ -122,8 +124,12 @@ def _force_rows(monkeypatch, fill):
 
 
 def _trainer(tmp_path):
-    return DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, decorrelation_layers=[1, 2], max_steps=1),
-                        train_dataset=make_dataset(), processing_class=make_tokenizer())
+    return DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, decorrelation_layers=[1, 2], max_steps=1),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
 
 
 @pytest.mark.parametrize("fill", [0.0, 0.75, BF16_HUGE])
@@ -149,4 +155,4 @@ def test_non_finite_penalty_stops_training_with_a_clear_error(tmp_path, monkeypa
     _force_rows(monkeypatch, fill)
     with pytest.raises(FloatingPointError, match=r"decorrelation penalty at layer 1, 2 is not finite"):
         trainer.train()
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=False))

@@ -6,7 +6,7 @@ import torch
 from conftest import brute_fd, brute_sparsity
 
 from trl_decpo import ProxyAccumulator, activation_sparsity, feature_decorrelation
-from trl_decpo.proxies import neuron_weight_scores, weight_proxy_change, weight_proxy_values
+from trl_decpo.monosemanticity.proxies import neuron_weight_scores, weight_proxy_change, weight_proxy_values
 
 
 @pytest.mark.parametrize("n,d,shift", [(2, 3, 0.0), (7, 5, 0.0), (40, 16, 1.5), (25, 300, -0.7)])
@@ -92,7 +92,7 @@ def test_neuron_scores_and_normalised_medians():
     torch.manual_seed(5)
     layers = [(torch.randn(9, 4), torch.randn(9)) for _ in range(3)]
     scores = [neuron_weight_scores(w, b) for w, b in layers]
-    for (w, b), s in zip(layers, scores):
+    for (w, b), s in zip(layers, scores, strict=False):
         expected = [float(np.linalg.norm(w[j].numpy())) * float(b[j]) for j in range(9)]
         assert s.tolist() == pytest.approx(expected, rel=1e-6)
     medians = [sorted(s.tolist())[4] for s in scores]  # 9 neurons: the 5th smallest
@@ -103,8 +103,10 @@ def test_neuron_scores_and_normalised_medians():
 def test_scale_is_the_median_of_absolute_scores_not_the_absolute_median():
     """Mixed signs: median([-5, -4, .5, 3, 4]) = .5 but median(|.|) = 4, so the values are [.5/4, 1/4]."""
     w = torch.ones(5, 1)
-    scores = [neuron_weight_scores(w, torch.tensor([-5.0, -4.0, 0.5, 3.0, 4.0])),
-              neuron_weight_scores(w[:3], torch.tensor([1.0, 1.0, 1.0]))]
+    scores = [
+        neuron_weight_scores(w, torch.tensor([-5.0, -4.0, 0.5, 3.0, 4.0])),
+        neuron_weight_scores(w[:3], torch.tensor([1.0, 1.0, 1.0])),
+    ]
     assert weight_proxy_values(scores) == pytest.approx([0.125, 0.25])
 
 

@@ -32,11 +32,22 @@ class HookCounter:
 
 
 def trainer_for(tmp_path, peft):
-    args = decpo_config(tmp_path, decorrelation_layers=LAYERS, max_steps=4, save_strategy="steps", save_steps=2,
-                        per_device_train_batch_size=2)
+    args = decpo_config(
+        tmp_path,
+        decorrelation_layers=LAYERS,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        per_device_train_batch_size=2,
+    )
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM") if peft else None
-    return DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(8),
-                        processing_class=make_tokenizer(), peft_config=lora)
+    return DecPOTrainer(
+        model=make_model(),
+        args=args,
+        train_dataset=make_dataset(8),
+        processing_class=make_tokenizer(),
+        peft_config=lora,
+    )
 
 
 def logged(trainer, steps):

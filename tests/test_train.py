@@ -9,14 +9,39 @@ import yaml
 from conftest import PAIRS, model_path
 from datasets import Dataset
 
-from trl_decpo.data import load_preference_dataset, to_preference
-from trl_decpo.train import main, make_parser, run
+from trl_decpo.cli import main as cli_main
+from trl_decpo.cli.data import load_preference_dataset, to_preference
+from trl_decpo.cli.train import make_parser, run
+
+
+def main(argv):
+    """`trl-decpo train ARGV`."""
+    return cli_main(["train", *argv])
 
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs")
-FAST = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2",
-        "--bf16", "false", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
-        "--max_length", "32", "--dataloader_num_workers", "0"]
+FAST = [
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "2",
+    "--per_device_eval_batch_size",
+    "2",
+    "--bf16",
+    "false",
+    "--use_cpu",
+    "true",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "no",
+    "--logging_steps",
+    "1",
+    "--max_length",
+    "32",
+    "--dataloader_num_workers",
+    "0",
+]
 
 
 @pytest.fixture
@@ -33,9 +58,32 @@ def card(out):
 
 def test_train_lora_from_the_command_line(tmp_path, pairs_file, capsys):
     out = str(tmp_path / "run")
-    assert main(["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
-                 "--output_dir", out, "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "up_proj",
-                 "--decorrelation_layers", "1", "--decorrelation_coef", "0.5", *FAST]) == 0
+    assert (
+        main(
+            [
+                "--model_name_or_path",
+                model_path(),
+                "--dataset_name",
+                pairs_file,
+                "--dataset_test_size",
+                "0.25",
+                "--output_dir",
+                out,
+                "--use_peft",
+                "--lora_r",
+                "4",
+                "--lora_target_modules",
+                "q_proj",
+                "up_proj",
+                "--decorrelation_layers",
+                "1",
+                "--decorrelation_coef",
+                "0.5",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert os.path.isfile(os.path.join(out, "adapter_config.json"))
     history = json.load(open(os.path.join(out, "monosemanticity.json")))
     assert [r["step"] for r in history] == [0, 2] and history[0]["num_prompts"] == 2  # 25 % of 8 pairs held out
@@ -51,13 +99,20 @@ def test_train_lora_from_the_command_line(tmp_path, pairs_file, capsys):
 
 
 def test_yaml_config_and_command_line_override(tmp_path, pairs_file):
-    config = {"model_name_or_path": model_path(), "dataset_name": pairs_file, "dataset_test_size": 0.25,
-              "output_dir": str(tmp_path / "yaml-run"), "decorrelation_layers": [2], "max_steps": 5,
-              "monosemanticity_layers": [0, 2]}
+    config = {
+        "model_name_or_path": model_path(),
+        "dataset_name": pairs_file,
+        "dataset_test_size": 0.25,
+        "output_dir": str(tmp_path / "yaml-run"),
+        "decorrelation_layers": [2],
+        "max_steps": 5,
+        "monosemanticity_layers": [0, 2],
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     script_args, training_args, model_args = make_parser().parse_args_and_config(
-        ["--config", str(path), "--max_steps", "1", "--bf16", "false", "--use_cpu", "true", "--report_to", "none"])
+        ["--config", str(path), "--max_steps", "1", "--bf16", "false", "--use_cpu", "true", "--report_to", "none"]
+    )
     assert training_args.max_steps == 1 and training_args.decorrelation_layers == [2]  # command line wins
     assert script_args.monosemanticity_layers == [0, 2] and model_args.model_name_or_path == model_path()
     trainer = run(script_args, training_args, model_args)
@@ -89,12 +144,40 @@ def test_the_qlora_example_on_a_tiny_model(tmp_path, pairs_file, capsys):
     assert config["gradient_checkpointing"] and config["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
     assert (config["beta"], config["bf16"], config["push_to_hub"]) == (0.1, True, True)
     assert config["decorrelation_layers"] == [10] and "Llama-2-7b" in config["model_name_or_path"]
-    trainer = example.main([
-        "--model_name_or_path", model_path("llama64"), "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
-        "--output_dir", str(tmp_path / "qlora"), "--dtype", "float32", "--push_to_hub", "false",
-        "--decorrelation_layers", "1", "--eval_strategy", "no", "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "1", "--max_steps", "1", "--bf16", "false", "--use_cpu", "true",
-        "--report_to", "none", "--save_strategy", "no"])
+    trainer = example.main(
+        [
+            "--model_name_or_path",
+            model_path("llama64"),
+            "--dataset_name",
+            pairs_file,
+            "--dataset_test_size",
+            "0.25",
+            "--output_dir",
+            str(tmp_path / "qlora"),
+            "--dtype",
+            "float32",
+            "--push_to_hub",
+            "false",
+            "--decorrelation_layers",
+            "1",
+            "--eval_strategy",
+            "no",
+            "--per_device_train_batch_size",
+            "2",
+            "--gradient_accumulation_steps",
+            "1",
+            "--max_steps",
+            "1",
+            "--bf16",
+            "false",
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+        ]
+    )
     up_proj = trainer.model.base_model.model.model.layers[0].mlp.up_proj
     assert hasattr(up_proj.base_layer.weight, "quant_state")  # trained through 4-bit weights
     assert trainer.state.global_step == 1
@@ -127,17 +210,39 @@ def test_reproduce_figures_script(tmp_path):
     assert fd["base"][0] == fd["decpo"][0] and fd["base"][1] != fd["decpo"][1]  # only layer 1 onwards changed
 
 
-@pytest.mark.parametrize("fmt,rows,expected", [
-    ("toxicity", {"prompt_text": ["The city"], "unpert_gen_text": ["The city is calm."],
-                  "pert_gen_text": ["The city is awful."]}, ("The city", " is calm.", " is awful.")),
-    ("cognitive_reframing", {"situation": ["I failed a test"], "thought": ["I am stupid"],
-                             "reframe": ["One test does not define me"]},
-     ("I failed a test", " One test does not define me", " I am stupid")),
-    ("sycophancy", {"question": ["Do you agree? Answer:"], "answer_matching_behavior": [" (A)"],
-                    "answer_not_matching_behavior": [" (B)"]}, ("Do you agree? Answer:", " (B)", " (A)")),
-    ("sycophancy", {"text": ["Claim. Answer:"], "truthful_answer": ["(A)"], "sycophantic_answer": ["(B)"],
-                    "id": ["x"]}, ("Claim. Answer:", " (A)", " (B)")),
-])
+@pytest.mark.parametrize(
+    "fmt,rows,expected",
+    [
+        (
+            "toxicity",
+            {
+                "prompt_text": ["The city"],
+                "unpert_gen_text": ["The city is calm."],
+                "pert_gen_text": ["The city is awful."],
+            },
+            ("The city", " is calm.", " is awful."),
+        ),
+        (
+            "cognitive_reframing",
+            {"situation": ["I failed a test"], "thought": ["I am stupid"], "reframe": ["One test does not define me"]},
+            ("I failed a test", " One test does not define me", " I am stupid"),
+        ),
+        (
+            "sycophancy",
+            {
+                "question": ["Do you agree? Answer:"],
+                "answer_matching_behavior": [" (A)"],
+                "answer_not_matching_behavior": [" (B)"],
+            },
+            ("Do you agree? Answer:", " (B)", " (A)"),
+        ),
+        (
+            "sycophancy",
+            {"text": ["Claim. Answer:"], "truthful_answer": ["(A)"], "sycophantic_answer": ["(B)"], "id": ["x"]},
+            ("Claim. Answer:", " (A)", " (B)"),
+        ),
+    ],
+)
 def test_paper_task_formats(fmt, rows, expected):
     out = to_preference(Dataset.from_dict(rows), fmt)
     assert out.column_names == ["prompt", "chosen", "rejected"]
@@ -145,28 +250,46 @@ def test_paper_task_formats(fmt, rows, expected):
 
 
 def test_list_cells_give_one_pair_per_answer_and_text_is_joined_like_trl():
-    rows = {"question": ["Q1 Answer:", "Q2 Answer: "], "answer_matching_behavior": [" (A)", [" (A)", " (C)"]],
-            "answer_not_matching_behavior": [[" (B)", " (C)"], " (B)"]}
-    out = to_preference(Dataset.from_dict({k: [v if isinstance(v, list) else [v] for v in vs]
-                                           for k, vs in rows.items()}), "sycophancy")
+    rows = {
+        "question": ["Q1 Answer:", "Q2 Answer: "],
+        "answer_matching_behavior": [" (A)", [" (A)", " (C)"]],
+        "answer_not_matching_behavior": [[" (B)", " (C)"], " (B)"],
+    }
+    out = to_preference(
+        Dataset.from_dict({k: [v if isinstance(v, list) else [v] for v in vs] for k, vs in rows.items()}), "sycophancy"
+    )
     pairs = [(r["prompt"], r["chosen"], r["rejected"]) for r in out]
-    assert pairs == [("Q1 Answer:", " (B)", " (A)"), ("Q1 Answer:", " (C)", " (A)"),
-                     ("Q2 Answer: ", "(B)", "(A)"), ("Q2 Answer: ", "(B)", "(C)")]  # no double space after "Answer: "
-    toxic = to_preference(Dataset.from_dict({"prompt_text": ["The city"], "unpert_gen_text": ["The city is calm."],
-                                             "pert_gen_text": ["awful stuff"]}), "toxicity")
+    assert pairs == [
+        ("Q1 Answer:", " (B)", " (A)"),
+        ("Q1 Answer:", " (C)", " (A)"),
+        ("Q2 Answer: ", "(B)", "(A)"),
+        ("Q2 Answer: ", "(B)", "(C)"),
+    ]  # no double space after "Answer: "
+    toxic = to_preference(
+        Dataset.from_dict(
+            {"prompt_text": ["The city"], "unpert_gen_text": ["The city is calm."], "pert_gen_text": ["awful stuff"]}
+        ),
+        "toxicity",
+    )
     assert (toxic[0]["chosen"], toxic[0]["rejected"]) == (" is calm.", " awful stuff")  # each stripped on its own
     with pytest.raises(ValueError, match=r"row 1: column 'reframe' is empty or missing \(None\)"):
-        to_preference(Dataset.from_dict({"situation": ["a", "b"], "thought": ["c", "d"], "reframe": ["e", None]}),
-                      "cognitive_reframing")
+        to_preference(
+            Dataset.from_dict({"situation": ["a", "b"], "thought": ["c", "d"], "reframe": ["e", None]}),
+            "cognitive_reframing",
+        )
 
 
 @pytest.mark.parametrize("name", ["paper_toxicity", "paper_cognitive_reframing", "paper_sycophancy"])
 def test_paper_configs_parse(name):
     script_args, training_args, model_args = make_parser().parse_args_and_config(
-        ["--config", os.path.join(EXAMPLES, f"{name}.yaml"), "--bf16", "false", "--use_cpu", "true"])
+        ["--config", os.path.join(EXAMPLES, f"{name}.yaml"), "--bf16", "false", "--use_cpu", "true"]
+    )
     assert script_args.dataset_format == name.removeprefix("paper_")
-    assert training_args.decorrelation_layers == [10] and model_args.lora_target_modules == ["q_proj", "v_proj",
-                                                                                              "up_proj"]
+    assert training_args.decorrelation_layers == [10] and model_args.lora_target_modules == [
+        "q_proj",
+        "v_proj",
+        "up_proj",
+    ]
     assert training_args.report_to == [] or training_args.report_to == ["none"] or training_args.report_to == "none"
 
 
@@ -176,7 +299,9 @@ def test_yaml_layers_are_validated(tmp_path):
     script_args, _, _ = make_parser().parse_args_and_config(["--config", str(path)])
     assert script_args.monosemanticity_layers == [3]
     path.write_text(yaml.safe_dump({"monosemanticity_layers": ["1", "2"], "bf16": False, "use_cpu": True}))
-    with pytest.raises(ValueError, match=r"`monosemanticity_layers` must be a list of layer indices, got \['1', '2'\]"):
+    with pytest.raises(
+        ValueError, match=r"`monosemanticity_layers` must be a list of layer indices, got \['1', '2'\]"
+    ):
         make_parser().parse_args_and_config(["--config", str(path)])
 
 
@@ -194,31 +319,78 @@ def test_format_errors(tmp_path):
 
 def test_cognitive_reframing_csv_trains(tmp_path):
     csv = tmp_path / "reframing.csv"
-    Dataset.from_dict({"situation": ["the cat sat", "a dog ran", "i think", "we know"] * 2,
-                       "thought": ["bad", "sad", "no", "slow"] * 2,
-                       "reframe": ["good", "happy", "yes", "fast"] * 2}).to_csv(str(csv))
+    Dataset.from_dict(
+        {
+            "situation": ["the cat sat", "a dog ran", "i think", "we know"] * 2,
+            "thought": ["bad", "sad", "no", "slow"] * 2,
+            "reframe": ["good", "happy", "yes", "fast"] * 2,
+        }
+    ).to_csv(str(csv))
     out = str(tmp_path / "cr")
-    assert main(["--model_name_or_path", model_path(), "--dataset_name", str(csv), "--dataset_format",
-                 "cognitive_reframing", "--dataset_test_size", "0.25", "--output_dir", out, *FAST]) == 0
+    assert (
+        main(
+            [
+                "--model_name_or_path",
+                model_path(),
+                "--dataset_name",
+                str(csv),
+                "--dataset_format",
+                "cognitive_reframing",
+                "--dataset_test_size",
+                "0.25",
+                "--output_dir",
+                out,
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert os.path.isfile(os.path.join(out, "model.safetensors"))
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--model_name_or_path", "MODEL"], "`dataset_name` is required"),
-    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS"], "the monosemanticity callback needs probe prompts"),
-    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--eval_strategy", "steps"],
-     "`eval_strategy='steps'` needs a test split"),
-    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_train_split", "dev"],
-     r"`dataset_train_split` 'dev' is not in the dataset; its splits are \['train'\]"),
-    (["--model_name_or_path", "MODEL", "--dataset_name", "data/missing.jsonl"],
-     "`dataset_name` 'data/missing.jsonl' looks like a local path but does not exist"),
-    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_streaming", "true"],
-     "`dataset_streaming` applies to Hub datasets only"),
-    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_test_size", "1.5"],
-     r"`dataset_test_size` must be in \[0, 1\)"),
-    (["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_test_size", "0.25",
-      "--decorrelation_pooling", "max"], r"--decorrelation_pooling.*invalid choice: 'max' \(choose from 'last', 'mean', 'tokens'\)"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model_name_or_path", "MODEL"], "`dataset_name` is required"),
+        (
+            ["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS"],
+            "the monosemanticity callback needs probe prompts",
+        ),
+        (
+            ["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--eval_strategy", "steps"],
+            "`eval_strategy='steps'` needs a test split",
+        ),
+        (
+            ["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_train_split", "dev"],
+            r"`dataset_train_split` 'dev' is not in the dataset; its splits are \['train'\]",
+        ),
+        (
+            ["--model_name_or_path", "MODEL", "--dataset_name", "data/missing.jsonl"],
+            "`dataset_name` 'data/missing.jsonl' looks like a local path but does not exist",
+        ),
+        (
+            ["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_streaming", "true"],
+            "`dataset_streaming` applies to Hub datasets only",
+        ),
+        (
+            ["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--dataset_test_size", "1.5"],
+            r"`dataset_test_size` must be in \[0, 1\)",
+        ),
+        (
+            [
+                "--model_name_or_path",
+                "MODEL",
+                "--dataset_name",
+                "PAIRS",
+                "--dataset_test_size",
+                "0.25",
+                "--decorrelation_pooling",
+                "max",
+            ],
+            r"--decorrelation_pooling.*invalid choice: 'max' \(choose from 'last', 'mean', 'tokens'\)",
+        ),
+    ],
+)
 def test_clear_errors_before_training(tmp_path, pairs_file, capsys, argv, message):
     subst = {"MODEL": model_path(), "PAIRS": pairs_file}
     assert main([subst.get(a, a) for a in argv] + ["--output_dir", str(tmp_path / "x"), *FAST]) == 2
@@ -238,15 +410,35 @@ def test_push_to_hub_uploads_the_folder_with_the_card(tmp_path, pairs_file, monk
             return type("RepoUrl", (), {"repo_id": repo_id})()
 
         def upload_folder(self, repo_id, folder_path, **kwargs):
-            uploads.append({"repo_id": repo_id, "files": sorted(os.listdir(folder_path)),
-                            "card": card(folder_path)})
+            uploads.append({"repo_id": repo_id, "files": sorted(os.listdir(folder_path)), "card": card(folder_path)})
             return "commit"
 
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: FakeApi())
     out = str(tmp_path / "push")
-    assert main(["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--dataset_test_size", "0.25",
-                 "--output_dir", out, "--use_peft", "--lora_target_modules", "q_proj", "up_proj", "--push_to_hub", "true",
-                 "--hub_model_id", "someone/tiny-decpo", *FAST]) == 0
+    assert (
+        main(
+            [
+                "--model_name_or_path",
+                model_path(),
+                "--dataset_name",
+                pairs_file,
+                "--dataset_test_size",
+                "0.25",
+                "--output_dir",
+                out,
+                "--use_peft",
+                "--lora_target_modules",
+                "q_proj",
+                "up_proj",
+                "--push_to_hub",
+                "true",
+                "--hub_model_id",
+                "someone/tiny-decpo",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert uploads and uploads[-1]["repo_id"] == "someone/tiny-decpo"
     pushed = uploads[-1]
     assert "adapter_model.safetensors" in pushed["files"] and "README.md" in pushed["files"]
@@ -258,12 +450,30 @@ def test_push_to_hub_uploads_the_folder_with_the_card(tmp_path, pairs_file, monk
 def test_demo_report_says_where_decpo_is_not_better():
     demo = load_example("demo")
     rows = [
-        {"model": "base", "FD layer 10": 0.04, "FD mean": 0.03, "reward margin": 0.0, "reward accuracy": 0.0,
-         "penalty layer 10": 0.91},
-        {"model": "DPO", "FD layer 10": 0.05, "FD mean": 0.04, "reward margin": 0.2, "reward accuracy": 0.6,
-         "penalty layer 10": 0.90},
-        {"model": "DecPO", "FD layer 10": 0.06, "FD mean": 0.035, "reward margin": 0.1, "reward accuracy": 0.6,
-         "penalty layer 10": 0.95},
+        {
+            "model": "base",
+            "FD layer 10": 0.04,
+            "FD mean": 0.03,
+            "reward margin": 0.0,
+            "reward accuracy": 0.0,
+            "penalty layer 10": 0.91,
+        },
+        {
+            "model": "DPO",
+            "FD layer 10": 0.05,
+            "FD mean": 0.04,
+            "reward margin": 0.2,
+            "reward accuracy": 0.6,
+            "penalty layer 10": 0.90,
+        },
+        {
+            "model": "DecPO",
+            "FD layer 10": 0.06,
+            "FD mean": 0.035,
+            "reward margin": 0.1,
+            "reward accuracy": 0.6,
+            "penalty layer 10": 0.95,
+        },
     ]
     lines = "\n".join(demo.verdicts(rows, 10))
     assert "FD layer 10: DecPO 0.0600 is better than DPO 0.0500 (difference +0.0100; base 0.0400)" in lines

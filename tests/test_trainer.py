@@ -11,7 +11,7 @@ from trl import DPOConfig, DPOTrainer
 
 from trl_decpo import DecPOConfig, DecPOTrainer, count_decpo_hooks
 from trl_decpo.capture import ActivationCapture, build_row_index, resolve_sites
-from trl_decpo.decorrelation import decorrelation_penalty
+from trl_decpo.penalty import decorrelation_penalty
 
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM")
@@ -43,8 +43,13 @@ def one_step(tmp_path, coef, peft=False, ref_model=None, model=None, **overrides
     args = decpo_config(tmp_path / f"c{coef}", decorrelation_coef=coef, **overrides)
     grads = GradCapture()
     trainer = Recording(
-        model=model or make_model(), ref_model=ref_model, args=args, train_dataset=make_dataset(),
-        processing_class=make_tokenizer(), peft_config=LoraConfig(**LORA) if peft else None, callbacks=[grads],
+        model=model or make_model(),
+        ref_model=ref_model,
+        args=args,
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+        peft_config=LoraConfig(**LORA) if peft else None,
+        callbacks=[grads],
     )
     trainer.train()
     assert grads.grads, "no gradient was produced"
@@ -57,14 +62,23 @@ def reference_penalty_grads(trainer, scale):
     model.zero_grad()
     sites = resolve_sites(model, args.decorrelation_layers, args.decorrelation_site)
     for batch in trainer.seen:
-        index = build_row_index(args.decorrelation_pooling, args.decorrelation_sequences, batch["input_ids"],
-                                attention_mask=batch["attention_mask"], completion_mask=batch["completion_mask"],
-                                max_rows=args.decorrelation_max_rows)
+        index = build_row_index(
+            args.decorrelation_pooling,
+            args.decorrelation_sequences,
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            completion_mask=batch["completion_mask"],
+            max_rows=args.decorrelation_max_rows,
+        )
         with ActivationCapture(sites).capture(index) as rows:
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         total = sum(
-            decorrelation_penalty(rows[s.layer], normalize=args.decorrelation_normalize,
-                                  reduction=args.decorrelation_reduction, target=args.decorrelation_target)
+            decorrelation_penalty(
+                rows[s.layer],
+                normalize=args.decorrelation_normalize,
+                reduction=args.decorrelation_reduction,
+                target=args.decorrelation_target,
+            )
             for s in sites
         )
         (scale * total).backward()
@@ -140,8 +154,9 @@ def test_default_checkpointing_is_made_non_reentrant(tmp_path):
 def test_reentrant_checkpointing_enabled_on_the_model_fails_the_first_step(tmp_path):
     model = make_model()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
-    trainer = DecPOTrainer(model=model, args=decpo_config(tmp_path), train_dataset=make_dataset(),
-                           processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=model, args=decpo_config(tmp_path), train_dataset=make_dataset(), processing_class=make_tokenizer()
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with pytest.raises(RuntimeError, match="carry no gradient"):
         trainer.train()
@@ -152,8 +167,13 @@ def test_reentrant_checkpointing_enabled_on_the_model_fails_the_first_step(tmp_p
 def test_peft_targets_after_the_hooked_layer_are_refused(tmp_path):
     lora = LoraConfig(r=4, target_modules=["up_proj"], layers_to_transform=[3], task_type="CAUSAL_LM")
     with pytest.raises(ValueError, match="No trainable parameter lies at or before decoder layer 1"):
-        DecPOTrainer(model=make_model(), args=decpo_config(tmp_path), train_dataset=make_dataset(),
-                     processing_class=make_tokenizer(), peft_config=lora)
+        DecPOTrainer(
+            model=make_model(),
+            args=decpo_config(tmp_path),
+            train_dataset=make_dataset(),
+            processing_class=make_tokenizer(),
+            peft_config=lora,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -184,8 +204,13 @@ def test_separate_ref_model_is_never_captured(tmp_path):
 def test_peft_reference_forward_is_ignored_and_rows_are_the_policy(tmp_path):
     lora = LoraConfig(**{**LORA, "init_lora_weights": False})  # the adapter changes the activations from step 0
     args = decpo_config(tmp_path, max_steps=2, learning_rate=0.0)
-    trainer = Recording(model=make_model(), args=args, train_dataset=make_dataset(),
-                        processing_class=make_tokenizer(), peft_config=lora)
+    trainer = Recording(
+        model=make_model(),
+        args=args,
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+        peft_config=lora,
+    )
     counter = SiteCallCounter(trainer.decorrelation_sites[0].module, trainer.model)
     trainer.train()
     # per compute_loss: the policy forward (captured) and the adapter-disabled reference forward (ignored)
@@ -211,8 +236,9 @@ def test_peft_reference_forward_is_ignored_and_rows_are_the_policy(tmp_path):
 def test_checkpoint_recomputation_and_later_forwards_are_not_captured(tmp_path):
     args = decpo_config(tmp_path, max_steps=2, gradient_checkpointing=True)
     ref = make_model()
-    trainer = DecPOTrainer(model=make_model(), ref_model=ref, args=args, train_dataset=make_dataset(),
-                           processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(), ref_model=ref, args=args, train_dataset=make_dataset(), processing_class=make_tokenizer()
+    )
     counter = SiteCallCounter(trainer.decorrelation_sites[0].module, trainer.model)
     trainer.train()
     # the module runs twice per step (forward + recomputation in backward); only the forward is captured
@@ -228,16 +254,32 @@ def test_checkpoint_recomputation_and_later_forwards_are_not_captured(tmp_path):
 # DPO features (items 6, 7): every loss type, metrics in train and eval
 # ----------------------------------------------------------------------------------------------------------------------
 
-LOSS_TYPES = ["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+LOSS_TYPES = [
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+]
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_every_loss_type_trains_with_the_penalty(tmp_path, loss_type):
     extra = {"label_smoothing": 1e-3} if loss_type == "exo_pair" else {}
     args = decpo_config(tmp_path, loss_type=[loss_type], decorrelation_coef=0.7, max_steps=1, **extra)
-    trainer = DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(),
-                           processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer()
+    )
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     trainer.model.train()
     with torch.no_grad():
@@ -256,8 +298,13 @@ def test_every_loss_type_trains_with_the_penalty(tmp_path, loss_type):
 
 def test_metrics_logged_in_train_and_eval_per_layer(tmp_path):
     args = decpo_config(tmp_path, decorrelation_layers=[0, -1], eval_strategy="steps", eval_steps=1, max_steps=2)
-    trainer = DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), eval_dataset=make_dataset(4),
-                           processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=args,
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(4),
+        processing_class=make_tokenizer(),
+    )
     trainer.train()
     train_logs = [h for h in trainer.state.log_history if "loss" in h]
     eval_logs = [h for h in trainer.state.log_history if "eval_loss" in h]
@@ -277,23 +324,32 @@ def test_coef_zero_behaves_exactly_like_dpo_trainer(tmp_path):
     runs = []
     for cls, args in [
         (DPOTrainer, DPOConfig(**{**base_args, "output_dir": str(tmp_path / "dpo"), "max_steps": 3})),
-        (DecPOTrainer, DecPOConfig(**{**base_args, "output_dir": str(tmp_path / "d0"), "max_steps": 3,
-                                      "decorrelation_coef": 0.0})),
+        (
+            DecPOTrainer,
+            DecPOConfig(
+                **{**base_args, "output_dir": str(tmp_path / "d0"), "max_steps": 3, "decorrelation_coef": 0.0}
+            ),
+        ),
         (DecPOTrainer, DPOConfig(**{**base_args, "output_dir": str(tmp_path / "dc"), "max_steps": 3})),
     ]:
         trainer = cls(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer())
         trainer.train()
         runs.append(trainer)
     reference = runs[0]
-    ref_logs = [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k}
-                for h in reference.state.log_history]
+    ref_logs = [
+        {k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k}
+        for h in reference.state.log_history
+    ]
     for trainer in runs[1:]:
         assert not trainer.decorrelation_enabled and trainer.decorrelation_capture is None
-        logs = [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k}
-                for h in trainer.state.log_history]
+        logs = [
+            {k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k}
+            for h in trainer.state.log_history
+        ]
         assert logs == ref_logs
-        for (name, p), (_, q) in zip(reference.model.named_parameters(), trainer.model.named_parameters(),
-                                     strict=True):
+        for (name, p), (_, q) in zip(
+            reference.model.named_parameters(), trainer.model.named_parameters(), strict=True
+        ):
             assert torch.equal(p, q), name
         assert set(trainer.model.model_tags) == {"trl", "dpo"}
 
@@ -305,8 +361,9 @@ def test_coef_zero_behaves_exactly_like_dpo_trainer(tmp_path):
 
 def test_hooks_exist_only_inside_compute_loss_and_never_double(tmp_path):
     args = decpo_config(tmp_path, decorrelation_layers=[0, 2], max_steps=2)
-    trainer = DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(),
-                           processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer()
+    )
     model = trainer.model
     counter = SiteCallCounter(model.model.layers[3].mlp.up_proj, model)  # a module we do not hook
     assert count_decpo_hooks(model) == 0
@@ -324,8 +381,12 @@ def test_hooks_exist_only_inside_compute_loss_and_never_double(tmp_path):
 
 
 def test_hooks_removed_when_the_forward_raises(tmp_path):
-    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path), train_dataset=make_dataset(),
-                           processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
     model = trainer.model
 
     def explode(module, args, output):
@@ -350,8 +411,9 @@ def test_model_card_and_push_to_hub(tmp_path, monkeypatch):
     import transformers.trainer
 
     args = decpo_config(tmp_path, decorrelation_layers=[-1], hub_model_id="me/tiny-decpo")
-    trainer = DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(),
-                           processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer()
+    )
     trainer.train()
     assert set(trainer.model.model_tags) >= {"trl", "dpo", "decpo"}
 
@@ -359,8 +421,13 @@ def test_model_card_and_push_to_hub(tmp_path, monkeypatch):
 
     class FakeApi:
         def upload_folder(self, repo_id, folder_path, **kwargs):
-            uploads.append({"repo_id": repo_id, "files": sorted(os.listdir(folder_path)),
-                            "card": open(os.path.join(folder_path, "README.md")).read()})
+            uploads.append(
+                {
+                    "repo_id": repo_id,
+                    "files": sorted(os.listdir(folder_path)),
+                    "card": open(os.path.join(folder_path, "README.md")).read(),
+                }
+            )
 
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: FakeApi())
     trainer.hub_model_id = "me/tiny-decpo"  # skip repo creation, which needs the network
@@ -381,9 +448,12 @@ def test_model_card_and_push_to_hub(tmp_path, monkeypatch):
 
 def test_one_gather_and_one_host_sync_per_step_for_all_layers(tmp_path, monkeypatch):
     """The penalty of every layer is logged with one gather of a [1, 1 + layers] tensor and one `.tolist()`."""
-    trainer = DecPOTrainer(model=make_model(), args=decpo_config(tmp_path, decorrelation_layers=[0, 1, 2],
-                                                                 max_steps=2),
-                           train_dataset=make_dataset(), processing_class=make_tokenizer())
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, decorrelation_layers=[0, 1, 2], max_steps=2),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
     gathered = []
     original = trainer.accelerator.gather
     monkeypatch.setattr(trainer.accelerator, "gather", lambda t: gathered.append(tuple(t.shape)) or original(t))

@@ -24,7 +24,9 @@ class LoadArguments:
     )
     device: str = field(
         default="auto",
-        metadata={"help": "Where the model runs: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'."},
+        metadata={
+            "help": "Where the model runs: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'."
+        },
     )
     load_in_4bit: bool = field(default=False, metadata={"help": "Load the weights in 4-bit with bitsandbytes."})
     bnb_4bit_quant_type: str = field(
@@ -45,8 +47,9 @@ class LoadArguments:
             )
         device = self.device.split(":")[0]
         if device not in ("auto", "cpu", "cuda", "mps", "xpu", "npu"):
-            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps', 'xpu' or 'npu', got "
-                             f"{self.device!r}")
+            raise ValueError(
+                f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps', 'xpu' or 'npu', got {self.device!r}"
+            )
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -87,8 +87,9 @@ def to_preference(dataset, dataset_format: str = "preference"):
     return dataset.map(convert, batched=True, with_indices=True, remove_columns=names)
 
 
-def load_preference_dataset(name: str, config: str | None = None, dataset_format: str = "preference",
-                            streaming: bool = False):
+def load_preference_dataset(
+    name: str, config: str | None = None, dataset_format: str = "preference", streaming: bool = False
+):
     """A ``DatasetDict`` from a Hub id, a local data file (json/jsonl/csv/parquet/arrow, one ``train`` split), or a
     folder saved with ``save_to_disk``, mapped to prompt/chosen/rejected by :func:`to_preference`."""
     import datasets
@@ -101,16 +102,21 @@ def load_preference_dataset(name: str, config: str | None = None, dataset_format
         raise ValueError("`dataset_streaming` applies to Hub datasets only; unset it for local files and folders")
     if os.path.isfile(name):
         if suffix not in _FILE_BUILDERS:
-            raise ValueError(f"`dataset_name` file {name!r}: unsupported suffix {suffix!r}; allowed: "
-                             f"{sorted(_FILE_BUILDERS)}")
+            raise ValueError(
+                f"`dataset_name` file {name!r}: unsupported suffix {suffix!r}; allowed: {sorted(_FILE_BUILDERS)}"
+            )
         loaded = datasets.load_dataset(_FILE_BUILDERS[suffix], data_files=name)
-    elif os.path.isdir(name) and any(os.path.isfile(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")):
+    elif os.path.isdir(name) and any(
+        os.path.isfile(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")
+    ):
         loaded = datasets.load_from_disk(name)
         if isinstance(loaded, datasets.Dataset):
             loaded = datasets.DatasetDict({"train": loaded})
     else:
         if streaming and dataset_format != "preference":
-            raise ValueError(f"`dataset_format={dataset_format!r}` needs a map-style dataset; unset `dataset_streaming`")
+            raise ValueError(
+                f"`dataset_format={dataset_format!r}` needs a map-style dataset; unset `dataset_streaming`"
+            )
         loaded = datasets.load_dataset(name, name=config, streaming=streaming)
         if streaming:
             return loaded

@@ -1,5 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""Monosemanticity proxies as pure tensor math (METHOD.md section 3): no model, no hooks, no Trainer.
+"""Monosemanticity proxies as pure tensor math (docs/method.md): no model, no hooks, no Trainer.
 
 * :func:`feature_decorrelation`: ``FD = 1 - mean_{i != j} cos(z_i, z_j)`` over the rows of ``z`` (one row per prompt),
   exact in O(N d) from the sum of the unit rows; :class:`ProxyAccumulator` streams it (and the sparsity) batch by batch.
@@ -164,7 +164,7 @@ def median(values: torch.Tensor) -> float:
 
 
 def weight_proxy_values(scores: list[torch.Tensor]) -> list[float]:
-    """Per layer ``median_j(score_j) / max_layers median_j(|score_j|)`` (METHOD.md section 3), ``scores`` holding every
+    """Per layer ``median_j(score_j) / max_layers median_j(|score_j|)`` (docs/method.md), ``scores`` holding every
     layer of the model (the scale is over all of them, so values from different layer selections compare)."""
     scale = max(median(s.abs()) for s in scores)
     if scale == 0:

@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Sequence
 
 from transformers import TrainerCallback
+from transformers.utils import logging
 
-from .capture import Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
-from .measure import load_prompts, measure_monosemanticity, prompts_from_dataset, tokenize_prompts
+from ..capture import Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from .measure import measure_monosemanticity
+from .probes import load_prompts, prompts_from_dataset, tokenize_prompts
 
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 KEY_PREFIX = "eval_monosemanticity"
 
@@ -72,10 +73,16 @@ class MonosemanticityCallback(TrainerCallback):
         plot_file: str = "monosemanticity.png",
     ):
         if trainer is None or not hasattr(trainer, "log") or not hasattr(trainer, "model"):
-            raise ValueError("MonosemanticityCallback needs the trainer: MonosemanticityCallback(trainer), then "
-                             "trainer.add_callback(callback)")
-        for name, value, least in (("max_samples", max_samples, 2), ("batch_size", batch_size, 1),
-                                   ("measure_steps", measure_steps, 1), ("max_length", max_length, 1)):
+            raise ValueError(
+                "MonosemanticityCallback needs the trainer: MonosemanticityCallback(trainer), then "
+                "trainer.add_callback(callback)"
+            )
+        for name, value, least in (
+            ("max_samples", max_samples, 2),
+            ("batch_size", batch_size, 1),
+            ("measure_steps", measure_steps, 1),
+            ("max_length", max_length, 1),
+        ):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"`{name}` must be an integer >= {least} or None, got {value!r}")
         self.trainer = trainer
@@ -93,17 +100,26 @@ class MonosemanticityCallback(TrainerCallback):
         model = unwrap_model(trainer.model)
         if site is None and getattr(trainer, "decorrelation_enabled", False):
             site = trainer.decorrelation_sites[0].site
-        self.site = default_site(model, "site") if site is None else site if isinstance(site, Site) else Site.parse(
-            site, "site")
+        self.site = (
+            default_site(model, "site")
+            if site is None
+            else site
+            if isinstance(site, Site)
+            else Site.parse(site, "site")
+        )
         num_layers = num_layers_at_site(model, self.site, "site")
         requested = list(range(num_layers)) if layers is None else list(layers)
         self.layers = [s.layer for s in resolve_sites(model, requested, self.site, fields=("layers", "site"))]
-        hooked = [s.layer for s in getattr(trainer, "decorrelation_sites", [])] if getattr(
-            trainer, "decorrelation_enabled", False) and trainer.decorrelation_sites[0].site == self.site else []
+        hooked = (
+            [s.layer for s in getattr(trainer, "decorrelation_sites", [])]
+            if getattr(trainer, "decorrelation_enabled", False) and trainer.decorrelation_sites[0].site == self.site
+            else []
+        )
         self.hooked_layers = [layer for layer in hooked if layer in self.layers]
 
-        self.probes = tokenize_prompts(self._probe_prompts(probes, prompt_column, max_samples),
-                                       trainer.processing_class, max_length)
+        self.probes = tokenize_prompts(
+            self._probe_prompts(probes, prompt_column, max_samples), trainer.processing_class, max_length
+        )
         if len(self.probes) < 2:
             raise ValueError(f"MonosemanticityCallback needs at least 2 probe prompts, got {len(self.probes)}")
 
@@ -113,14 +129,18 @@ class MonosemanticityCallback(TrainerCallback):
             if dataset is None:
                 raise ValueError("MonosemanticityCallback: the trainer has no eval_dataset; pass `probes`")
             if isinstance(dataset, dict):
-                raise ValueError(f"MonosemanticityCallback: eval_dataset is a dict of {sorted(dataset)}; pass one of "
-                                 "them (or another probe set) as `probes`")
+                raise ValueError(
+                    f"MonosemanticityCallback: eval_dataset is a dict of {sorted(dataset)}; pass one of "
+                    "them (or another probe set) as `probes`"
+                )
             probes = dataset
         if isinstance(probes, str):
             return load_prompts(probes, column=column, max_samples=max_samples)
         if hasattr(probes, "column_names") and not hasattr(probes, "__len__"):
-            raise ValueError("MonosemanticityCallback: `probes` is an IterableDataset; pass a map-style dataset or a "
-                             "list of prompts (e.g. `list(itertools.islice(dataset, 1000))`)")
+            raise ValueError(
+                "MonosemanticityCallback: `probes` is an IterableDataset; pass a map-style dataset or a "
+                "list of prompts (e.g. `list(itertools.islice(dataset, 1000))`)"
+            )
         if hasattr(probes, "column_names"):
             if max_samples is not None and len(probes) > max_samples:
                 probes = probes.select(range(max_samples))
@@ -154,8 +174,12 @@ class MonosemanticityCallback(TrainerCallback):
             logs[f"{KEY_PREFIX}/{metric}/mean"] = report.mean(metric)
             if self.hooked_layers:
                 logs[f"{KEY_PREFIX}/{metric}/hooked"] = report.mean(metric, self.hooked_layers)
-        record = {"step": state.global_step, "epoch": state.epoch, **report.to_dict(),
-                  "hooked_layers": self.hooked_layers}
+        record = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            **report.to_dict(),
+            "hooked_layers": self.hooked_layers,
+        }
         self.history.append(record)
         self._last_step = state.global_step
         # DPOTrainer.log merges (and clears) the metrics it accumulated for the model's current mode. In eval mode, outside
@@ -185,13 +209,16 @@ class MonosemanticityCallback(TrainerCallback):
             if os.path.isfile(path) and not self.history:
                 with open(path, encoding="utf-8") as f:
                     earlier = [r for r in json.load(f) if r["step"] <= state.global_step]
-                same = all(r.get("site") == str(self.site) and [e["layer"] for e in r["layers"]] == self.layers
-                           for r in earlier)
+                same = all(
+                    r.get("site") == str(self.site) and [e["layer"] for e in r["layers"]] == self.layers
+                    for r in earlier
+                )
                 if same:
                     self.history = earlier
                 else:
-                    logger.warning(f"{path} was measured at other layers or another site; its history is not "
-                                   "continued")
+                    logger.warning(
+                        f"{path} was measured at other layers or another site; its history is not continued"
+                    )
         else:
             self.history = []  # a new run from step 0 (e.g. `train()` called again): a new history
             self._last_step = None
@@ -213,9 +240,11 @@ class MonosemanticityCallback(TrainerCallback):
         if self.plot and self.history and state.is_world_process_zero:
             from .plotting import plot_training_curves
 
-            plot_training_curves(self.history, os.path.join(args.output_dir, self.plot_file),
-                                 title=f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))} "
-                                       f"({self.site})")
+            plot_training_curves(
+                self.history,
+                os.path.join(args.output_dir, self.plot_file),
+                title=f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))} ({self.site})",
+            )
 
     def card_section(self) -> str:
         """Markdown for the model card: FD and sparsity per layer, first and last measurement."""
@@ -229,8 +258,10 @@ class MonosemanticityCallback(TrainerCallback):
             if layer not in before:
                 continue
             mark = " (penalised)" if layer in self.hooked_layers else ""
-            rows.append(f"| {layer}{mark} | {before[layer]['fd']:.4f} | {entry['fd']:.4f} | "
-                        f"{before[layer]['sparsity']:.4f} | {entry['sparsity']:.4f} |")
+            rows.append(
+                f"| {layer}{mark} | {before[layer]['fd']:.4f} | {entry['fd']:.4f} | "
+                f"{before[layer]['sparsity']:.4f} | {entry['sparsity']:.4f} |"
+            )
         mean = lambda record, key: sum(e[key] for e in record["layers"]) / len(record["layers"])  # noqa: E731
         return (
             "\n\n## Monosemanticity\n\n"

@@ -2,7 +2,7 @@
 """The DecPO decorrelation penalty: pure tensor math, no hooks, no Trainer.
 
 Yan et al. (arXiv 2406.17969) add ``lambda * ||z z^T - I||_F^2`` to the DPO loss. ``z`` is an ``[n, d]`` matrix of
-activations, one row per input (see ``../shared/METHOD.md`` section 2 for the choices the paper leaves open). Two
+activations, one row per input (``docs/method.md`` defines the choices the paper leaves open). Two
 targets are offered:
 
 ``samples`` (the paper)
@@ -19,11 +19,9 @@ The penalty is ``||M - I||_F^2`` (``reduction="sum"``) or that divided by the nu
 (``reduction="mean"``: in cosine mode a value in [0, 1], the mean squared off-diagonal cosine times ``(n-1)/n``,
 so it still grows slightly with the number of rows).
 
-Cost: ``||A A^T - I_a||_F^2 = ||A^T A||_F^2 - 2 ||A||_F^2 + a`` for any ``A`` of shape ``[a, b]``, so the penalty is
-always computed from the smaller of the two Gram matrices (``min(n, d)`` squared entries): a ``d x d`` matrix is never
-built when ``d > n`` (11008^2 for Llama-2-7B), and an ``n x n`` one never when ``n > d``. Everything is computed in
-float32 whatever the input dtype (float64 inputs stay float64); the gradient, returned in the input's dtype, is
-computed analytically in one autograd node (``_Penalty``).
+Cost: the penalty is always computed from the smaller of the two Gram matrices (:mod:`.gram`), in float32 whatever
+the input dtype (float64 inputs stay float64); the gradient, returned in the input's dtype, is computed analytically
+in one autograd node (``_Penalty``).
 
 Numerical safety: rows (``samples``) or columns (``features``) whose norm (or ``sqrt(n) * std``) is at most ``eps``
 (``eps * sqrt(n)``) are divided by that floor instead of by their norm, so all-zero rows and constant features stay
@@ -39,6 +37,8 @@ from __future__ import annotations
 
 import torch
 
+from .gram import gram_terms
+
 
 NORMALIZE_CHOICES = (True, False)
 REDUCTION_CHOICES = ("sum", "mean")
@@ -46,29 +46,6 @@ TARGET_CHOICES = ("samples", "features")
 
 # Guards the divisions by a row norm (``samples``) or a feature standard deviation (``features``).
 DEFAULT_EPS = 1e-6
-
-
-def _gram_terms(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(||A A^T - I||_F^2, the Gram used, whether it is the a x a one)`` for ``A`` of shape ``[..., a, b]``."""
-    rows, cols = a.shape[-2:]
-    if rows <= cols:
-        gram = a @ a.mT
-        gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # - I, in place: this Gram is A A^T - I
-        return gram.square().sum((-2, -1)), gram, True
-    gram = a.mT @ a
-    return gram.square().sum((-2, -1)) - 2.0 * a.square().sum((-2, -1)) + rows, gram, False
-
-
-def gram_minus_identity_sq(a: torch.Tensor) -> torch.Tensor:
-    """``||A A^T - I||_F^2`` for ``A`` of shape ``[a, b]`` (or a batch ``[k, a, b]``: one value per matrix), built from
-    whichever Gram matrix is smaller.
-
-    Both forms are exact; the ``a x a`` one is used when ``a <= b``, otherwise the identity
-    ``||A A^T - I_a||_F^2 = ||A^T A||_F^2 - 2 ||A||_F^2 + a`` gives the value from the ``b x b`` Gram.
-    """
-    if a.dim() not in (2, 3):
-        raise ValueError(f"expected a 2-D tensor (or a 3-D batch of them), got shape {tuple(a.shape)}")
-    return _gram_terms(a)[0]
 
 
 def _validate(z: torch.Tensor, normalize, reduction: str, target: str) -> None:
@@ -121,7 +98,7 @@ class _Penalty(torch.autograd.Function):
             mask = norm > floor  # where the division is by the norm (elsewhere by the floor: a linear map)
             scale = norm.clamp_min(floor)
             x = x / scale
-        value, gram, small_rows = _gram_terms(x if target == "samples" else x.mT)
+        value, gram, small_rows = gram_terms(x if target == "samples" else x.mT)
         ctx.save_for_backward(x, gram, scale, mask)
         ctx.options = (normalize, target, small_rows, divisor, z.dtype)
         return value / divisor if divisor != 1 else value
@@ -129,8 +106,10 @@ class _Penalty(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         if torch.is_grad_enabled():  # create_graph=True: the analytic gradient would silently carry no graph
-            raise RuntimeError("decorrelation_penalty is differentiable once: its gradient cannot be differentiated "
-                               "again (backward with create_graph=True)")
+            raise RuntimeError(
+                "decorrelation_penalty is differentiable once: its gradient cannot be differentiated "
+                "again (backward with create_graph=True)"
+            )
         x, gram, scale, mask = ctx.saved_tensors
         normalize, target, small_rows, divisor, dtype = ctx.options
         a = x if target == "samples" else x.mT

@@ -29,7 +29,9 @@ def plot_training_curves(history: Sequence[Mapping], path: str, title: str | Non
     layers = [entry["layer"] for entry in history[-1]["layers"]]
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for ax, metric, label in zip(axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity")):
+    for ax, metric, label in zip(
+        axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity"), strict=False
+    ):
         for layer in layers:
             values = [next((e[metric] for e in r["layers"] if e["layer"] == layer), float("nan")) for r in history]
             ax.plot(steps, values, color=cmap(layer / max(num_layers - 1, 1)), linewidth=1, alpha=0.8)
@@ -38,8 +40,15 @@ def plot_training_curves(history: Sequence[Mapping], path: str, title: str | Non
         hooked = history[-1].get("hooked_layers") or []
         if hooked:
             hooked_means = [sum(e[metric] for e in r["layers"] if e["layer"] in hooked) / len(hooked) for r in history]
-            ax.plot(steps, hooked_means, color="tab:red", linewidth=2, linestyle="--", marker="s",
-                    label=f"penalised layers {hooked}")
+            ax.plot(
+                steps,
+                hooked_means,
+                color="tab:red",
+                linewidth=2,
+                linestyle="--",
+                marker="s",
+                label=f"penalised layers {hooked}",
+            )
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -78,7 +87,9 @@ def plot_depth_profiles(
     def series(profile, metric):
         return [e["relative_depth"] for e in profile["layers"]], [e[metric] for e in profile["layers"]]
 
-    for ax, metric, label in zip(axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity")):
+    for ax, metric, label in zip(
+        axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity"), strict=False
+    ):
         for name, profile in profiles.items():
             x, y = series(profile, metric)
             ax.plot(x, y, marker="o", markersize=3, label=name, linewidth=2 if name == base else 1.3)
@@ -98,7 +109,13 @@ def plot_depth_profiles(
             for name, profile in profiles.items():
                 if name != base:
                     x, y = series(profile, metric)
-                    ax.plot(x, [change(t, b) for t, b in zip(y, base_values)], marker="o", markersize=3, label=name)
+                    ax.plot(
+                        x,
+                        [change(t, b) for t, b in zip(y, base_values, strict=False)],
+                        marker="o",
+                        markersize=3,
+                        label=name,
+                    )
             ax.axhline(0, color="black", linewidth=0.8)
             ax.set_xlabel("relative depth")
             ax.set_ylabel(label)
@@ -109,8 +126,13 @@ def plot_depth_profiles(
         for name, report in weight_proxy.items():
             entries = [e for e in report["layers"] if e.get("relative_change") is not None]
             if entries:
-                ax.plot([e["layer"] for e in entries], [e["relative_change"] for e in entries], marker="o",
-                        markersize=3, label=name)
+                ax.plot(
+                    [e["layer"] for e in entries],
+                    [e["relative_change"] for e in entries],
+                    marker="o",
+                    markersize=3,
+                    label=name,
+                )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xlabel("decoder layer")
         ax.set_ylabel("weight proxy relative change")

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from .capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
-from .decorrelation import REDUCTION_CHOICES, TARGET_CHOICES
+from ..capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
+from ..penalty import REDUCTION_CHOICES, TARGET_CHOICES
 
 
 # The paper's formula read literally, with its coefficient: `1e-4 * ||z z^T - I||_F^2` on raw activations.

@@ -14,11 +14,10 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-import torch
-
 from trl import ModelConfig, ScriptArguments, TrlParser
 
-from .config import DecPOConfig
+from ..trainer import DecPOConfig
+from ..trainer.compat import ignore_bool_buffers_in_ddp
 from .data import DATASET_FORMATS, load_preference_dataset
 
 
@@ -28,21 +27,28 @@ class DecPOScriptArguments(ScriptArguments):
 
     dataset_format: str = field(
         default="preference",
-        metadata={"help": "How rows map to prompt/chosen/rejected: a TRL preference dataset, or the format of one of "
-                          "the paper's tasks.", "choices": list(DATASET_FORMATS)},
+        metadata={
+            "help": "How rows map to prompt/chosen/rejected: a TRL preference dataset, or the format of one of "
+            "the paper's tasks.",
+            "choices": list(DATASET_FORMATS),
+        },
     )
     dataset_test_size: float = field(
         default=0.0,
-        metadata={"help": "When the dataset has no `dataset_test_split`, hold out this fraction of the train split "
-                          "(evaluation and monosemanticity probes); 0 = none."},
+        metadata={
+            "help": "When the dataset has no `dataset_test_split`, hold out this fraction of the train split "
+            "(evaluation and monosemanticity probes); 0 = none."
+        },
     )
     monosemanticity: bool = field(
         default=True, metadata={"help": "Measure FD and sparsity per layer with MonosemanticityCallback."}
     )
     monosemanticity_probes: str | None = field(
         default=None,
-        metadata={"help": "Probe prompts file or dataset (see `trl-decpo measure --help`); default: the prompts of "
-                          "the test split."},
+        metadata={
+            "help": "Probe prompts file or dataset (see `trl-decpo measure --help`); default: the prompts of "
+            "the test split."
+        },
     )
     monosemanticity_layers: list[int] | None = field(
         default=None, metadata={"help": "Layers the callback measures (default: all)."}
@@ -50,9 +56,11 @@ class DecPOScriptArguments(ScriptArguments):
     monosemanticity_max_samples: int = field(default=1000, metadata={"help": "At most this many probe prompts."})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start a new run in an `output_dir` that is not empty: everything in it is deleted first "
-                          "(refused if the model, data or probes of this run lie inside). Without it such a folder is "
-                          "refused, unless `--resume_from_checkpoint` continues the run there."},
+        metadata={
+            "help": "Start a new run in an `output_dir` that is not empty: everything in it is deleted first "
+            "(refused if the model, data or probes of this run lie inside). Without it such a folder is "
+            "refused, unless `--resume_from_checkpoint` continues the run there."
+        },
     )
 
     def __post_init__(self):
@@ -70,24 +78,39 @@ class DecPOScriptArguments(ScriptArguments):
             self.monosemanticity_layers = layers
 
 
-def make_parser(prog: str = "trl-decpo train") -> TrlParser:
-    return TrlParser((DecPOScriptArguments, DecPOConfig, ModelConfig), prog=prog)
+HELP = "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's), measured and saved."
+
+
+def make_parser(subparsers=None, prog: str | None = None) -> TrlParser:
+    """The `train` parser, as TRL's scripts build theirs: a subcommand of `trl-decpo` when `subparsers` is given,
+    else a standalone parser (e.g. for a script of one's own)."""
+    dataclass_types = (DecPOScriptArguments, DecPOConfig, ModelConfig)
+    if subparsers is not None:
+        return subparsers.add_parser("train", help=HELP, description=HELP, dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types, prog=prog or "trl-decpo train", description=HELP)
 
 
 def load_splits(script_args: DecPOScriptArguments, seed: int):
     if not script_args.dataset_name:
-        raise ValueError("`dataset_name` is required: a Hub dataset id, a local json/jsonl/csv/parquet file, or a "
-                         "folder saved with `save_to_disk`")
-    dataset = load_preference_dataset(script_args.dataset_name, script_args.dataset_config,
-                                      script_args.dataset_format, script_args.dataset_streaming)
+        raise ValueError(
+            "`dataset_name` is required: a Hub dataset id, a local json/jsonl/csv/parquet file, or a "
+            "folder saved with `save_to_disk`"
+        )
+    dataset = load_preference_dataset(
+        script_args.dataset_name, script_args.dataset_config, script_args.dataset_format, script_args.dataset_streaming
+    )
     if script_args.dataset_train_split not in dataset:
-        raise ValueError(f"`dataset_train_split` {script_args.dataset_train_split!r} is not in the dataset; its splits "
-                         f"are {list(dataset)}")
+        raise ValueError(
+            f"`dataset_train_split` {script_args.dataset_train_split!r} is not in the dataset; its splits "
+            f"are {list(dataset)}"
+        )
     train = dataset[script_args.dataset_train_split]
     test = dataset.get(script_args.dataset_test_split)
     if test is not None and script_args.dataset_test_size > 0:
-        raise ValueError(f"the dataset has a {script_args.dataset_test_split!r} split, so `dataset_test_size` would be "
-                         "ignored: unset it, or name another `dataset_test_split`")
+        raise ValueError(
+            f"the dataset has a {script_args.dataset_test_split!r} split, so `dataset_test_size` would be "
+            "ignored: unset it, or name another `dataset_test_split`"
+        )
     if test is None and script_args.dataset_test_size > 0:
         parts = train.train_test_split(test_size=script_args.dataset_test_size, seed=seed)
         train, test = parts["train"], parts["test"]
@@ -119,36 +142,51 @@ def plan_output_dir(output_dir: str, resume_from_checkpoint, overwrite: bool, in
     if resume is True:
         last = get_last_checkpoint(output_dir) if existing else None
         if last is None:
-            raise ValueError(f"`resume_from_checkpoint` asks for the last checkpoint in `output_dir` {output_dir!r}, "
-                             "which holds none (`checkpoint-<step>` folders); drop it to start a new run")
+            raise ValueError(
+                f"`resume_from_checkpoint` asks for the last checkpoint in `output_dir` {output_dir!r}, "
+                "which holds none (`checkpoint-<step>` folders); drop it to start a new run"
+            )
         checkpoint = last
     elif resume is not None:
         checkpoint = resume
         if not os.path.isdir(checkpoint):
             raise ValueError(f"`resume_from_checkpoint` {checkpoint!r} is not a checkpoint folder")
         if existing and not _inside(checkpoint, output_dir):
-            raise ValueError(f"`resume_from_checkpoint` {checkpoint!r} lies outside `output_dir` {output_dir!r}, which "
-                             f"already holds {existing[:5]}: continuing there would mix two runs. Resume into an "
-                             "empty `--output_dir`, or into the folder the checkpoint belongs to.")
+            raise ValueError(
+                f"`resume_from_checkpoint` {checkpoint!r} lies outside `output_dir` {output_dir!r}, which "
+                f"already holds {existing[:5]}: continuing there would mix two runs. Resume into an "
+                "empty `--output_dir`, or into the folder the checkpoint belongs to."
+            )
     if resume is not None:
-        note = "" if os.path.isfile(os.path.join(checkpoint, "optimizer.pt")) else (
-            " (it holds no optimizer state, e.g. `save_only_model`: the optimizer and scheduler restart, so the run "
-            "will not match an uninterrupted one)")
-        return (True if resume is True else checkpoint,
-                f"resuming the run in {output_dir} from {os.path.basename(os.path.normpath(checkpoint))}{note}", [])
+        note = (
+            ""
+            if os.path.isfile(os.path.join(checkpoint, "optimizer.pt"))
+            else (
+                " (it holds no optimizer state, e.g. `save_only_model`: the optimizer and scheduler restart, so the run "
+                "will not match an uninterrupted one)"
+            )
+        )
+        return (
+            True if resume is True else checkpoint,
+            f"resuming the run in {output_dir} from {os.path.basename(os.path.normpath(checkpoint))}{note}",
+            [],
+        )
     if not existing:
         return None, None, []
     checkpoints = [name for name in existing if name.startswith("checkpoint-")]
     if not overwrite:
         what = f"a run with checkpoints {checkpoints}" if checkpoints else f"files {existing[:5]}"
         hint = "`--resume_from_checkpoint true` to continue it from the last checkpoint, " if checkpoints else ""
-        raise ValueError(f"`output_dir` {output_dir!r} already holds {what}. Pass {hint}`--overwrite_output_dir true` "
-                         "to start a new run there (everything in it is deleted first), or choose an empty "
-                         "`--output_dir`.")
+        raise ValueError(
+            f"`output_dir` {output_dir!r} already holds {what}. Pass {hint}`--overwrite_output_dir true` "
+            "to start a new run there (everything in it is deleted first), or choose an empty "
+            "`--output_dir`."
+        )
     used = [path for path in inputs if path and os.path.exists(path) and _inside(path, output_dir)]
     if used:
-        raise ValueError(f"`--overwrite_output_dir` would delete {used}, which this run reads: choose another "
-                         "`--output_dir`")
+        raise ValueError(
+            f"`--overwrite_output_dir` would delete {used}, which this run reads: choose another `--output_dir`"
+        )
     return None, f"starting a new run in {output_dir} (--overwrite_output_dir: deleted {existing})", existing
 
 
@@ -191,24 +229,30 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
     """Train as ``trl dpo`` does, with the penalty and the callback; returns the trainer."""
     from trl import get_peft_config, get_quantization_config
 
-    from .callbacks import MonosemanticityCallback
-    from .trainer import DecPOTrainer
+    from ..monosemanticity import MonosemanticityCallback
+    from ..trainer import DecPOTrainer
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
-    training_args.device  # set up the processes with the run's own settings (use_cpu, backend) before deciding
-    resume = prepare_output_dir(training_args.output_dir, training_args.resume_from_checkpoint,
-                                script_args.overwrite_output_dir,
-                                (model_args.model_name_or_path, script_args.dataset_name,
-                                 script_args.monosemanticity_probes))
+    _ = training_args.device  # set up the processes with the run's own settings (use_cpu, backend) before deciding
+    resume = prepare_output_dir(
+        training_args.output_dir,
+        training_args.resume_from_checkpoint,
+        script_args.overwrite_output_dir,
+        (model_args.model_name_or_path, script_args.dataset_name, script_args.monosemanticity_probes),
+    )
     train, test = load_splits(script_args, training_args.seed)
     strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
     if strategy != "no" and test is None:
-        raise ValueError(f"`eval_strategy={strategy!r}` needs a test split: the dataset has no "
-                         f"{script_args.dataset_test_split!r} split; set `dataset_test_size` or `dataset_test_split`")
+        raise ValueError(
+            f"`eval_strategy={strategy!r}` needs a test split: the dataset has no "
+            f"{script_args.dataset_test_split!r} split; set `dataset_test_size` or `dataset_test_split`"
+        )
     if script_args.monosemanticity and test is None and script_args.monosemanticity_probes is None:
-        raise ValueError("the monosemanticity callback needs probe prompts: set `monosemanticity_probes`, a test split "
-                         "(`dataset_test_split` / `dataset_test_size`), or `--monosemanticity false`")
+        raise ValueError(
+            "the monosemanticity callback needs probe prompts: set `monosemanticity_probes`, a test split "
+            "(`dataset_test_split` / `dataset_test_size`), or `--monosemanticity false`"
+        )
     model_init_kwargs = dict(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
@@ -225,21 +269,21 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
         peft_config=get_peft_config(model_args),
     )
     if script_args.monosemanticity:
-        trainer.add_callback(MonosemanticityCallback(
-            trainer,
-            probes=script_args.monosemanticity_probes,
-            layers=script_args.monosemanticity_layers,
-            max_samples=script_args.monosemanticity_max_samples,
-        ))
+        trainer.add_callback(
+            MonosemanticityCallback(
+                trainer,
+                probes=script_args.monosemanticity_probes,
+                layers=script_args.monosemanticity_layers,
+                max_samples=script_args.monosemanticity_max_samples,
+            )
+        )
     if script_args.ignore_bias_buffers:  # as `trl dpo` does, for DDP
-        trainer.model._ddp_params_and_buffers_to_ignore = [
-            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
-        ]
+        ignore_bool_buffers_in_ddp(trainer.model)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     # The card's title and quick-start use the model name (as DPOTrainer's checkpoints do); a local data path is no
     # Hub dataset to link to.
-    model_name = (training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir)))
+    model_name = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
     dataset_name = None if os.path.exists(script_args.dataset_name) else script_args.dataset_name
     trainer.create_model_card(model_name=model_name.split("/")[-1], dataset_name=dataset_name)
     trainer.accelerator.print(f"Model saved to {training_args.output_dir} (model card: README.md)")
@@ -249,9 +293,8 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
     return trainer
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+def main(parser: TrlParser, argv: list[str]) -> int:
+    """Parse `argv` (the options after `train`) with `parser`, train, and finish as `trl dpo` does."""
     try:
         try:
             script_args, training_args, model_args = parser.parse_args_and_config(argv)

@@ -1,103 +1,28 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`DecPOTrainer`: `trl.DPOTrainer` plus the decorrelation penalty, as thin glue over `capture` and `decorrelation`."""
+"""`DecPOTrainer`: `trl.DPOTrainer` plus the decorrelation penalty, as thin glue over `capture` and `penalty`."""
 
 from __future__ import annotations
 
-import inspect
 import math
-import os
-import textwrap
 
 import torch
 from torch import nn
 from trl import DPOTrainer
 
-from .capture import ActivationCapture, ResolvedSite, build_row_index, canonical_name, resolve_sites
-from .config import DecPOConfig
-from .decorrelation import decorrelation_penalty
-
-
-DECPO_PAPER = {
-    "title": "Encourage or Inhibit Monosemanticity? Revisit Monosemanticity from a Feature Decorrelation Perspective",
-    "id": "2406.17969",
-    # docstyle-ignore
-    "citation": textwrap.dedent("""\
-        @inproceedings{yan2024encourage,
-            title        = {{Encourage or Inhibit Monosemanticity? Revisit Monosemanticity from a Feature Decorrelation Perspective}},
-            author       = {Hanqi Yan and Yanzheng Xiang and Guangyi Chen and Yifei Wang and Lin Gui and Yulan He},
-            year         = 2024,
-            booktitle    = {Proceedings of the 2024 Conference on Empirical Methods in Natural Language Processing},
-            url          = {https://arxiv.org/abs/2406.17969},
-        }"""),
-}
-
-_DPO_INIT = inspect.signature(DPOTrainer.__init__)
-
-
-def _checkpointing_settings(args) -> tuple[bool, dict]:
-    """(enabled, kwargs) of activation checkpointing; transformers 5 renamed `gradient_checkpointing*`."""
-    enabled = getattr(args, "activation_checkpointing", None)
-    if enabled is None:
-        enabled = getattr(args, "gradient_checkpointing", False)
-    kwargs = getattr(args, "activation_checkpointing_kwargs", None)
-    if kwargs is None:
-        kwargs = getattr(args, "gradient_checkpointing_kwargs", None)
-    return bool(enabled), dict(kwargs or {})
-
-
-def _set_checkpointing_kwargs(args, kwargs: dict) -> None:
-    for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
-        if hasattr(args, name):
-            setattr(args, name, dict(kwargs))
-
-
-REENTRANT_ERROR = (
-    "DecPO cannot train with reentrant activation checkpointing (`gradient_checkpointing_kwargs="
-    "{{'use_reentrant': True}}`{why}): the policy forward then runs under no_grad, the captured activations carry no "
-    "gradient and the decorrelation penalty would silently do nothing. Use `use_reentrant=False` (the default), turn "
-    "`gradient_checkpointing` off, or set `decorrelation_coef=0`."
+from ..capture import ActivationCapture, ResolvedSite, build_row_index, resolve_sites
+from ..penalty import decorrelation_penalty
+from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
+from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant, check_preference_columns
+from .compat import (
+    batch_masks,
+    bind_dpo_arguments,
+    checkpointing_settings,
+    dpo_card_identity,
+    metrics_store,
+    set_checkpointing_kwargs,
+    trl_forces_reentrant,
 )
-
-
-def check_preference_columns(dataset, name: str) -> None:
-    """Refuse, before any processing, a dataset that is not a preference dataset (DPOTrainer would fail later with a
-    bare ``KeyError``): TRL 1.16 needs ``chosen`` and ``rejected`` (with ``prompt``, or an implicit prompt it
-    extracts as their shared prefix)."""
-    if dataset is None:
-        return
-    if isinstance(dataset, dict):
-        if name == "train_dataset":
-            raise ValueError(f"`train_dataset` must be one dataset (a split), got a dict of splits {sorted(dataset)}; "
-                             "pass e.g. `dataset['train']`")
-        for key, part in dataset.items():
-            check_preference_columns(part, f"{name}[{key!r}]")
-        return
-    columns = getattr(dataset, "column_names", None)
-    if columns is None:  # an IterableDataset without known features, a list of dicts, a torch dataset: peek
-        try:
-            first = next(iter(dataset))
-        except (StopIteration, TypeError):
-            return
-        columns = list(first) if isinstance(first, dict) else None
-    if columns is None or {"chosen", "rejected"} <= set(columns):
-        return
-    raise ValueError(
-        f"`{name}` is not a preference dataset: it needs the columns 'prompt', 'chosen' and 'rejected' ('prompt' may "
-        f"be left implicit in 'chosen' / 'rejected'); its columns are {list(columns)}. Rename them, or map the rows "
-        "(the `trl-decpo train --dataset_format` option does it for the paper's tasks)."
-    )
-
-
-def _trl_will_force_reentrant(model, args, peft_config) -> bool:
-    """TRL's `DPOTrainer.__init__` sets `use_reentrant=True` for a PEFT model under DeepSpeed ZeRO-3 with gradient
-    checkpointing ("PEFT + DeepSpeed ZeRO-3 requires reentrant checkpointing"): predicted here to refuse before any
-    work; `tests/test_bad_input.py` pins that TRL still does it."""
-    from peft import PeftModel
-
-    plugin = getattr(args, "deepspeed_plugin", None)
-    enabled, _ = _checkpointing_settings(args)
-    is_peft = peft_config is not None or isinstance(model, PeftModel)
-    return bool(is_peft and enabled and plugin is not None and getattr(plugin, "zero_stage", None) == 3)
+from .config import DecPOConfig
 
 
 class DecPOTrainer(DPOTrainer):
@@ -125,7 +50,7 @@ class DecPOTrainer(DPOTrainer):
     _paper = DECPO_PAPER
 
     def __init__(self, *args, **kwargs):
-        bound = _DPO_INIT.bind(None, *args, **kwargs)
+        bound = bind_dpo_arguments(args, kwargs)
         model = bound.arguments["model"]
         config = bound.arguments.get("args")
         if config is None:
@@ -138,16 +63,15 @@ class DecPOTrainer(DPOTrainer):
         self.decorrelation_capture: ActivationCapture | None = None
         if not self.decorrelation_enabled:
             # Plain DPO: same tags, name and citation as DPOTrainer on the model card.
-            self._tag_names = list(DPOTrainer._tag_names)
-            self._name = DPOTrainer._name
-            self._paper = DPOTrainer._paper
+            for attribute, value in dpo_card_identity().items():
+                setattr(self, attribute, value)
         else:
-            enabled, ckpt_kwargs = _checkpointing_settings(config)
+            enabled, ckpt_kwargs = checkpointing_settings(config)
             if enabled and "use_reentrant" not in ckpt_kwargs:
                 ckpt_kwargs["use_reentrant"] = False  # explicit, whatever the torch/transformers default
-                _set_checkpointing_kwargs(config, ckpt_kwargs)
-            self._check_not_reentrant(config, "")
-            if _trl_will_force_reentrant(model, config, bound.arguments.get("peft_config")):
+                set_checkpointing_kwargs(config, ckpt_kwargs)
+            check_not_reentrant(config)
+            if trl_forces_reentrant(model, config, bound.arguments.get("peft_config")):
                 raise ValueError(REENTRANT_ERROR.format(why=", which TRL forces for PEFT with DeepSpeed ZeRO-3"))
             if isinstance(model, nn.Module):  # fail before any dataset processing or reference precompute
                 try:
@@ -164,41 +88,12 @@ class DecPOTrainer(DPOTrainer):
 
         if self.decorrelation_enabled:
             # TRL may force reentrant checkpointing (PEFT + DeepSpeed ZeRO-3)
-            self._check_not_reentrant(self.args, ", forced by TRL for PEFT with DeepSpeed ZeRO-3")
+            check_not_reentrant(self.args, ", forced by TRL for PEFT with DeepSpeed ZeRO-3")
             self.decorrelation_sites = resolve_sites(
                 self.model, self.args.decorrelation_layers, self.args.decorrelation_site
             )
-            self._check_gradient_path()
+            check_gradient_path(self.model, self.decorrelation_sites)
             self.decorrelation_capture = ActivationCapture(self.decorrelation_sites)
-
-    @staticmethod
-    def _check_not_reentrant(args, why: str) -> None:
-        enabled, kwargs = _checkpointing_settings(args)
-        if enabled and kwargs.get("use_reentrant"):
-            raise ValueError(REENTRANT_ERROR.format(why=why))
-
-    def _check_gradient_path(self) -> None:
-        """Refuse a PEFT setup whose trainable parameters all sit after the hooked layers (no gradient can reach)."""
-        last = max(site.layer for site in self.decorrelation_sites)
-        prefix = self.decorrelation_sites[0].prefix
-        upstream = False
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            name = canonical_name(name)
-            head = f"{prefix}." if prefix else ""
-            index = name[len(head) :].split(".", 1)[0]
-            if not name.startswith(head) or not index.isdigit():
-                upstream = upstream or any(key in name for key in ("embed", "wte", "wpe"))
-                continue
-            upstream = upstream or int(index) <= last
-        if not upstream:
-            raise ValueError(
-                f"No trainable parameter lies at or before decoder layer {last}, where the decorrelation penalty is "
-                f"computed ({[s.name for s in self.decorrelation_sites]}), so it could not change any weight. Make "
-                "the PEFT `target_modules` / `layers_to_transform` cover layers at or before it, or choose later "
-                "`decorrelation_layers`."
-            )
 
     # ------------------------------------------------------------------------------------------------------------------
     # Loss
@@ -211,10 +106,7 @@ class DecPOTrainer(DPOTrainer):
         row_index = build_row_index(
             args.decorrelation_pooling,
             args.decorrelation_sequences,
-            inputs["input_ids"],
-            attention_mask=inputs.get("attention_mask"),
-            completion_mask=inputs.get("completion_mask"),
-            position_ids=inputs.get("position_ids"),
+            **batch_masks(inputs),
             max_rows=args.decorrelation_max_rows,
         )
         with self.decorrelation_capture.capture(row_index) as rows:
@@ -244,8 +136,11 @@ class DecPOTrainer(DPOTrainer):
                     "(use `use_reentrant=False`), or no trainable parameter before the hooked layer."
                 )
         args = self.args
-        options = dict(normalize=args.decorrelation_normalize, reduction=args.decorrelation_reduction,
-                       target=args.decorrelation_target)
+        options = dict(
+            normalize=args.decorrelation_normalize,
+            reduction=args.decorrelation_reduction,
+            target=args.decorrelation_target,
+        )
         layer_rows = [rows[site.layer] for site in self.decorrelation_sites]
         if len({tuple(r.shape) for r in layer_rows}) == 1:
             # Same shapes at every layer (one site): one batched computation instead of one per layer
@@ -260,14 +155,18 @@ class DecPOTrainer(DPOTrainer):
         values = torch.cat((penalty.detach().reshape(1), per_layer.detach())).float().unsqueeze(0)
         values = self.accelerator.gather(values).mean(dim=0).tolist()
         if not all(math.isfinite(v) for v in values):  # checked on the host values above: no extra sync
-            bad = [site.layer for site, v in zip(self.decorrelation_sites, values[1:]) if not math.isfinite(v)]
+            bad = [
+                site.layer
+                for site, v in zip(self.decorrelation_sites, values[1:], strict=False)
+                if not math.isfinite(v)
+            ]
             raise FloatingPointError(
                 f"The decorrelation penalty at layer {', '.join(map(str, bad))} is not finite ({values[1:]}); stopping "
                 "before it reaches the weights. The captured activations hold inf/NaN (a diverged model or an fp16 "
                 "overflow), or `decorrelation_normalize=False` on activations large enough for its raw Gram to overflow "
                 "float32 (about |z| > 4e7 at width 11008): use `decorrelation_normalize=True` (scale-free), a lower learning rate, or bf16/fp32."
             )
-        metrics = self._metrics[mode]
+        metrics = metrics_store(self, mode)
         metrics["decorrelation/penalty"].append(values[0])
         for site, value in zip(self.decorrelation_sites, values[1:], strict=True):
             metrics[f"decorrelation/layer_{site.layer}"].append(value)
@@ -298,25 +197,5 @@ class DecPOTrainer(DPOTrainer):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         if not self.is_world_process_zero():
             return
-        from .callbacks import MonosemanticityCallback
-
-        section = self._settings_card_section() if self.decorrelation_enabled else ""
-        for callback in self.callback_handler.callbacks:
-            if isinstance(callback, MonosemanticityCallback):
-                section += callback.card_section()
-        if section:
-            with open(os.path.join(self.args.output_dir, "README.md"), "a", encoding="utf-8") as handle:
-                handle.write(section)
-
-    def _settings_card_section(self) -> str:
-        rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in self.decorrelation_settings().items())
-        return (
-            "\n\n## DecPO settings\n\n"
-            "The DPO loss was regularised with the DecPO activation decorrelation penalty "
-            f"([{DECPO_PAPER['title']}](https://huggingface.co/papers/{DECPO_PAPER['id']})), "
-            "computed by [trl-decpo](https://pypi.org/project/trl-decpo/):\n\n"
-            "| setting | value |\n|---|---|\n"
-            f"{rows}\n\n"
-            "DecPO builds on DPO; cite DPO as:\n\n"
-            f"```bibtex\n{DPOTrainer._paper['citation']}\n```\n"
-        )
+        section = settings_section(self.decorrelation_settings()) if self.decorrelation_enabled else ""
+        append_to_card(self.args.output_dir, section + callback_sections(self))

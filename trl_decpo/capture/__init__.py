@@ -1,0 +1,34 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Activation capture, independent of any Trainer: which module to hook (:mod:`.sites`), which token positions make
+the rows (:mod:`.rows`), and the hooks that capture one forward pass (:mod:`.hooks`)."""
+
+from .hooks import ActivationCapture, count_decpo_hooks
+from .rows import POOLING_CHOICES, SEQUENCES_CHOICES, RowIndex, build_row_index
+from .sites import (
+    DEFAULT_SITES,
+    ResolvedSite,
+    Site,
+    canonical_name,
+    default_site,
+    num_layers_at_site,
+    resolve_sites,
+    unwrap_model,
+)
+
+
+__all__ = [
+    "DEFAULT_SITES",
+    "POOLING_CHOICES",
+    "SEQUENCES_CHOICES",
+    "ActivationCapture",
+    "ResolvedSite",
+    "RowIndex",
+    "Site",
+    "build_row_index",
+    "canonical_name",
+    "count_decpo_hooks",
+    "default_site",
+    "num_layers_at_site",
+    "resolve_sites",
+    "unwrap_model",
+]

@@ -1,0 +1,148 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""`trl-decpo compare`: a BASE model against TUNED checkpoints or PEFT adapters, with relative changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from trl import TrlParser
+
+from .loading import LoadArguments, adapter_base, is_adapter_folder
+from .measure import ProbeArguments, measure_model, probe_token_ids, require_prompts
+from .output import OutputArguments, format_table, prepare_output, unique_names, write_csv
+
+
+HELP = "FD and sparsity of a BASE model and TUNED models (checkpoints or PEFT adapters), with relative changes."
+
+
+@dataclass
+class CompareArguments:
+    weight_proxy_top_k: int = field(
+        default=100, metadata={"help": "Weight proxy change: neurons whose input weights changed most."}
+    )
+
+
+def compare_command(
+    models: list[str], probes: ProbeArguments, load: LoadArguments, output: OutputArguments, compare: CompareArguments
+) -> dict:
+    """FD and sparsity of a base model and tuned models (full checkpoints or PEFT adapters), with relative changes.
+
+    The prompts are tokenized once, with BASE's tokenizer; PEFT adapters are applied to BASE."""
+    from ..monosemanticity.neurons import weight_proxy
+
+    require_prompts(probes)
+    if len(models) < 2:
+        raise ValueError("`compare` needs a BASE model and at least one TUNED model")
+    if load.base_model is not None:
+        raise ValueError(
+            "`base_model` is not used by `compare`: PEFT adapters among TUNED are applied to BASE (the "
+            "first model); put the model they were trained on first"
+        )
+    out_dir = prepare_output(output)
+    names = unique_names(models)
+    base_path = models[0]
+    token_ids, tokenizer = probe_token_ids(base_path, probes, load)
+    base_model, base_report = measure_model(base_path, token_ids, tokenizer, probes, load)
+    reports = {names[0]: base_report}
+    proxies: dict = {}
+    proxy_note = None
+    for name, path in zip(names[1:], models[1:], strict=False):
+        recorded = adapter_base(path) if is_adapter_folder(path) else None
+        if recorded and os.path.normpath(recorded) != os.path.normpath(base_path):
+            print(
+                f"note: adapter {path} records base {recorded!r}; it is applied to BASE {base_path!r}", file=sys.stderr
+            )
+        model, reports[name] = measure_model(path, token_ids, tokenizer, probes, load, base_model=base_path)
+        if reports[name].layers != base_report.layers:
+            raise ValueError(
+                f"{path} has layers {reports[name].layers} at the site, BASE has {base_report.layers}: "
+                "`compare` needs models of the same depth (or pass the same `--layers`)"
+            )
+        if proxy_note is None:
+            try:
+                proxies[name] = weight_proxy(
+                    model, base_model, layers=reports[name].layers, top_k=compare.weight_proxy_top_k
+                ).to_dict()
+            except ValueError as err:
+                proxy_note = f"weight proxy not computed: {err}"
+        del model
+    base_fd, base_sp = base_report.fd, base_report.sparsity
+    headers = ["model", "layer", "relative_depth", "fd", "sparsity", "fd_relative_change", "sparsity_minus_base"]
+    rows = []
+    for name, report in reports.items():
+        for layer in report.layers:
+            rows.append(
+                [
+                    name,
+                    layer,
+                    report.relative_depth(layer),
+                    report.fd[layer],
+                    report.sparsity[layer],
+                    (report.fd[layer] - base_fd[layer]) / abs(base_fd[layer]),
+                    report.sparsity[layer] - base_sp[layer],
+                ]
+            )
+    if proxies:
+        headers.append("weight_proxy_relative_change")
+        by_key = {(n, e["layer"]): e["relative_change"] for n, p in proxies.items() for e in p["layers"]}
+        for row in rows:
+            row.append(by_key.get((row[0], row[1]), ""))
+    print(f"base {names[0]}; {base_report.num_prompts} prompts, site {base_report.site}")
+    print(format_table(headers, rows))
+    for name, report in reports.items():
+        print(f"{name}: mean FD {report.mean('fd'):.6g}, mean sparsity {report.mean('sparsity'):.6g}")
+    if proxy_note:
+        print(proxy_note)
+    result = {
+        "base": names[0],
+        "models": dict(zip(names, models, strict=False)),
+        "measurements": {n: r.to_dict() for n, r in reports.items()},
+        "weight_proxy": proxies or None,
+        "weight_proxy_note": proxy_note,
+    }
+    if out_dir:
+        with open(os.path.join(out_dir, "compare.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        write_csv(os.path.join(out_dir, "compare.csv"), headers, rows)
+        if output.plot:
+            from ..monosemanticity.plotting import plot_depth_profiles
+
+            plot_depth_profiles(
+                {n: r.to_dict() for n, r in reports.items()},
+                os.path.join(out_dir, "compare.png"),
+                base=names[0],
+                weight_proxy=proxies or None,
+                title=f"{base_report.site}, {base_report.num_prompts} prompts",
+            )
+        print(f"wrote {out_dir}")
+    return result
+
+
+def make_parser(subparsers=None, prog: str | None = None):
+    """The `compare` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
+    dataclass_types = (ProbeArguments, LoadArguments, OutputArguments, CompareArguments)
+    if subparsers is not None:
+        parser = subparsers.add_parser("compare", help=HELP, description=HELP, dataclass_types=dataclass_types)
+    else:
+        parser = TrlParser(dataclass_types, prog=prog or "trl-decpo compare", description=HELP)
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="BASE TUNED",
+        help="Base model, then tuned models or adapters (list them before options that take several values, such as --layers).",
+    )
+    return parser
+
+
+def main(parser, argv: list[str]) -> int:
+    """Parse `argv` (the options after `compare`) with `parser` and run; one-line errors, exit status 2."""
+    try:
+        *parsed, positional = parser.parse_args_into_dataclasses(argv)
+        compare_command(positional.models, *parsed)
+    except ValueError as err:
+        print(f"trl-decpo compare: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,111 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""`trl-decpo top-tokens`: the top vocabulary tokens of a layer's most predominant hidden dimensions (the paper's
+Table 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from trl import TrlParser
+
+from .loading import LoadArguments, load_model, load_tokenizer
+from .measure import ProbeArguments
+from .output import OutputArguments, format_table, prepare_output
+
+
+HELP = "The top vocabulary tokens of a layer's most predominant hidden dimensions (paper Table 1)."
+
+
+@dataclass
+class TopTokenArguments:
+    layer: int = field(
+        default=None, metadata={"help": "Decoder layer to inspect (required; negative counts from the end)."}
+    )
+    k: int = field(default=10, metadata={"help": "Number of predominant hidden dimensions."})
+    num_tokens: int = field(default=10, metadata={"help": "Top vocabulary tokens per dimension."})
+    base: str | None = field(
+        default=None,
+        metadata={
+            "help": "Rank dimensions by input-weight change against this base model instead of by activation "
+            "on `--prompts`."
+        },
+    )
+
+    def __post_init__(self):
+        if self.layer is None:
+            raise ValueError("`layer` is required: pass --layer L")
+        for name in ("k", "num_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
+
+
+def top_tokens_command(
+    model_path: str, top: TopTokenArguments, probes: ProbeArguments, load: LoadArguments, output: OutputArguments
+) -> dict:
+    """The paper's Table 1 for one layer."""
+    from ..monosemanticity.neurons import top_tokens
+
+    if (probes.prompts is None) == (top.base is None):
+        raise ValueError(
+            "`top-tokens` ranks dimensions by activation on `--prompts` or by weight change against "
+            "`--base`: give exactly one of them"
+        )
+    out_dir = prepare_output(output)
+    tokenizer = load_tokenizer(model_path, load)
+    model = load_model(model_path, load)
+    kwargs = {}
+    if top.base is not None:
+        kwargs["base_model"] = load_model(top.base, load)
+        ranking = f"input-weight change against {top.base}"
+    else:
+        from ..monosemanticity.probes import load_prompts
+
+        kwargs["prompts"] = load_prompts(
+            probes.prompts, probes.prompt_column, probes.split, probes.max_samples or None
+        )
+        ranking = f"mean |activation| on {len(kwargs['prompts'])} prompts"
+    neurons = top_tokens(
+        model,
+        tokenizer,
+        top.layer,
+        k=top.k,
+        num_tokens=top.num_tokens,
+        site=probes.site,
+        batch_size=probes.batch_size,
+        max_length=probes.max_length,
+        **kwargs,
+    )
+    print(f"{model_path}, layer {top.layer}: top {len(neurons)} dimensions by {ranking}")
+    rows = [[i + 1, n.dimension, n.score, " | ".join(repr(t) for t in n.tokens)] for i, n in enumerate(neurons)]
+    print(format_table(["rank", "dimension", "score", "top tokens"], rows))
+    result = {"model": model_path, "layer": top.layer, "ranking": ranking, "dimensions": [n.__dict__ for n in neurons]}
+    if out_dir:
+        with open(os.path.join(out_dir, f"top_tokens_layer{top.layer}.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {out_dir}")
+    return result
+
+
+def make_parser(subparsers=None, prog: str | None = None):
+    """The `top-tokens` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
+    dataclass_types = (TopTokenArguments, ProbeArguments, LoadArguments, OutputArguments)
+    if subparsers is not None:
+        parser = subparsers.add_parser("top-tokens", help=HELP, description=HELP, dataclass_types=dataclass_types)
+    else:
+        parser = TrlParser(dataclass_types, prog=prog or "trl-decpo top-tokens", description=HELP)
+    parser.add_argument("model", metavar="MODEL", help="Model folder, Hub id, or PEFT adapter folder.")
+    return parser
+
+
+def main(parser, argv: list[str]) -> int:
+    """Parse `argv` (the options after `top-tokens`) with `parser` and run; one-line errors, exit status 2."""
+    try:
+        *parsed, positional = parser.parse_args_into_dataclasses(argv)
+        top_tokens_command(positional.model, *parsed)
+    except ValueError as err:
+        print(f"trl-decpo top-tokens: error: {err}", file=sys.stderr)
+        return 2
+    return 0

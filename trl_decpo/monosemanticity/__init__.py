@@ -1,0 +1,26 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Measuring monosemanticity on any causal LM: the proxies as pure math (:mod:`.proxies`), probe prompts
+(:mod:`.probes`), the measurement itself (:mod:`.measure`), weight-based views (:mod:`.weights`, :mod:`.neurons`), the
+training callback (:mod:`.callback`) and figures (:mod:`.plotting`)."""
+
+from .callback import MonosemanticityCallback
+from .measure import MonosemanticityReport, measure_monosemanticity
+from .neurons import NeuronTokens, WeightProxyReport, top_tokens, weight_proxy
+from .probes import load_prompts, tokenize_prompts
+from .proxies import ProxyAccumulator, activation_sparsity, feature_decorrelation
+
+
+__all__ = [
+    "MonosemanticityCallback",
+    "MonosemanticityReport",
+    "NeuronTokens",
+    "ProxyAccumulator",
+    "WeightProxyReport",
+    "activation_sparsity",
+    "feature_decorrelation",
+    "load_prompts",
+    "measure_monosemanticity",
+    "tokenize_prompts",
+    "top_tokens",
+    "weight_proxy",
+]

@@ -1,0 +1,206 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Probe prompts: loading them, tokenizing them as ``trl.DPOTrainer`` tokenizes a prompt, and batching them.
+
+Probes are tokenized like DPOTrainer's ``prompt_ids`` (chat template with the generation prompt for conversational
+prompts, the tokenizer's own special tokens for text) and right-padded: the last real token of a right-padded row
+sees exactly what it would see alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..capture import unwrap_model
+
+
+_TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+
+
+def _column(records: Sequence, column: str, source: str) -> list:
+    if all(isinstance(r, (str, list)) for r in records):
+        return list(records)
+    if all(isinstance(r, dict) for r in records):
+        missing = [i for i, r in enumerate(records) if column not in r]
+        if missing:
+            keys = sorted(records[missing[0]])
+            raise ValueError(
+                f"{source}: record {missing[0]} has no {column!r} field; its fields are {keys} "
+                "(choose one with `prompt_column`)"
+            )
+        return [r[column] for r in records]
+    raise ValueError(f"{source}: expected a list of strings or of objects with a {column!r} field")
+
+
+def load_prompts(source: str, column: str = "prompt", split: str = "train", max_samples: int | None = None) -> list:
+    """Prompts from a file, a dataset saved with ``save_to_disk``, or a Hub dataset id.
+
+    Files: ``.txt`` (one prompt per non-empty line), ``.json`` (a list of strings or of objects), ``.jsonl`` (one string
+    or object per line), ``.csv`` / ``.parquet`` / ``.arrow``. Objects and tables give their ``column`` field; a prompt
+    may be a string or a list of chat messages.
+    """
+    import datasets
+
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"`prompts` must be a file, a dataset folder or a dataset id, got {source!r}")
+    suffix = os.path.splitext(source)[1].lower()
+    if os.path.isfile(source):
+        if suffix == ".txt":
+            with open(source, encoding="utf-8") as f:
+                prompts = [line.rstrip("\n") for line in f if line.strip()]
+        elif suffix == ".json":
+            with open(source, encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data, dict):
+                data = data.get(column, data.get("data"))
+            if not isinstance(data, list):
+                raise ValueError(f"{source}: expected a JSON list (or an object with a {column!r} list)")
+            prompts = _column(data, column, source)
+        elif suffix == ".jsonl":
+            with open(source, encoding="utf-8") as f:
+                prompts = _column([json.loads(line) for line in f if line.strip()], column, source)
+        elif suffix in _TABLE_SUFFIXES:
+            table = datasets.load_dataset(_TABLE_SUFFIXES[suffix], data_files=source, split="train")
+            prompts = prompts_from_dataset(table, column, source)
+        else:
+            raise ValueError(
+                f"`prompts` file {source!r} has an unsupported suffix {suffix!r}; allowed: .txt, .json, .jsonl, "
+                + ", ".join(_TABLE_SUFFIXES)
+            )
+    elif os.path.isdir(source):
+        try:
+            loaded = datasets.load_from_disk(source)
+        except FileNotFoundError as err:
+            raise ValueError(f"`prompts` folder {source!r} is not a dataset saved with `save_to_disk`") from err
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"`prompts` dataset {source!r} has no split {split!r}; splits: {list(loaded)}")
+            loaded = loaded[split]
+        prompts = prompts_from_dataset(loaded, column, source)
+    else:
+        try:
+            loaded = datasets.load_dataset(source, split=split)
+        except Exception as err:  # offline, missing, private: say what was tried
+            raise ValueError(
+                f"`prompts` {source!r} is neither an existing file or folder nor a loadable dataset id "
+                f"(split {split!r}): {err}"
+            ) from err
+        prompts = prompts_from_dataset(loaded, column, source)
+    if max_samples is not None:
+        prompts = prompts[:max_samples]
+    if not prompts:
+        raise ValueError(f"`prompts` {source!r} holds no prompts")
+    return prompts
+
+
+def prompts_from_dataset(dataset, column: str = "prompt", source: str = "dataset") -> list:
+    """The probe prompts of a dataset: its ``prompt_ids`` (already tokenized, as TRL leaves them) or ``column``."""
+    names = list(dataset.column_names)
+    if "prompt_ids" in names:
+        return [list(ids) for ids in dataset["prompt_ids"]]
+    if column not in names:
+        raise ValueError(
+            f"{source} has no {column!r} column; its columns are {names} (choose one with `prompt_column`)"
+        )
+    return list(dataset[column])
+
+
+def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None = None) -> list[list[int]]:
+    """Token ids of each prompt, as ``trl.DPOTrainer`` tokenizes prompts; the last ``max_length`` tokens are kept.
+
+    A prompt may be a string, a list of chat messages (``{"role", "content"}`` dicts), or already a list of token ids.
+    """
+    from transformers import PreTrainedTokenizerBase
+    from trl.data_utils import is_conversational
+
+    if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor (VLM): its text tokenizer
+    out = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, (list, tuple)) and prompt and set(map(type, prompt)) <= {int}:
+            ids = list(prompt)
+        elif isinstance(prompt, str) or is_conversational({"prompt": prompt}):
+            if tokenizer is None:
+                raise ValueError("text prompts need a tokenizer (`processing_class`)")
+            if isinstance(prompt, str):
+                ids = tokenizer(text=prompt)["input_ids"]
+                # A tokenizer that appends EOS would make every probe end on the same token. DPOTrainer's prompt_ids
+                # drop it too (they keep the prefix shared with prompt + completion).
+                eos = getattr(tokenizer, "eos_token_id", None)
+                if len(ids) > 1 and eos is not None and ids[-1] == eos and not prompt.endswith(tokenizer.eos_token):
+                    ids = ids[:-1]
+            else:
+                ids = tokenizer.apply_chat_template(
+                    list(prompt), tokenize=True, return_dict=True, add_generation_prompt=True
+                )["input_ids"]
+        else:
+            raise ValueError(f"prompt {i} is not a string, a list of chat messages or a list of token ids: {prompt!r}")
+        if len(ids) == 0:
+            raise ValueError(f"prompt {i} tokenizes to no tokens: {prompt!r}")
+        if max_length is not None:
+            ids = ids[-max_length:]
+        out.append(list(ids))
+    return out
+
+
+def right_padded_batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device, last_index: bool = False):
+    """Right-padded batches, grouped by length (sorted) to waste little compute on padding.
+
+    Yields ``(input_ids, attention_mask, index)``, ``index`` holding each row's position in ``token_lists``; with
+    ``last_index=True`` also the flat index of each row's last token in ``input_ids.reshape(-1)`` (the rows that
+    ``build_row_index("last", ...)`` would pick, known here without any mask arithmetic).
+    """
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    for start in range(0, len(order), batch_size):
+        picked = order[start : start + batch_size]
+        chunk = [token_lists[i] for i in picked]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+        batch = (input_ids.to(device), attention_mask.to(device), torch.tensor(picked, device=device))
+        if last_index:
+            last = [row * width + len(ids) - 1 for row, ids in enumerate(chunk)]
+            batch += (torch.tensor(last, device=device),)
+        yield batch
+
+
+def input_device(model: nn.Module) -> torch.device:
+    embeddings = unwrap_model(model).get_input_embeddings()
+    return embeddings.weight.device
+
+
+def forward_kwargs(model: nn.Module) -> dict:
+    """Extra forward arguments that skip work the measurement does not need (the logits of all but one position)."""
+    target = unwrap_model(model)
+    target = target.get_base_model() if hasattr(target, "get_base_model") else target
+    if "logits_to_keep" in inspect.signature(target.forward).parameters:
+        return {"logits_to_keep": 1}
+    return {}
+
+
+def model_max_positions(model: nn.Module) -> int | None:
+    """The longest input the model's position embeddings allow (``max_position_embeddings`` / ``n_positions``)."""
+    config = getattr(unwrap_model(model), "config", None)
+    for attr in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_pad_id(tokenizer, pad_id):
+    if pad_id is not None:
+        return pad_id
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None) if tokenizer is not None else None
+        if value is not None:
+            return value
+    return 0  # right padding: pad positions come after the last real token and never reach it

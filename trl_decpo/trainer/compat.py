@@ -1,0 +1,123 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Every assumption trl-decpo makes about TRL and transformers internals, in one place.
+
+Public APIs are preferred everywhere else; what is here relies on behaviour that TRL or transformers may change
+without notice. Each assumption is pinned by a test in ``tests/trainer/test_compat.py`` that fails loudly (naming the
+assumption) when an upgrade breaks it:
+
+1. ``DPOTrainer.__init__``'s signature: ``DecPOTrainer`` binds its arguments to it to inspect ``model``, ``args``,
+   ``peft_config`` and the datasets before TRL processes anything (:func:`bind_dpo_arguments`).
+2. ``DPOTrainer.compute_loss`` runs the policy forward before any reference forward (a PEFT model with its adapter
+   disabled, or a separate reference model): hooks keep the first call of each module inside ``compute_loss``.
+3. DPO batches hold ``[chosen; rejected]`` along the batch dimension, with ``input_ids``, ``attention_mask`` and
+   ``completion_mask`` (and ``position_ids`` when padding-free) (:func:`batch_masks`).
+4. ``DPOTrainer._metrics[mode]`` maps metric names to lists of per-step values, averaged and cleared by
+   ``DPOTrainer.log`` for the model's current mode (:func:`metrics_store`, :func:`log_outside_step`).
+5. ``Trainer.log`` may clear ``TrainerControl.should_log`` through its callbacks (:func:`log_outside_step`).
+6. transformers 5 renamed ``gradient_checkpointing*`` training arguments to ``activation_checkpointing*`` and keeps
+   the old names as deprecated aliases (:func:`checkpointing_settings`, :func:`set_checkpointing_kwargs`).
+7. ``DPOTrainer.__init__`` forces ``use_reentrant=True`` for a PEFT model under DeepSpeed ZeRO-3 with gradient
+   checkpointing (:func:`trl_forces_reentrant`).
+8. ``DPOTrainer`` names its model-card identity in the class attributes ``_tag_names``, ``_name`` and ``_paper``, and
+   ``create_model_card`` writes ``README.md`` into ``args.output_dir`` (:func:`dpo_card_identity`).
+9. ``DPOTrainer.pad_token_id`` is the id its collator pads with (:func:`trainer_pad_token_id`).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from trl import DPOTrainer
+
+
+DPO_INIT = inspect.signature(DPOTrainer.__init__)
+
+
+def bind_dpo_arguments(args: tuple, kwargs: dict) -> inspect.BoundArguments:
+    """``DPOTrainer.__init__``'s arguments by name (assumption 1); ``bound.args[1:]`` / ``bound.kwargs`` call it."""
+    return DPO_INIT.bind(None, *args, **kwargs)
+
+
+def batch_masks(inputs: dict) -> dict:
+    """The tensors of a DPO batch that locate its sequences and completions (assumption 3)."""
+    return {
+        "input_ids": inputs["input_ids"],
+        "attention_mask": inputs.get("attention_mask"),
+        "completion_mask": inputs.get("completion_mask"),
+        "position_ids": inputs.get("position_ids"),
+    }
+
+
+def metrics_store(trainer, mode: str) -> dict:
+    """The ``name -> list of values`` store that ``DPOTrainer.log`` averages for ``mode`` (assumption 4)."""
+    return trainer._metrics[mode]
+
+
+def log_outside_step(trainer, logs: dict) -> None:
+    """``trainer.log(logs)`` from a callback, outside the trainer's own logging of a step.
+
+    ``DPOTrainer.log`` merges (and clears) the metrics it accumulated for the model's current mode: in eval mode,
+    outside an evaluation, there are none, so the training metrics stay for the trainer's own next log. Logging also
+    clears ``control.should_log``; it is restored, so that a step's own log still happens after this one (assumptions
+    4 and 5).
+    """
+    was_training, should_log = trainer.model.training, trainer.control.should_log
+    trainer.model.eval()
+    try:
+        trainer.log(logs)
+    finally:
+        trainer.model.train(was_training)
+        trainer.control.should_log = should_log
+
+
+def checkpointing_settings(args) -> tuple[bool, dict]:
+    """``(enabled, kwargs)`` of activation checkpointing, under either name (assumption 6)."""
+    enabled = getattr(args, "activation_checkpointing", None)
+    if enabled is None:
+        enabled = getattr(args, "gradient_checkpointing", False)
+    kwargs = getattr(args, "activation_checkpointing_kwargs", None)
+    if kwargs is None:
+        kwargs = getattr(args, "gradient_checkpointing_kwargs", None)
+    return bool(enabled), dict(kwargs or {})
+
+
+def set_checkpointing_kwargs(args, kwargs: dict) -> None:
+    """Set the checkpointing kwargs under every name the arguments have (assumption 6)."""
+    for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
+        if hasattr(args, name):
+            setattr(args, name, dict(kwargs))
+
+
+def trl_forces_reentrant(model, args, peft_config) -> bool:
+    """Whether ``DPOTrainer.__init__`` will set ``use_reentrant=True`` ("PEFT + DeepSpeed ZeRO-3 requires reentrant
+    checkpointing"), predicted before any work so that DecPO can refuse up front (assumption 7)."""
+    from peft import PeftModel
+
+    plugin = getattr(args, "deepspeed_plugin", None)
+    enabled, _ = checkpointing_settings(args)
+    is_peft = peft_config is not None or isinstance(model, PeftModel)
+    return bool(is_peft and enabled and plugin is not None and getattr(plugin, "zero_stage", None) == 3)
+
+
+def dpo_card_identity() -> dict:
+    """``DPOTrainer``'s model-card tags, name and paper (assumption 8), for a DecPOTrainer that runs plain DPO."""
+    return {"_tag_names": list(DPOTrainer._tag_names), "_name": DPOTrainer._name, "_paper": DPOTrainer._paper}
+
+
+def dpo_citation() -> str:
+    """DPO's BibTeX entry as TRL writes it on model cards (assumption 8)."""
+    return DPOTrainer._paper["citation"]
+
+
+def trainer_pad_token_id(trainer) -> int | None:
+    """The id the trainer's collator pads with, when it has one (assumption 9)."""
+    return getattr(trainer, "pad_token_id", None)
+
+
+def ignore_bool_buffers_in_ddp(model) -> None:
+    """As ``trl dpo`` does for ``--ignore_bias_buffers``: DDP skips the model's boolean buffers (torch's
+    ``_ddp_params_and_buffers_to_ignore``)."""
+    model._ddp_params_and_buffers_to_ignore = [
+        name for name, buffer in model.named_buffers() if buffer.dtype == torch.bool
+    ]
