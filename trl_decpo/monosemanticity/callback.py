@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from ..capture import Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from ..trainer.compat import log_outside_step, trainer_pad_token_id
 from .measure import measure_monosemanticity
 from .probes import load_prompts, prompts_from_dataset, tokenize_prompts
 
@@ -162,7 +163,7 @@ class MonosemanticityCallback(TrainerCallback):
             site=self.site,
             batch_size=self.batch_size or args.per_device_eval_batch_size,
             max_length=None,
-            pad_token_id=getattr(trainer, "pad_token_id", None),
+            pad_token_id=trainer_pad_token_id(trainer),
             accelerator=trainer.accelerator,
             progress=not args.disable_tqdm and state.is_world_process_zero,
         )
@@ -182,16 +183,7 @@ class MonosemanticityCallback(TrainerCallback):
         }
         self.history.append(record)
         self._last_step = state.global_step
-        # DPOTrainer.log merges (and clears) the metrics it accumulated for the model's current mode. In eval mode, outside
-        # an evaluation, there are none: the training metrics stay for the trainer's own next log.
-        # Logging also clears `control.should_log`; keep it, so that a step's own log still happens after this one.
-        was_training, should_log = trainer.model.training, trainer.control.should_log
-        trainer.model.eval()
-        try:
-            trainer.log(logs)
-        finally:
-            trainer.model.train(was_training)
-            trainer.control.should_log = should_log
+        log_outside_step(trainer, logs)  # leaves the step's own training metrics and log to the trainer
         if state.is_world_process_zero:
             self._write_history(args.output_dir)
         return logs

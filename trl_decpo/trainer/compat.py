@@ -20,7 +20,8 @@ assumption) when an upgrade breaks it:
    checkpointing (:func:`trl_forces_reentrant`).
 8. ``DPOTrainer`` names its model-card identity in the class attributes ``_tag_names``, ``_name`` and ``_paper``, and
    ``create_model_card`` writes ``README.md`` into ``args.output_dir`` (:func:`dpo_card_identity`).
-9. ``DPOTrainer.pad_token_id`` is the id its collator pads with (:func:`trainer_pad_token_id`).
+9. ``DPOTrainer``'s collator (``DataCollatorForPreference``) keeps the id it pads with in ``pad_token_id``
+   (:func:`trainer_pad_token_id`).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def dpo_citation() -> str:
 
 def trainer_pad_token_id(trainer) -> int | None:
     """The id the trainer's collator pads with, when it has one (assumption 9)."""
-    return getattr(trainer, "pad_token_id", None)
+    return getattr(getattr(trainer, "data_collator", None), "pad_token_id", None)
 
 
 def ignore_bool_buffers_in_ddp(model) -> None:

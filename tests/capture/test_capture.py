@@ -1,4 +1,4 @@
-"""Site resolution and pooling (issue 2, items 1 and 3)."""
+"""Site resolution and pooling."""
 
 import pytest
 import torch

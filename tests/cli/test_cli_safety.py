@@ -1,4 +1,4 @@
-"""The CLI and the file system (issue 6, item 6): writes stay in --output_dir, an earlier run is resumed or refused
+"""The CLI and the file system: writes stay in --output_dir, an earlier run is resumed or refused
 (never clobbered silently), and model code from a repository runs only with --trust_remote_code."""
 
 import json

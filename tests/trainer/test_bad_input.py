@@ -1,10 +1,9 @@
-"""Bad input (issue 6, item 5): each case below raises a ValueError that names the problem (and, where there is a
+"""Bad input: each case below raises a ValueError that names the problem (and, where there is a
 list, the allowed values) before any training step. `test_the_count` pins how many there are: 27 config values
 (every `DecPOConfig` field has at least one) and 12 model / data / probe / distributed-setup cases. The command
 line's own cases are in `tests/test_train.py::test_clear_errors_before_training` and `tests/test_cli_safety.py`."""
 
 import dataclasses
-import os
 
 import pytest
 import torch
@@ -212,32 +211,3 @@ def test_peft_with_zero3_forced_reentrant_checkpointing_is_refused(tmp_path):
             processing_class=make_tokenizer(),
             peft_config=peft,
         )
-
-
-def test_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path):
-    """Pins the TRL behaviour the refusal above predicts: plain DPOTrainer flips `use_reentrant` to True (it then
-    stops at DeepSpeed's import, which CI lacks). If TRL stops forcing it, this fails: update the refusal and
-    docs/reliability.md."""
-    from types import SimpleNamespace
-    from unittest import mock
-
-    from accelerate.state import AcceleratorState
-    from trl import DPOConfig, DPOTrainer
-
-    args = DPOConfig(
-        **{**base_kwargs(tmp_path), "gradient_checkpointing": True},
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
-    args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
-    peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
-    with mock.patch.dict(os.environ):  # the failed Accelerator setup leaves ACCELERATE_USE_DEEPSPEED behind
-        with pytest.raises(Exception):  # noqa: B017 - DeepSpeed is not installed: Accelerator creation fails after it
-            DPOTrainer(
-                model=make_model(),
-                args=args,
-                train_dataset=make_dataset(),
-                processing_class=make_tokenizer(),
-                peft_config=peft,
-            )
-    AcceleratorState._reset_state(reset_partial_state=True)
-    assert args.gradient_checkpointing_kwargs["use_reentrant"] is True

@@ -1,4 +1,4 @@
-"""Distributed runs (issue 6, item 1), on CPU with the gloo backend.
+"""Distributed runs, on CPU with the gloo backend.
 
 `accelerate launch --multi_gpu --num_processes 2` (DDP) against one process with `gradient_accumulation_steps=2`
 over the same micro-batches (`tests/distributed_run.py`). Compared quantities:
@@ -49,7 +49,7 @@ def clean_env() -> dict:
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
         CUDA_VISIBLE_DEVICES="",
-        PYTHONPATH=HERE,
+        PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]),  # the run scripts and conftest.py
         GLOO_SOCKET_IFNAME="lo",
         HF_HOME=tempfile.mkdtemp(prefix="decpo-hf-home-"),
     )  # no user `accelerate config` default file

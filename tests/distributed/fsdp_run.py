@@ -1,24 +1,21 @@
-"""FSDP1 FULL_SHARD over 2 CPU processes (gloo), run by `tests/test_distributed.py` with
-`torchrun --nproc_per_node 2 tests/fsdp_run.py OUT` (each rank writes OUT/fsdp-rank<r>.json): our sites resolve through `_fsdp_wrapped_module` names, hooks fire
+"""FSDP1 FULL_SHARD over 2 CPU processes (gloo), run by `tests/distributed/test_distributed.py` with
+`torchrun --nproc_per_node 2 tests/distributed/fsdp_run.py OUT` (each rank writes OUT/fsdp-rank<r>.json): our sites resolve through `_fsdp_wrapped_module` names, hooks fire
 under sharded parameters, and the penalty (value and gradient) and the measurement equal the bare model's."""
 
 import json
 import os
 import sys
 
+import torch
+import torch.distributed as dist
+from conftest import make_model, make_tokenizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from conftest import make_model, make_tokenizer  # noqa: E402
-
-from trl_decpo import (  # noqa: E402
+from trl_decpo import (
     ActivationCapture,
     build_row_index,
     decorrelation_penalty,
     measure_monosemanticity,
-    resolve_sites,  # noqa: E402
+    resolve_sites,
 )
 
 

@@ -1,4 +1,4 @@
-"""Numerical safety (issue 6, item 4): degenerate and extreme activations never give NaN or inf.
+"""Numerical safety: degenerate and extreme activations never give NaN or inf.
 
 Cases: constant activations, all-zero rows, a single row, and huge activations in fp16 / bf16, for the penalty (value
 and gradient, every option) and for the proxies (FD, sparsity, the streaming accumulator); then a DecPO training step

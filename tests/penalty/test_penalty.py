@@ -1,4 +1,4 @@
-"""The penalty against independent computations written here, for every option (issue 2, item 4)."""
+"""The penalty against independent computations written here, for every option."""
 
 import itertools
 

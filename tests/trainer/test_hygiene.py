@@ -1,4 +1,4 @@
-"""Hook hygiene (issue 6, item 3): after train, evaluate, save, push and an exception inside the forward pass, no
+"""Hook hygiene: after train, evaluate, save, push and an exception inside the forward pass, no
 trl-decpo hook is left on any module, and DecPO leaves exactly the hooks a plain `DPOTrainer` run leaves (those are
 TRL's and transformers', not ours to remove); the trained model deep-copies and pickles; a second `train()` and a
 trainer built on a copy capture each layer once per forward."""

@@ -1,4 +1,4 @@
-"""Bad configs raise a ValueError naming the field and the allowed values (issue 2, item 10); CLI parsing."""
+"""Bad configs raise a ValueError naming the field and the allowed values; CLI parsing."""
 
 import pytest
 from conftest import base_kwargs, make_dataset, make_model, make_tokenizer

@@ -1,4 +1,4 @@
-"""`trl-decpo measure / compare / top-tokens` on tiny saved models (issue 3: command line)."""
+"""`trl-decpo measure / compare / top-tokens` on tiny saved models."""
 
 import csv
 import json

@@ -1,4 +1,4 @@
-"""Resume (issue 6, item 2): a run interrupted after its step-2 checkpoint and resumed with `resume_from_checkpoint`
+"""Resume: a run interrupted after its step-2 checkpoint and resumed with `resume_from_checkpoint`
 logs the same loss and penalty at steps 3 and 4 as the uninterrupted run (relative tolerance 1e-5: CPU float32, same
 seed, optimizer / scheduler / RNG state restored by `Trainer`), and the resumed trainer hooks each layer exactly once
 per policy forward."""

@@ -1,4 +1,4 @@
-"""DecPOTrainer: gradients, what is captured, loss types, metrics, hooks, model card (issue 2, items 2 and 5-9)."""
+"""DecPOTrainer: gradients, what is captured, loss types, metrics, hooks, model card."""
 
 import os
 

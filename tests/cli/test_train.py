@@ -19,7 +19,8 @@ def main(argv):
     return cli_main(["train", *argv])
 
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "configs")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples", "configs")
 FAST = [
     "--max_steps",
     "2",

@@ -1,4 +1,4 @@
-"""Probe measurement on real (tiny) models against prompts run one by one (issue 3: metrics, errors)."""
+"""Probe measurement on real (tiny) models against prompts run one by one."""
 
 import json
 

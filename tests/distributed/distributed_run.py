@@ -1,8 +1,8 @@
-"""DecPO on a tiny Llama, run by `tests/test_distributed.py` under `accelerate launch` (2 processes, DDP, gloo on CPU)
+"""DecPO on a tiny Llama, run by `tests/distributed/test_distributed.py` under `accelerate launch` (2 processes, DDP, gloo on CPU)
 and as one process with gradient accumulation over the same micro-batches.
 
-    accelerate launch --multi_gpu --num_processes 2 tests/distributed_run.py OUT ddp
-    python tests/distributed_run.py OUT single
+    accelerate launch --multi_gpu --num_processes 2 tests/distributed/distributed_run.py OUT ddp
+    python tests/distributed/distributed_run.py OUT single
 
 Both see the same 4 pairs per optimizer step in the same order: rank r of the DDP run takes micro-batch r of each
 step (accelerate shards the batches of one sampler), the single process takes micro-batches 0 and 1 of the step with
@@ -16,14 +16,11 @@ import os
 import pathlib
 import sys
 
+import torch
+from conftest import base_kwargs, make_dataset, make_model, make_tokenizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import torch  # noqa: E402
-from conftest import base_kwargs, make_dataset, make_model, make_tokenizer  # noqa: E402
-
-from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback, measure_monosemanticity  # noqa: E402
-from trl_decpo.capture import count_decpo_hooks  # noqa: E402
+from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback, measure_monosemanticity
+from trl_decpo.capture import count_decpo_hooks
 
 
 PROBES = ["the cat sat on the mat", "a dog ran fast", "i think you agree", "yes no", "is the answer good"]  # 5: 3 + 2

@@ -1,4 +1,4 @@
-"""Monosemanticity proxies (pure math) against brute force written here (issue 3: metrics)."""
+"""Monosemanticity proxies (pure math) against brute force written here."""
 
 import numpy as np
 import pytest
@@ -96,7 +96,9 @@ def test_neuron_scores_and_normalised_medians():
         expected = [float(np.linalg.norm(w[j].numpy())) * float(b[j]) for j in range(9)]
         assert s.tolist() == pytest.approx(expected, rel=1e-6)
     medians = [sorted(s.tolist())[4] for s in scores]  # 9 neurons: the 5th smallest
-    scale = max(sorted(abs(x) for x in s.tolist())[4] for s in scores)  # METHOD: max over layers of median |score|
+    scale = max(
+        sorted(abs(x) for x in s.tolist())[4] for s in scores
+    )  # docs/method.md: max over layers of median |score|
     assert weight_proxy_values(scores) == pytest.approx([m / scale for m in medians])
 
 

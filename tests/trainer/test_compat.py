@@ -1,0 +1,173 @@
+"""Pins every assumption `trl_decpo/trainer/compat.py` makes about TRL and transformers internals.
+
+Each test names its assumption (the numbers are those of the module's docstring). When one fails after an upgrade of
+TRL or transformers, update `compat.py` (and whatever relies on it), not the test's expectation.
+"""
+
+import inspect
+import os
+
+import pytest
+import torch
+from conftest import base_kwargs, make_dataset, make_model, make_tokenizer
+from peft import LoraConfig
+from trl import DPOConfig, DPOTrainer
+
+from trl_decpo.trainer import compat
+
+
+def dpo_trainer(tmp_path, **kwargs):
+    args = kwargs.pop("args", None) or DPOConfig(**base_kwargs(tmp_path))
+    return DPOTrainer(
+        model=kwargs.pop("model", None) or make_model(),
+        args=args,
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+        **kwargs,
+    )
+
+
+def test_1_dpo_init_signature_names_the_arguments_decpo_reads():
+    names = set(inspect.signature(DPOTrainer.__init__).parameters)
+    read = {"model", "args", "train_dataset", "eval_dataset", "peft_config"}
+    assert read <= names, f"assumption 1 broken: DPOTrainer.__init__ lacks {read - names}"
+    bound = compat.bind_dpo_arguments(("m",), {"args": "a", "peft_config": "p"})
+    assert (bound.arguments["model"], bound.arguments["args"], bound.arguments["peft_config"]) == ("m", "a", "p")
+
+
+def forward_order(trainer, models):
+    """Which of `models` (name -> module) ran a forward, in order, during one compute_loss."""
+    order = []
+    handles = [
+        module.register_forward_hook(lambda *_, name=name: order.append(name)) for name, module in models.items()
+    ]
+    try:
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def test_2_policy_forward_runs_before_a_separate_reference_forward(tmp_path):
+    policy, reference = make_model(), make_model()
+    trainer = dpo_trainer(tmp_path, model=policy, ref_model=reference)
+    order = forward_order(trainer, {"policy": trainer.model, "reference": trainer.ref_model})
+    assert order[:1] == ["policy"] and "reference" in order, f"assumption 2 broken: forward order {order}"
+
+
+def test_2_policy_forward_runs_before_the_disabled_adapter_reference_forward(tmp_path):
+    peft = LoraConfig(r=2, target_modules=["up_proj"], task_type="CAUSAL_LM")
+    trainer = dpo_trainer(tmp_path, peft_config=peft)
+    lora = next(m for name, m in trainer.model.named_modules() if name.endswith("layers.0.mlp.up_proj"))
+    adapters = []
+    handle = lora.register_forward_hook(lambda module, *_: adapters.append(not module.disable_adapters))
+    try:
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+    finally:
+        handle.remove()
+    assert adapters == [True, False], f"assumption 2 broken: adapter enabled per forward {adapters}"
+
+
+def test_3_batches_hold_chosen_then_rejected_with_the_masks_decpo_reads(tmp_path):
+    trainer = dpo_trainer(tmp_path)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    masks = compat.batch_masks(batch)
+    assert masks["attention_mask"] is not None and masks["completion_mask"] is not None, (
+        f"assumption 3 broken: batch keys {sorted(batch)}"
+    )
+    tokenizer, rows = make_tokenizer(), make_dataset()
+
+    def decoded(texts):
+        return {tokenizer.decode(tokenizer(t)["input_ids"], skip_special_tokens=True).strip() for t in texts}
+
+    pairs = len(batch["input_ids"]) // 2
+    for i in range(pairs):
+        completion = batch["input_ids"][i][batch["completion_mask"][i].bool()]
+        rejected = batch["input_ids"][pairs + i][batch["completion_mask"][pairs + i].bool()]
+        text, text_rejected = (tokenizer.decode(ids, skip_special_tokens=True) for ids in (completion, rejected))
+        assert text.strip() in decoded(rows["chosen"]), f"assumption 3 broken: row {i} is {text!r}"
+        assert text_rejected.strip() in decoded(rows["rejected"]), "assumption 3 broken: second half"
+
+
+def test_4_metrics_store_is_averaged_and_cleared_by_log_for_the_current_mode(tmp_path):
+    trainer = dpo_trainer(tmp_path)
+    store = compat.metrics_store(trainer, "train")
+    store["probe/value"].extend([1.0, 3.0])
+    trainer.model.train()
+    trainer.log({})
+    assert trainer.state.log_history[-1]["probe/value"] == 2.0, "assumption 4 broken: _metrics not averaged by log"
+    assert not compat.metrics_store(trainer, "train"), "assumption 4 broken: _metrics not cleared by log"
+
+
+def test_5_log_outside_step_keeps_should_log_and_the_training_metrics(tmp_path):
+    trainer = dpo_trainer(tmp_path)
+    trainer.model.train()
+    compat.metrics_store(trainer, "train")["probe/value"].append(5.0)
+    trainer.control.should_log = True
+    trainer.log({"plain": 1.0})  # what log_outside_step guards against
+    assert trainer.control.should_log is False, "assumption 5 changed: Trainer.log no longer clears should_log"
+    compat.metrics_store(trainer, "train")["probe/value"].append(5.0)
+    trainer.control.should_log = True
+    compat.log_outside_step(trainer, {"outside": 1.0})
+    assert trainer.control.should_log is True and trainer.model.training
+    assert compat.metrics_store(trainer, "train")["probe/value"] == [5.0]
+    assert trainer.state.log_history[-1]["outside"] == 1.0 and "probe/value" not in trainer.state.log_history[-1]
+
+
+def test_6_checkpointing_settings_under_either_name(tmp_path):
+    args = DPOConfig(
+        **{**base_kwargs(tmp_path), "gradient_checkpointing": True},
+        gradient_checkpointing_kwargs={"use_reentrant": True},
+    )
+    assert compat.checkpointing_settings(args) == (True, {"use_reentrant": True}), "assumption 6 broken"
+    compat.set_checkpointing_kwargs(args, {"use_reentrant": False})
+    assert compat.checkpointing_settings(args) == (True, {"use_reentrant": False})
+    assert hasattr(args, "gradient_checkpointing_kwargs") or hasattr(args, "activation_checkpointing_kwargs")
+
+
+def test_7_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path):
+    """Plain DPOTrainer flips `use_reentrant` to True (it then stops at DeepSpeed's import, which CI lacks). If TRL
+    stops forcing it, this fails: update `trl_forces_reentrant` and docs/reliability.md."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from accelerate.state import AcceleratorState
+
+    args = DPOConfig(
+        **{**base_kwargs(tmp_path), "gradient_checkpointing": True},
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+    args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
+    peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
+    assert compat.trl_forces_reentrant(make_model(), args, peft)
+    with mock.patch.dict(os.environ):  # the failed Accelerator setup leaves ACCELERATE_USE_DEEPSPEED behind
+        with pytest.raises(Exception):  # noqa: B017 - DeepSpeed is not installed: Accelerator creation fails after it
+            dpo_trainer(tmp_path, args=args, peft_config=peft)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert args.gradient_checkpointing_kwargs["use_reentrant"] is True, "assumption 7 broken: TRL no longer forces it"
+
+
+def test_8_dpo_card_identity_and_card_file(tmp_path):
+    identity = compat.dpo_card_identity()
+    assert "dpo" in identity["_tag_names"] and identity["_name"] == "DPO", f"assumption 8 broken: {identity}"
+    assert "@inproceedings" in compat.dpo_citation() or "@article" in compat.dpo_citation()
+    trainer = dpo_trainer(tmp_path)
+    trainer.create_model_card(model_name="tiny")
+    assert os.path.isfile(os.path.join(trainer.args.output_dir, "README.md")), "assumption 8 broken: no README.md"
+
+
+def test_9_pad_token_id_is_the_collators(tmp_path):
+    trainer = dpo_trainer(tmp_path)
+    assert compat.trainer_pad_token_id(trainer) == make_tokenizer().pad_token_id, "assumption 9 broken"
+
+
+def test_ddp_reads_the_ignore_list_attribute():
+    source = inspect.getsource(torch.nn.parallel.DistributedDataParallel)
+    assert "_ddp_params_and_buffers_to_ignore" in source, "torch DDP no longer reads the ignore list"
+    model = make_model()
+    model.register_buffer("flag", torch.zeros(2, dtype=torch.bool))
+    compat.ignore_bool_buffers_in_ddp(model)
+    assert model._ddp_params_and_buffers_to_ignore == ["flag"]
