@@ -116,3 +116,39 @@ CHAT_TEMPLATE = (  # renders the prompt alone (with the generation prompt) as a 
     "{% for m in messages %}{% if m['role'] == 'user' %}question{% else %}answer{% endif %} {{ m['content'] }} "
     "{% endfor %}{% if add_generation_prompt %}answer {% endif %}"
 )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Planted neurons (top tokens and the weight proxy)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def plant(model, arch, layer, neuron, token_id):
+    """Make `neuron` of `layer` the most active one and point its output direction at `token_id`'s unembedding."""
+    with torch.no_grad():
+        unembed = model.get_output_embeddings().weight
+        unembed[token_id] *= 4.0  # the longest unembedding row: its own direction ranks it first
+        target = unembed[token_id].clone()
+        if arch == "gpt_neox":
+            mlp = model.gpt_neox.layers[layer].mlp
+            mlp.dense_h_to_4h.weight[neuron] *= 30.0  # Linear: [out, in]
+            mlp.dense_4h_to_h.weight[:, neuron] = target * 10
+        elif arch == "gpt2":
+            mlp = model.transformer.h[layer].mlp
+            mlp.c_fc.weight[:, neuron] *= 30.0  # Conv1D: [in, out], neuron = column
+            mlp.c_fc.bias[neuron] = 5.0
+            mlp.c_proj.weight[neuron] = target * 10  # Conv1D: [in=d_ff, out], output direction = row
+        else:
+            mlp = model.model.layers[layer].mlp
+            mlp.up_proj.weight[neuron] *= 30.0  # Linear: [out, in], neuron = row
+            mlp.down_proj.weight[:, neuron] = target * 10  # output direction = column
+    return model
+
+
+def gpt2_with_biases(seed=0):
+    model = make_model("gpt2")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.mlp.c_fc.bias.normal_(0.1, 0.5)
+    return model

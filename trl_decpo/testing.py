@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+from .utils import check_choice
+
 
 WORDS = (
     "the a cat dog sat on mat ran fast slow red blue green big small good bad happy sad yes no agree disagree "
@@ -65,7 +67,7 @@ def tiny_config(arch: str = "llama", layers: int = 4, hidden: int = 32, intermed
         return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=128, n_inner=intermediate, **common)
     if arch == "gpt_neox":
         return GPTNeoXConfig(**sizes, max_position_embeddings=128, **common)
-    raise ValueError(f"`arch` must be one of {list(ARCHITECTURES)}, got {arch!r}")
+    check_choice("arch", arch, ARCHITECTURES)
 
 
 def tiny_model_dir(arch: str = "llama", layers: int = 4, seed: int = 0, folder: str | None = None, **sizes) -> str:

@@ -121,16 +121,12 @@ def test_bitsandbytes_4bit_layers_resolve_and_capture():
     assert rows[1].shape == (1, 128) and torch.isfinite(rows[1]).all()
 
 
-def test_ddp_style_wrapper_is_unwrapped():
+def test_data_parallel_wrapper_is_unwrapped():
     model = make_model("llama")
+    wrapped = nn.DataParallel(model)  # keeps the model in `.module`, as DDP and DeepSpeed engines do
 
-    class Wrapper(nn.Module):  # DDP and DeepSpeed engines keep the model in `.module`
-        def __init__(self, module):
-            super().__init__()
-            self.module = module
-
-    assert unwrap_model(Wrapper(model)) is model
-    (site,) = resolve_sites(Wrapper(model), [2])
+    assert unwrap_model(wrapped) is model
+    (site,) = resolve_sites(wrapped, [2])
     assert site.module is model.model.layers[2].mlp.up_proj
 
 

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import make_model, make_tokenizer, model_path
+from conftest import gpt2_with_biases, make_model, make_tokenizer, model_path, plant
 from peft import LoraConfig, get_peft_model
-from test_neurons import gpt2_with_biases, plant
 
 from trl_decpo import measure_monosemanticity, weight_proxy
 from trl_decpo.cli import main

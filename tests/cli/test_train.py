@@ -309,7 +309,10 @@ def test_yaml_layers_are_validated(tmp_path):
 def test_format_errors(tmp_path):
     with pytest.raises(ValueError, match=r"needs the columns \['situation', 'reframe', 'thought'\]; the dataset has"):
         to_preference(Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]}), "cognitive_reframing")
-    with pytest.raises(ValueError, match="needs `chosen` and `rejected` columns"):
+    with pytest.raises(
+        ValueError,
+        match=r"`dataset` is not a preference dataset: it needs the columns 'prompt', 'chosen' and 'rejected'.*toxicity",
+    ):
         to_preference(Dataset.from_dict({"situation": ["a"]}), "preference")
     with pytest.raises(ValueError, match=r"`dataset_format` must be one of \['preference', 'toxicity'"):
         to_preference(Dataset.from_dict({"a": [1]}), "helpfulness")

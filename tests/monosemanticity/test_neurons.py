@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_model, make_tokenizer
+from conftest import gpt2_with_biases, make_model, make_tokenizer, plant
 from peft import LoraConfig, get_peft_model
 
 from trl_decpo import top_tokens, weight_proxy
@@ -12,28 +12,6 @@ from trl_decpo.monosemanticity.weights import linear_weight
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran fast", "i think you are very good", "yes", "is the cat happy"]
-
-
-def plant(model, arch, layer, neuron, token_id):
-    """Make `neuron` of `layer` the most active one and point its output direction at `token_id`'s unembedding."""
-    with torch.no_grad():
-        unembed = model.get_output_embeddings().weight
-        unembed[token_id] *= 4.0  # the longest unembedding row: its own direction ranks it first
-        target = unembed[token_id].clone()
-        if arch == "gpt_neox":
-            mlp = model.gpt_neox.layers[layer].mlp
-            mlp.dense_h_to_4h.weight[neuron] *= 30.0  # Linear: [out, in]
-            mlp.dense_4h_to_h.weight[:, neuron] = target * 10
-        elif arch == "gpt2":
-            mlp = model.transformer.h[layer].mlp
-            mlp.c_fc.weight[:, neuron] *= 30.0  # Conv1D: [in, out], neuron = column
-            mlp.c_fc.bias[neuron] = 5.0
-            mlp.c_proj.weight[neuron] = target * 10  # Conv1D: [in=d_ff, out], output direction = row
-        else:
-            mlp = model.model.layers[layer].mlp
-            mlp.up_proj.weight[neuron] *= 30.0  # Linear: [out, in], neuron = row
-            mlp.down_proj.weight[:, neuron] = target * 10  # output direction = column
-    return model
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
@@ -75,15 +53,6 @@ def test_top_tokens_errors():
         top_tokens(model, tokenizer, layer=1, k=0, prompts=PROMPTS)
     with pytest.raises(ValueError, match="has 32 dimensions but the output projection"):
         top_tokens(model, tokenizer, layer=1, prompts=PROMPTS, site="post_attention_layernorm")
-
-
-def gpt2_with_biases(seed=0):
-    model = make_model("gpt2")
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for block in model.transformer.h:
-            block.mlp.c_fc.bias.normal_(0.1, 0.5)
-    return model
 
 
 def test_weight_proxy_brute_force_on_gpt2():

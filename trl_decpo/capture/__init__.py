@@ -11,6 +11,7 @@ from .sites import (
     canonical_name,
     default_site,
     num_layers_at_site,
+    resolve_measurement_sites,
     resolve_sites,
     unwrap_model,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "count_decpo_hooks",
     "default_site",
     "num_layers_at_site",
+    "resolve_measurement_sites",
     "resolve_sites",
     "unwrap_model",
 ]

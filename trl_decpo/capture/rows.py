@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..utils import check_choice
+
 
 POOLING_CHOICES = ("last", "mean", "tokens")
 SEQUENCES_CHOICES = ("chosen", "rejected", "both")
@@ -84,10 +86,8 @@ def build_row_index(
     tokens when there is no ``completion_mask``; a sequence without any gives a zero row); ``"tokens"`` makes every
     completion token a row, evenly subsampled down to ``max_rows`` when there are more.
     """
-    if pooling not in POOLING_CHOICES:
-        raise ValueError(f"`decorrelation_pooling` must be one of {list(POOLING_CHOICES)}, got {pooling!r}")
-    if sequences not in SEQUENCES_CHOICES:
-        raise ValueError(f"`decorrelation_sequences` must be one of {list(SEQUENCES_CHOICES)}, got {sequences!r}")
+    check_choice("decorrelation_pooling", pooling, POOLING_CHOICES)
+    check_choice("decorrelation_sequences", sequences, SEQUENCES_CHOICES)
     batch, seq_len = input_ids.shape
     device = input_ids.device
     if pooling == "last" and sequences == "both" and position_ids is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 
@@ -57,10 +58,9 @@ class ResolvedSite:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip DDP / DeepSpeed / DataParallel style wrappers, which keep the real model in ``.module``."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module) and not hasattr(model, "config"):
-        model = model.module
-    return model
+    """The model inside DDP / DataParallel / DeepSpeed / FSDP containers (``accelerate``'s
+    ``extract_model_from_parallel``); a ``torch.compile`` wrapper is kept (its names are matched without ``_orig_mod``)."""
+    return extract_model_from_parallel(model)
 
 
 # Module-name segments that wrappers insert without changing the model's structure: FSDP1 (`FullyShardedDataParallel`
@@ -218,3 +218,18 @@ def resolve_sites(
         name, module = found[index]
         resolved.append(ResolvedSite(layer=index, prefix=prefix, name=name, module=module, site=site))
     return resolved
+
+
+def resolve_measurement_sites(
+    model: nn.Module, layers: list[int] | None = None, site: str | Site | None = None
+) -> list[ResolvedSite]:
+    """The sites a measurement reads: :func:`resolve_sites` with every decoder layer by default, its errors naming the
+    measurement's options (``layers``, ``site``)."""
+    bare = unwrap_model(model)
+    if site is None:
+        site = default_site(bare, "site")
+    elif not isinstance(site, Site):
+        site = Site.parse(site, "site")
+    if layers is None:
+        layers = list(range(num_layers_at_site(bare, site, "site")))
+    return resolve_sites(bare, list(layers), site, fields=("layers", "site"))

@@ -8,8 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
+from .base import command_parser, run_command
 from .loading import LoadArguments, adapter_base, is_adapter_folder
 from .measure import ProbeArguments, measure_model, probe_token_ids, require_prompts
 from .output import OutputArguments, format_table, prepare_output, unique_names, write_csv
@@ -123,11 +122,9 @@ def compare_command(
 
 def make_parser(subparsers=None, prog: str | None = None):
     """The `compare` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
-    dataclass_types = (ProbeArguments, LoadArguments, OutputArguments, CompareArguments)
-    if subparsers is not None:
-        parser = subparsers.add_parser("compare", help=HELP, description=HELP, dataclass_types=dataclass_types)
-    else:
-        parser = TrlParser(dataclass_types, prog=prog or "trl-decpo compare", description=HELP)
+    parser = command_parser(
+        subparsers, "compare", HELP, (ProbeArguments, LoadArguments, OutputArguments, CompareArguments), prog
+    )
     parser.add_argument(
         "models",
         nargs="+",
@@ -138,11 +135,7 @@ def make_parser(subparsers=None, prog: str | None = None):
 
 
 def main(parser, argv: list[str]) -> int:
-    """Parse `argv` (the options after `compare`) with `parser` and run; one-line errors, exit status 2."""
-    try:
-        *parsed, positional = parser.parse_args_into_dataclasses(argv)
-        compare_command(positional.models, *parsed)
-    except ValueError as err:
-        print(f"trl-decpo compare: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """Run `trl-decpo compare` with the options after `compare`."""
+    return run_command(
+        "compare", parser, argv, lambda positional, *parsed: compare_command(positional.models, *parsed)
+    )

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import os
 
+from ..trainer.checks import check_preference_columns
+from ..utils import DATA_FILE_BUILDERS, check_choice, load_data_file
+
 
 DATASET_FORMATS = ("preference", "toxicity", "cognitive_reframing", "sycophancy")
-_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+PREFERENCE_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow")
 
 # format -> list of (prompt, chosen, rejected) column choices, tried in order
 _COLUMNS = {
@@ -51,15 +54,10 @@ def _values(value, column: str, index: int) -> list[str]:
 
 def to_preference(dataset, dataset_format: str = "preference"):
     """Map a ``datasets.Dataset`` in ``dataset_format`` to prompt/chosen/rejected (other columns dropped)."""
-    if dataset_format not in DATASET_FORMATS:
-        raise ValueError(f"`dataset_format` must be one of {list(DATASET_FORMATS)}, got {dataset_format!r}")
+    check_choice("dataset_format", dataset_format, DATASET_FORMATS)
     names = list(dataset.column_names)
     if dataset_format == "preference":
-        if not {"chosen", "rejected"} <= set(names):
-            raise ValueError(
-                f"a `preference` dataset needs `chosen` and `rejected` columns (and usually `prompt`); its columns are "
-                f"{names}. For the paper's task formats set `dataset_format` to one of {list(DATASET_FORMATS[1:])}."
-            )
+        check_preference_columns(dataset, "dataset")
         return dataset
     for prompt, chosen, rejected in _COLUMNS[dataset_format]:
         if {prompt, chosen, rejected} <= set(names):
@@ -95,17 +93,13 @@ def load_preference_dataset(
     import datasets
 
     suffix = os.path.splitext(name)[1].lower()
-    local = os.path.exists(name) or suffix in _FILE_BUILDERS or name.startswith((".", "/", "~"))
+    local = os.path.exists(name) or suffix in DATA_FILE_BUILDERS or name.startswith((".", "/", "~"))
     if local and not os.path.exists(name):
         raise ValueError(f"`dataset_name` {name!r} looks like a local path but does not exist")
     if local and streaming:
         raise ValueError("`dataset_streaming` applies to Hub datasets only; unset it for local files and folders")
     if os.path.isfile(name):
-        if suffix not in _FILE_BUILDERS:
-            raise ValueError(
-                f"`dataset_name` file {name!r}: unsupported suffix {suffix!r}; allowed: {sorted(_FILE_BUILDERS)}"
-            )
-        loaded = datasets.load_dataset(_FILE_BUILDERS[suffix], data_files=name)
+        loaded = datasets.DatasetDict({"train": load_data_file(name, "dataset_name", PREFERENCE_FILE_SUFFIXES)})
     elif os.path.isdir(name) and any(
         os.path.isfile(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")
     ):

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..utils import check_choice
+
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 QUANT_TYPE_CHOICES = ("nf4", "fp4")
@@ -39,12 +41,8 @@ class LoadArguments:
     )
 
     def __post_init__(self):
-        if self.dtype not in DTYPE_CHOICES:
-            raise ValueError(f"`dtype` must be one of {list(DTYPE_CHOICES)}, got {self.dtype!r}")
-        if self.bnb_4bit_quant_type not in QUANT_TYPE_CHOICES:
-            raise ValueError(
-                f"`bnb_4bit_quant_type` must be one of {list(QUANT_TYPE_CHOICES)}, got {self.bnb_4bit_quant_type!r}"
-            )
+        check_choice("dtype", self.dtype, DTYPE_CHOICES)
+        check_choice("bnb_4bit_quant_type", self.bnb_4bit_quant_type, QUANT_TYPE_CHOICES)
         device = self.device.split(":")[0]
         if device not in ("auto", "cpu", "cuda", "mps", "xpu", "npu"):
             raise ValueError(

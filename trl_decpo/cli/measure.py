@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
+from ..utils import check_int
+from .base import command_parser, run_command
 from .loading import LoadArguments, load_model, load_tokenizer
 from .output import OutputArguments, display_name, format_table, prepare_output, write_csv
 
@@ -46,9 +45,7 @@ class ProbeArguments:
 
     def __post_init__(self):
         for name in ("max_length", "batch_size"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value}")
+            check_int(name, getattr(self, name))
         if self.max_samples == 1 or self.max_samples < 0:
             raise ValueError(
                 f"`max_samples` must be 0 (all prompts) or >= 2 (FD compares pairs), got {self.max_samples}"
@@ -120,21 +117,11 @@ def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, out
 
 def make_parser(subparsers=None, prog: str | None = None):
     """The `measure` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
-    dataclass_types = (ProbeArguments, LoadArguments, OutputArguments)
-    if subparsers is not None:
-        parser = subparsers.add_parser("measure", help=HELP, description=HELP, dataclass_types=dataclass_types)
-    else:
-        parser = TrlParser(dataclass_types, prog=prog or "trl-decpo measure", description=HELP)
+    parser = command_parser(subparsers, "measure", HELP, (ProbeArguments, LoadArguments, OutputArguments), prog)
     parser.add_argument("model", metavar="MODEL", help="Model folder, Hub id, or PEFT adapter folder.")
     return parser
 
 
 def main(parser, argv: list[str]) -> int:
-    """Parse `argv` (the options after `measure`) with `parser` and run; one-line errors, exit status 2."""
-    try:
-        *parsed, positional = parser.parse_args_into_dataclasses(argv)
-        measure_command(positional.model, *parsed)
-    except ValueError as err:
-        print(f"trl-decpo measure: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """Run `trl-decpo measure` with the options after `measure`."""
+    return run_command("measure", parser, argv, lambda positional, *parsed: measure_command(positional.model, *parsed))

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 
-from trl import TrlParser
-
+from ..utils import check_int
+from .base import command_parser, run_command
 from .loading import LoadArguments, load_model, load_tokenizer
 from .measure import ProbeArguments
 from .output import OutputArguments, format_table, prepare_output
@@ -38,8 +37,7 @@ class TopTokenArguments:
         if self.layer is None:
             raise ValueError("`layer` is required: pass --layer L")
         for name in ("k", "num_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
+            check_int(name, getattr(self, name))
 
 
 def top_tokens_command(
@@ -91,21 +89,15 @@ def top_tokens_command(
 
 def make_parser(subparsers=None, prog: str | None = None):
     """The `top-tokens` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
-    dataclass_types = (TopTokenArguments, ProbeArguments, LoadArguments, OutputArguments)
-    if subparsers is not None:
-        parser = subparsers.add_parser("top-tokens", help=HELP, description=HELP, dataclass_types=dataclass_types)
-    else:
-        parser = TrlParser(dataclass_types, prog=prog or "trl-decpo top-tokens", description=HELP)
+    parser = command_parser(
+        subparsers, "top-tokens", HELP, (TopTokenArguments, ProbeArguments, LoadArguments, OutputArguments), prog
+    )
     parser.add_argument("model", metavar="MODEL", help="Model folder, Hub id, or PEFT adapter folder.")
     return parser
 
 
 def main(parser, argv: list[str]) -> int:
-    """Parse `argv` (the options after `top-tokens`) with `parser` and run; one-line errors, exit status 2."""
-    try:
-        *parsed, positional = parser.parse_args_into_dataclasses(argv)
-        top_tokens_command(positional.model, *parsed)
-    except ValueError as err:
-        print(f"trl-decpo top-tokens: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """Run `trl-decpo top-tokens` with the options after `top-tokens`."""
+    return run_command(
+        "top-tokens", parser, argv, lambda positional, *parsed: top_tokens_command(positional.model, *parsed)
+    )

@@ -18,6 +18,8 @@ from trl import ModelConfig, ScriptArguments, TrlParser
 
 from ..trainer import DecPOConfig
 from ..trainer.compat import ignore_bool_buffers_in_ddp
+from ..utils import check_choice
+from .base import command_parser
 from .data import DATASET_FORMATS, load_preference_dataset
 
 
@@ -64,8 +66,7 @@ class DecPOScriptArguments(ScriptArguments):
     )
 
     def __post_init__(self):
-        if self.dataset_format not in DATASET_FORMATS:
-            raise ValueError(f"`dataset_format` must be one of {list(DATASET_FORMATS)}, got {self.dataset_format!r}")
+        check_choice("dataset_format", self.dataset_format, DATASET_FORMATS)
         if not 0.0 <= self.dataset_test_size < 1.0:
             raise ValueError(f"`dataset_test_size` must be in [0, 1), got {self.dataset_test_size}")
         if self.monosemanticity_max_samples < 2:
@@ -84,10 +85,7 @@ HELP = "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's), measure
 def make_parser(subparsers=None, prog: str | None = None) -> TrlParser:
     """The `train` parser, as TRL's scripts build theirs: a subcommand of `trl-decpo` when `subparsers` is given,
     else a standalone parser (e.g. for a script of one's own)."""
-    dataclass_types = (DecPOScriptArguments, DecPOConfig, ModelConfig)
-    if subparsers is not None:
-        return subparsers.add_parser("train", help=HELP, description=HELP, dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog or "trl-decpo train", description=HELP)
+    return command_parser(subparsers, "train", HELP, (DecPOScriptArguments, DecPOConfig, ModelConfig), prog)
 
 
 def load_splits(script_args: DecPOScriptArguments, seed: int):

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..capture import Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from ..capture import resolve_measurement_sites, unwrap_model
 from ..trainer.compat import log_outside_step, trainer_pad_token_id
+from ..utils import check_int
 from .measure import measure_monosemanticity
 from .probes import load_prompts, prompts_from_dataset, tokenize_prompts
 
@@ -84,8 +85,7 @@ class MonosemanticityCallback(TrainerCallback):
             ("measure_steps", measure_steps, 1),
             ("max_length", max_length, 1),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-                raise ValueError(f"`{name}` must be an integer >= {least} or None, got {value!r}")
+            check_int(name, value, least, allow_none=True)
         self.trainer = trainer
         self.max_length = max_length
         self.batch_size = batch_size
@@ -101,16 +101,8 @@ class MonosemanticityCallback(TrainerCallback):
         model = unwrap_model(trainer.model)
         if site is None and getattr(trainer, "decorrelation_enabled", False):
             site = trainer.decorrelation_sites[0].site
-        self.site = (
-            default_site(model, "site")
-            if site is None
-            else site
-            if isinstance(site, Site)
-            else Site.parse(site, "site")
-        )
-        num_layers = num_layers_at_site(model, self.site, "site")
-        requested = list(range(num_layers)) if layers is None else list(layers)
-        self.layers = [s.layer for s in resolve_sites(model, requested, self.site, fields=("layers", "site"))]
+        sites = resolve_measurement_sites(model, layers, site)
+        self.site, self.layers = sites[0].site, [s.layer for s in sites]
         hooked = (
             [s.layer for s in getattr(trainer, "decorrelation_sites", [])]
             if getattr(trainer, "decorrelation_enabled", False) and trainer.decorrelation_sites[0].site == self.site

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..capture import ActivationCapture, RowIndex, Site, default_site, num_layers_at_site, resolve_sites, unwrap_model
+from ..capture import ActivationCapture, RowIndex, Site, num_layers_at_site, resolve_measurement_sites, unwrap_model
+from ..utils import check_int
 from .probes import (
     forward_kwargs,
     input_device,
@@ -94,10 +95,8 @@ def measure_monosemanticity(
         accelerator: with several processes, each measures its share of the prompts and the sums are reduced.
         progress: show a tqdm bar over batches.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
-    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"`max_length` must be a positive integer or None, got {max_length!r}")
+    check_int("batch_size", batch_size)
+    check_int("max_length", max_length, allow_none=True)
     token_lists = tokenize_prompts(prompts, tokenizer, None)
     limit = min(x for x in (max_length, model_max_positions(model), 1 << 62) if x is not None)
     too_long = sum(len(ids) > limit for ids in token_lists)
@@ -109,11 +108,8 @@ def measure_monosemanticity(
         token_lists = [ids[-limit:] for ids in token_lists]
     if len(token_lists) < 2:
         raise ValueError(f"feature decorrelation needs at least 2 prompts, got {len(token_lists)}")
-    bare = unwrap_model(model)
-    site = default_site(bare, "site") if site is None else site if isinstance(site, Site) else Site.parse(site, "site")
-    num_layers = num_layers_at_site(bare, site, "site")
-    requested = list(range(num_layers)) if layers is None else list(layers)
-    sites = resolve_sites(bare, requested, site, fields=("layers", "site"))
+    sites = resolve_measurement_sites(model, layers, site)
+    site, num_layers = sites[0].site, num_layers_at_site(unwrap_model(model), sites[0].site, "site")
     capture = ActivationCapture(sites)
 
     shard = token_lists

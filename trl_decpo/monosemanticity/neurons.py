@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..capture import unwrap_model
+from ..utils import check_int
 from .measure import measure_monosemanticity
 from .proxies import median, neuron_weight_scores, weight_proxy_change, weight_proxy_values
 from .weights import linear_weight, mlp_layers
@@ -164,8 +165,7 @@ def top_tokens(
     unembedding; its ``num_tokens`` highest logits are returned.
     """
     for name, value in (("k", k), ("num_tokens", num_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        check_int(name, value)
     if (prompts is None) == (base_model is None):
         raise ValueError(
             "`top_tokens` ranks dimensions either by activation on `prompts` or by weight change against "

@@ -17,9 +17,7 @@ import torch
 from torch import nn
 
 from ..capture import unwrap_model
-
-
-_TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+from ..utils import load_data_file
 
 
 def _column(records: Sequence, column: str, source: str) -> list:
@@ -51,27 +49,22 @@ def load_prompts(source: str, column: str = "prompt", split: str = "train", max_
     suffix = os.path.splitext(source)[1].lower()
     if os.path.isfile(source):
         if suffix == ".txt":
+            prompts = [line for line in load_data_file(source, "prompts")["text"] if line.strip()]
+        elif suffix in (".json", ".jsonl"):
+            # Read here, not by `datasets`' json builder: it reads a list of strings and a list of objects that have
+            # only a "text" field alike, and cannot read JSON lines of bare strings.
             with open(source, encoding="utf-8") as f:
-                prompts = [line.rstrip("\n") for line in f if line.strip()]
-        elif suffix == ".json":
-            with open(source, encoding="utf-8") as f:
-                data = json.load(f)
+                if suffix == ".jsonl":
+                    data = [json.loads(line) for line in f if line.strip()]
+                else:
+                    data = json.load(f)
             if isinstance(data, dict):
                 data = data.get(column, data.get("data"))
             if not isinstance(data, list):
                 raise ValueError(f"{source}: expected a JSON list (or an object with a {column!r} list)")
             prompts = _column(data, column, source)
-        elif suffix == ".jsonl":
-            with open(source, encoding="utf-8") as f:
-                prompts = _column([json.loads(line) for line in f if line.strip()], column, source)
-        elif suffix in _TABLE_SUFFIXES:
-            table = datasets.load_dataset(_TABLE_SUFFIXES[suffix], data_files=source, split="train")
-            prompts = prompts_from_dataset(table, column, source)
-        else:
-            raise ValueError(
-                f"`prompts` file {source!r} has an unsupported suffix {suffix!r}; allowed: .txt, .json, .jsonl, "
-                + ", ".join(_TABLE_SUFFIXES)
-            )
+        else:  # tables, or an error naming the suffixes allowed
+            prompts = prompts_from_dataset(load_data_file(source, "prompts"), column, source)
     elif os.path.isdir(source):
         try:
             loaded = datasets.load_from_disk(source)

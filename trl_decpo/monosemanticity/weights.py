@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from ..capture import Site, resolve_sites, unwrap_model
 from ..capture.sites import site_groups
@@ -100,9 +101,9 @@ def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]
         weight = raw.detach().float()
         weight = weight.T if _is_conv1d(module) else weight
     elif raw is not None and getattr(raw, "quant_state", None) is not None and not _has_adapter(module):
-        import bitsandbytes.functional as bnbf  # bitsandbytes Linear4bit
+        from peft.utils.integrations import dequantize_module_weight  # bitsandbytes 4-bit / 8-bit
 
-        weight = bnbf.dequantize_4bit(raw.data, raw.quant_state).float()
+        weight = dequantize_module_weight(module).detach().float()
     else:
         return _probe_affine(module)
     bias = module.bias.detach().float() if getattr(module, "bias", None) is not None else None
@@ -161,4 +162,4 @@ def _probe_affine(module: nn.Module, chunk: int = 1024) -> tuple[torch.Tensor, t
 
 
 def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"
+    return isinstance(module, Conv1D)

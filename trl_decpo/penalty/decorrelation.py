@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import torch
 
+from ..utils import check_choice
 from .gram import gram_terms
 
 
@@ -54,12 +55,9 @@ def _validate(z: torch.Tensor, normalize, reduction: str, target: str) -> None:
         raise ValueError(f"`z` must be a 2-D tensor of shape [n, d] (or a batch [k, n, d]), got {shape}")
     if z.shape[-2] == 0 or z.shape[-1] == 0:
         raise ValueError(f"`z` must have at least one row and one column, got shape {tuple(z.shape)}")
-    if normalize not in NORMALIZE_CHOICES:
-        raise ValueError(f"`normalize` must be one of {list(NORMALIZE_CHOICES)}, got {normalize!r}")
-    if reduction not in REDUCTION_CHOICES:
-        raise ValueError(f"`reduction` must be one of {list(REDUCTION_CHOICES)}, got {reduction!r}")
-    if target not in TARGET_CHOICES:
-        raise ValueError(f"`target` must be one of {list(TARGET_CHOICES)}, got {target!r}")
+    check_choice("normalize", normalize, NORMALIZE_CHOICES)
+    check_choice("reduction", reduction, REDUCTION_CHOICES)
+    check_choice("target", target, TARGET_CHOICES)
 
 
 def _norm(x: torch.Tensor, dim: int) -> torch.Tensor:

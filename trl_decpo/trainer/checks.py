@@ -7,6 +7,9 @@ from ..capture import ResolvedSite, canonical_name
 from .compat import checkpointing_settings
 
 
+PAPER_FORMATS = "toxicity, cognitive_reframing, sycophancy"
+
+
 REENTRANT_ERROR = (
     "DecPO cannot train with reentrant activation checkpointing (`gradient_checkpointing_kwargs="
     "{{'use_reentrant': True}}`{why}): the policy forward then runs under no_grad, the captured activations carry no "
@@ -42,7 +45,7 @@ def check_preference_columns(dataset, name: str) -> None:
     raise ValueError(
         f"`{name}` is not a preference dataset: it needs the columns 'prompt', 'chosen' and 'rejected' ('prompt' may "
         f"be left implicit in 'chosen' / 'rejected'); its columns are {list(columns)}. Rename them, or map the rows "
-        "(the `trl-decpo train --dataset_format` option does it for the paper's tasks)."
+        f"(the `trl-decpo train --dataset_format` option does it for the paper's tasks: {PAPER_FORMATS})."
     )
 
 

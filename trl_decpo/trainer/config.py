@@ -10,6 +10,7 @@ from trl import DPOConfig
 
 from ..capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
 from ..penalty import REDUCTION_CHOICES, TARGET_CHOICES
+from ..utils import check_choice, check_int, is_int
 
 
 # The paper's formula read literally, with its coefficient: `1e-4 * ||z z^T - I||_F^2` on raw activations.
@@ -133,14 +134,14 @@ class DecPOConfig(DPOConfig):
             raise ValueError(f"`decorrelation_coef` must be a finite number >= 0 (0 turns it off), got {coef!r}")
         layers = self.decorrelation_layers
         if layers is not None:
-            if isinstance(layers, int) and not isinstance(layers, bool):
+            if is_int(layers):
                 layers = self.decorrelation_layers = [layers]
             if not isinstance(layers, (list, tuple)) or len(layers) == 0:
                 raise ValueError(
                     "`decorrelation_layers` must be a non-empty list of layer indices, or None for the default layer; "
                     f"got {layers!r}"
                 )
-            if any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+            if not all(is_int(i) for i in layers):
                 raise ValueError(f"`decorrelation_layers` must hold integers, got {list(layers)!r}")
             if len(set(layers)) != len(layers):
                 raise ValueError(f"`decorrelation_layers` names a layer twice: {list(layers)!r}")
@@ -153,14 +154,11 @@ class DecPOConfig(DPOConfig):
             ("decorrelation_reduction", REDUCTION_CHOICES),
             ("decorrelation_target", TARGET_CHOICES),
         ):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}")
+            check_choice(name, getattr(self, name), allowed)
         if not isinstance(self.decorrelation_normalize, bool):
             raise ValueError(f"`decorrelation_normalize` must be True or False, got {self.decorrelation_normalize!r}")
         cap = self.decorrelation_max_rows
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 2):
-            raise ValueError(f"`decorrelation_max_rows` must be an integer >= 2 or None, got {cap!r}")
+        check_int("decorrelation_max_rows", cap, 2, allow_none=True)
         if self.decorrelation_pooling == "tokens" and self.decorrelation_target == "samples" and cap is None:
             raise ValueError(
                 "`decorrelation_pooling='tokens'` with `decorrelation_target='samples'` builds an n x n Gram over every "
