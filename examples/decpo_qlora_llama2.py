@@ -17,10 +17,7 @@ At the end it prints the time per optimizer step and the peak GPU memory.
 import os
 import sys
 
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from trl_decpo.cli.train import make_parser, run  # noqa: E402
+from trl_decpo.cli.train import make_parser, run
 
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "decpo_qlora_llama2.yaml")
@@ -39,7 +36,9 @@ def main(argv=None):
     # Training time only (the trainer's own `train_runtime`), not loading, saving or pushing.
     runtime = next(h["train_runtime"] for h in reversed(trainer.state.log_history) if "train_runtime" in h)
     steps = max(trainer.state.global_step, 1)
-    line = f"{steps} optimizer steps in {runtime:.0f} s of training ({runtime / steps:.2f} s/step, evaluations included)"
+    line = (
+        f"{steps} optimizer steps in {runtime:.0f} s of training ({runtime / steps:.2f} s/step, evaluations included)"
+    )
     if torch.cuda.is_available():
         line += f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     trainer.accelerator.print(line)

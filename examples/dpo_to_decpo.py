@@ -1,0 +1,58 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""From TRL's DPO to DecPO: a plain DPO script where only the import and the two class names change.
+
+Everything else (model, tokenizer, preference data, config fields, `train()`) is what a `trl.DPOTrainer` script
+already has. The penalty is logged as `decorrelation/penalty` next to DPO's loss and rewards. It trains on CPU, on a
+small preference dataset from `trl_decpo.testing`, with a tiny random Llama from there too (offline) or `--model`:
+
+    python examples/dpo_to_decpo.py
+    python examples/dpo_to_decpo.py --model HuggingFaceTB/SmolLM2-135M-Instruct   # any causal LM folder or Hub id
+"""
+
+import argparse
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# from trl import DPOConfig, DPOTrainer
+from trl_decpo import DecPOConfig, DecPOTrainer
+from trl_decpo.testing import tiny_model_dir, tiny_preference_dataset
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: a tiny random Llama)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--output-dir", default="outputs/dpo_to_decpo")
+    args = parser.parse_args(argv)
+
+    model_path = args.model or tiny_model_dir()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    training_args = DecPOConfig(  # was: DPOConfig(
+        output_dir=args.output_dir,
+        max_steps=args.steps,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+    )
+    trainer = DecPOTrainer(  # was: DPOTrainer(
+        model=model, args=training_args, train_dataset=tiny_preference_dataset(16), processing_class=tokenizer
+    )
+    trainer.train()
+
+    coef = training_args.decorrelation_coef
+    for log in trainer.state.log_history:
+        if "loss" in log:
+            penalty = log["decorrelation/penalty"]
+            print(
+                f"step {log['step']}: loss {log['loss']:.4f} (DPO + {coef:g} x penalty), decorrelation/penalty {penalty:.4f}"
+            )
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The scripts: `examples/` (short user scripts, each run as `python examples/NAME.py` with only trl_decpo installed)
+and the `research` package (report scripts, run as `python -m research.NAME` from the repository root)."""
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+import yaml
+from conftest import PAIRS, make_model, make_tokenizer, model_path
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_research(name):
+    """`research.NAME`, with the `research` package taken from this checkout whatever the working directory (it is
+    importable as is only from the repository root, as `python -m research.NAME` runs it)."""
+    if "research" not in sys.modules:
+        folder = os.path.join(ROOT, "research")
+        spec = importlib.util.spec_from_file_location(
+            "research", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+        )
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["research"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"research.{name}")
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": p, "chosen": " " + c, "rejected": " " + r}) for p, c, r in PAIRS))
+    return str(path)
+
+
+def test_scripts_do_not_edit_sys_path_or_import_each_other():
+    scripts = {
+        folder: sorted(f for f in os.listdir(os.path.join(ROOT, folder)) if f.endswith(".py"))
+        for folder in ("examples", "research", "benchmarks")
+    }
+    example_names = {f[:-3] for f in scripts["examples"]}
+    for folder, files in scripts.items():
+        for name in files:
+            with open(os.path.join(ROOT, folder, name), encoding="utf-8") as f:
+                text = f.read()
+            assert "sys.path" not in text, f"{folder}/{name}"
+            if folder == "examples":
+                imported = set(re.findall(r"^\s*(?:from|import)\s+([\w.]+)", text, flags=re.M))
+                assert not imported & (example_names | {"research", "benchmarks"}), f"{folder}/{name}: {imported}"
+
+
+def test_dpo_to_decpo_runs_as_a_script(tmp_path):
+    """examples/dpo_to_decpo.py as a user runs it: its own process, outside the repository, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    script = os.path.join(EXAMPLES, "dpo_to_decpo.py")
+    done = subprocess.run(
+        [sys.executable, script, "--steps", "2", "--output-dir", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = re.findall(
+        r"^step (\d+): loss (\S+) \(DPO \+ 1 x penalty\), decorrelation/penalty (\S+)$", done.stdout, re.M
+    )
+    assert [int(step) for step, _, _ in logged] == [1, 2], done.stdout
+    for _, loss, penalty in logged:
+        assert 0 < float(penalty) < float("inf") and float(loss) > float(penalty)  # DPO's loss is > 0 too
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "adapter"])
+def test_measure_checkpoint_prints_one_row_per_layer(tmp_path, capsys, kind):
+    path = model_path()
+    if kind == "adapter":  # saved without its tokenizer: the script takes the base model's
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=4, target_modules=["up_proj"], init_lora_weights=False)
+        get_peft_model(make_model(), lora).save_pretrained(tmp_path / "adapter")
+        path = str(tmp_path / "adapter")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("the cat sat\na dog ran fast\ni think so\nyes i agree\n")
+    report = load_example("measure_checkpoint").main([path, "--prompts", str(prompts)])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\s*(\d+)\s+([\d.]+)\s+(\S+)\s+(\S+)$", out, re.M)
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3] == report.layers  # the tiny model's 4 layers
+    assert [float(r[2]) for r in rows] == pytest.approx([report.fd[i] for i in range(4)], abs=1e-6)
+    assert f"{path}: 4 prompts" in out
+
+
+def test_the_qlora_example_on_a_tiny_model(tmp_path, pairs_file, capsys):
+    """examples/decpo_qlora_llama2.py with its YAML (4-bit NF4 + LoRA + DecPO + non-reentrant checkpointing), only
+    the model, data, precision, size and Hub options swapped for a CPU test."""
+    example = load_example("decpo_qlora_llama2")
+    with open(example.CONFIG) as f:
+        config = yaml.safe_load(f)  # (parsing it whole needs a GPU: bf16)
+    assert config["load_in_4bit"] and config["bnb_4bit_quant_type"] == "nf4" and config["use_peft"]
+    assert config["lora_target_modules"] == ["q_proj", "v_proj", "up_proj"]
+    assert (config["lora_r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.05)
+    assert config["gradient_checkpointing"] and config["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert (config["beta"], config["bf16"], config["push_to_hub"]) == (0.1, True, True)
+    assert config["decorrelation_layers"] == [10] and "Llama-2-7b" in config["model_name_or_path"]
+    trainer = example.main(
+        [
+            "--model_name_or_path",
+            model_path("llama64"),
+            "--dataset_name",
+            pairs_file,
+            "--dataset_test_size",
+            "0.25",
+            "--output_dir",
+            str(tmp_path / "qlora"),
+            "--dtype",
+            "float32",
+            "--push_to_hub",
+            "false",
+            "--decorrelation_layers",
+            "1",
+            "--eval_strategy",
+            "no",
+            "--per_device_train_batch_size",
+            "2",
+            "--gradient_accumulation_steps",
+            "1",
+            "--max_steps",
+            "1",
+            "--bf16",
+            "false",
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+        ]
+    )
+    up_proj = trainer.model.base_model.model.model.layers[0].mlp.up_proj
+    assert hasattr(up_proj.base_layer.weight, "quant_state")  # trained through 4-bit weights
+    assert trainer.state.global_step == 1
+    assert any("decorrelation/penalty" in h for h in trainer.state.log_history)
+    assert "1 optimizer steps in" in capsys.readouterr().out
+
+
+def test_reproduce_figures_script(tmp_path):
+    import torch
+
+    paths = []
+    for name, shift in (("base", 0.0), ("dpo", 0.05), ("decpo", 0.1)):
+        model = make_model()
+        with torch.no_grad():
+            model.model.layers[1].mlp.up_proj.weight.add_(shift)
+        model.save_pretrained(tmp_path / name)
+        make_tokenizer().save_pretrained(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("the cat sat\na dog ran fast\ni think so\nyes i agree\n")
+    out = tmp_path / "figs"
+    load_example("reproduce_figures").main([*paths, "--prompts", str(prompts), "--output-dir", str(out)])
+    for name in ("fig_fd_by_depth.png", "fig_fd_relative_change.png", "fig_sparsity_difference.png", "compare.png"):
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    result = json.load(open(out / "compare.json"))
+    assert list(result["measurements"]) == ["base", "dpo", "decpo"]
+    fd = {n: [e["fd"] for e in m["layers"]] for n, m in result["measurements"].items()}
+    assert fd["base"][0] == fd["decpo"][0] and fd["base"][1] != fd["decpo"][1]  # only layer 1 onwards changed
+
+
+def test_demo_report_says_where_decpo_is_not_better():
+    demo = load_research("demo")
+    rows = [
+        {
+            "model": "base",
+            "FD layer 10": 0.04,
+            "FD mean": 0.03,
+            "reward margin": 0.0,
+            "reward accuracy": 0.0,
+            "penalty layer 10": 0.91,
+        },
+        {
+            "model": "DPO",
+            "FD layer 10": 0.05,
+            "FD mean": 0.04,
+            "reward margin": 0.2,
+            "reward accuracy": 0.6,
+            "penalty layer 10": 0.90,
+        },
+        {
+            "model": "DecPO",
+            "FD layer 10": 0.06,
+            "FD mean": 0.035,
+            "reward margin": 0.1,
+            "reward accuracy": 0.6,
+            "penalty layer 10": 0.95,
+        },
+    ]
+    lines = "\n".join(demo.verdicts(rows, 10))
+    assert "FD layer 10: DecPO 0.0600 is better than DPO 0.0500 (difference +0.0100; base 0.0400)" in lines
+    assert "FD mean: DecPO 0.0350 is NOT better than DPO 0.0400" in lines
+    assert "reward margin: DecPO 0.1000 is NOT better than DPO 0.2000" in lines
+    assert "reward accuracy: DecPO 0.6000 is equal to DPO 0.6000" in lines
+    assert "penalty layer 10: DecPO 0.9500 is NOT better than DPO 0.9000" in lines  # lower penalty is better
+    assert "did not learn" not in lines  # both margins positive, accuracies above 0.5
+    rows[1]["reward margin"] = -0.01
+    assert "- DPO did not learn the preference on the held-out pairs" in "\n".join(demo.verdicts(rows, 10))
+
+
+def test_heldout_probe_fd_is_the_library_fd(dataset, tokenizer):
+    """research.heldout.probe (the FD columns of docs/defaults.md) reads the last prompt token from the chosen
+    sequences of a preference batch; its FD per layer is `measure_monosemanticity`'s on the prompts alone."""
+    from trl_decpo import measure_monosemanticity
+
+    heldout = load_research("heldout")
+    model = make_model()
+    out = heldout.probe(model, tokenizer, dataset, Namespace(eval_batch_size=4, beta=0.1))
+    report = measure_monosemanticity(model, list(dataset["prompt"]), tokenizer)
+    assert out["fd_per_layer"] == pytest.approx([round(report.fd[i], 5) for i in range(4)], abs=2e-5)
+    assert out["fd_hooked"] == pytest.approx(report.fd[1], abs=1e-6)  # layer 4 // 3
+    assert out["penalty_hooked"] > 0 and 0 <= out["pref_acc"] <= 1
+    rewards = heldout.dpo_rewards(out["logps"], out["logps"], beta=0.1)  # against itself: every reward is 0
+    assert rewards["heldout_margin"] == 0 and rewards["heldout_reward_acc"] == 0
