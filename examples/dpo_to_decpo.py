@@ -1,5 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""From TRL's DPO to DecPO: a plain DPO script where only the import and the two class names change.
+"""From TRL's DPO to DecPO: a plain DPO script in which only the imports change.
 
 Everything else (model, tokenizer, preference data, config fields, `train()`) is what a `trl.DPOTrainer` script
 already has. The penalty is logged as `decorrelation/penalty` next to DPO's loss and rewards. It trains on CPU, on a
@@ -15,7 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 # from trl import DPOConfig, DPOTrainer
-from trl_decpo import DecPOConfig, DecPOTrainer
+from trl_decpo import DecPOConfig as DPOConfig
+from trl_decpo import DecPOTrainer as DPOTrainer
 from trl_decpo.testing import tiny_model_dir, tiny_preference_dataset
 
 
@@ -29,7 +30,7 @@ def main(argv=None):
     model_path = args.model or tiny_model_dir()
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    training_args = DecPOConfig(  # was: DPOConfig(
+    training_args = DPOConfig(
         output_dir=args.output_dir,
         max_steps=args.steps,
         per_device_train_batch_size=4,
@@ -39,7 +40,7 @@ def main(argv=None):
         report_to="none",
         save_strategy="no",
     )
-    trainer = DecPOTrainer(  # was: DPOTrainer(
+    trainer = DPOTrainer(
         model=model, args=training_args, train_dataset=tiny_preference_dataset(16), processing_class=tokenizer
     )
     trainer.train()

@@ -20,8 +20,7 @@ import os
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_decpo import measure_monosemanticity
-from trl_decpo.monosemanticity.probes import load_prompts
+from trl_decpo import load_prompts, measure_monosemanticity
 
 
 def load(path: str, dtype: torch.dtype):

@@ -41,6 +41,14 @@ def make_dataset(n: int = 8):
     return tiny_preference_dataset(n)
 
 
+# `trl-decpo train` options for a fast, deterministic CPU run (later options on the same command line override them)
+FAST_TRAIN_ARGS = [
+    *("--max_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2"),
+    *("--bf16", "false", "--use_cpu", "true", "--report_to", "none", "--logging_steps", "1"),
+    *("--max_length", "32", "--dataloader_num_workers", "0"),
+]
+
+
 def base_kwargs(tmp_path) -> dict:
     """TrainingArguments for fast, deterministic CPU runs (no decorrelation fields)."""
     return dict(

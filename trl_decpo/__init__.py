@@ -10,7 +10,7 @@ The package reads from the bottom up (``docs/design.md``):
 * :mod:`trl_decpo.cli`: the ``trl-decpo`` command.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .capture import ActivationCapture, Site, build_row_index, count_decpo_hooks, resolve_sites
 from .monosemanticity import (

@@ -51,3 +51,21 @@ def load_data_file(path: str, field: str, suffixes: Iterable[str] = tuple(DATA_F
             f"`{field}` file {path!r} has an unsupported suffix {suffix!r}; allowed: {', '.join(suffixes)}"
         )
     return datasets.load_dataset(DATA_FILE_BUILDERS[suffix], data_files=path, split="train")
+
+
+def check_layers(name: str, layers) -> list[int] | None:
+    """Decoder layer indices: ``None`` (the caller's default), one integer, or a non-empty list of distinct integers
+    (negative ones count from the end; the range is checked against the model later). Returns a list (or ``None``)."""
+    if layers is None:
+        return None
+    if is_int(layers):
+        return [layers]
+    if not isinstance(layers, (list, tuple)) or len(layers) == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty list of layer indices, or None for the default; got {layers!r}"
+        )
+    if not all(is_int(i) for i in layers):
+        raise ValueError(f"`{name}` must be a list of layer indices, got {list(layers)!r}: integers only")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"`{name}` names a layer twice: {list(layers)!r}")
+    return list(layers)

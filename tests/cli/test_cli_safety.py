@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from conftest import PAIRS, make_model, make_tokenizer, model_path
+from conftest import FAST_TRAIN_ARGS, PAIRS, make_model, make_tokenizer, model_path
 
 from trl_decpo.cli import main as cli_main
 
@@ -15,26 +15,7 @@ def main(argv):
     return cli_main(["train", *argv])
 
 
-FAST = [
-    "--max_steps",
-    "2",
-    "--per_device_train_batch_size",
-    "2",
-    "--bf16",
-    "false",
-    "--use_cpu",
-    "true",
-    "--report_to",
-    "none",
-    "--logging_steps",
-    "1",
-    "--max_length",
-    "32",
-    "--dataloader_num_workers",
-    "0",
-    "--monosemanticity",
-    "false",
-]
+FAST = [*FAST_TRAIN_ARGS, "--monosemanticity", "false"]
 
 
 @pytest.fixture

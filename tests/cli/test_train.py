@@ -6,7 +6,7 @@ import re
 
 import pytest
 import yaml
-from conftest import PAIRS, model_path
+from conftest import FAST_TRAIN_ARGS, PAIRS, model_path
 from datasets import Dataset
 
 from trl_decpo.cli import main as cli_main
@@ -21,28 +21,7 @@ def main(argv):
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(ROOT, "examples", "configs")
-FAST = [
-    "--max_steps",
-    "2",
-    "--per_device_train_batch_size",
-    "2",
-    "--per_device_eval_batch_size",
-    "2",
-    "--bf16",
-    "false",
-    "--use_cpu",
-    "true",
-    "--report_to",
-    "none",
-    "--save_strategy",
-    "no",
-    "--logging_steps",
-    "1",
-    "--max_length",
-    "32",
-    "--dataloader_num_workers",
-    "0",
-]
+FAST = [*FAST_TRAIN_ARGS, "--save_strategy", "no"]
 
 
 @pytest.fixture

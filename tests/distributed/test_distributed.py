@@ -1,7 +1,7 @@
 """Distributed runs, on CPU with the gloo backend.
 
 `accelerate launch --multi_gpu --num_processes 2` (DDP) against one process with `gradient_accumulation_steps=2`
-over the same micro-batches (`tests/distributed_run.py`). Compared quantities:
+over the same micro-batches (`tests/distributed/distributed_run.py`). Compared quantities:
 
 * the penalty each rank computes on its own micro-batch == the one-process penalty on that micro-batch (step 1
   exactly the same weights: rel 1e-6; later steps rel 1e-4, the weights agreeing to float32 rounding);
@@ -13,7 +13,7 @@ over the same micro-batches (`tests/distributed_run.py`). Compared quantities:
 * no trl-decpo hook left on either rank;
 * `trl-decpo train` under 2 processes refuses a used `--output_dir` on both ranks together, and resumes together.
 
-Also FSDP1 FULL_SHARD over 2 processes (`tests/fsdp_run.py` under `torchrun`): sites resolve through the
+Also FSDP1 FULL_SHARD over 2 processes (`tests/distributed/fsdp_run.py` under `torchrun`): sites resolve through the
 `_fsdp_wrapped_module` names, the hooks fire under sharded parameters, and the penalty, its gradient and the
 measurement equal the bare model's.
 """
@@ -222,7 +222,7 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
 def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
     """`trl-decpo train` under 2 processes: the main process decides about `--output_dir` and both stop with the same
     message (no rank left waiting for the other), and with `--resume_from_checkpoint` both resume."""
-    from conftest import PAIRS, model_path
+    from conftest import FAST_TRAIN_ARGS, PAIRS, model_path
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": p, "chosen": " " + c, "rejected": " " + r}) for p, c, r in PAIRS))
@@ -235,16 +235,7 @@ def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
         str(data),
         "--output_dir",
         str(out),
-        "--per_device_train_batch_size",
-        "2",
-        "--bf16",
-        "false",
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--max_length",
-        "32",
+        *FAST_TRAIN_ARGS,
         "--monosemanticity",
         "false",
         "--save_strategy",

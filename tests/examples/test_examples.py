@@ -27,16 +27,7 @@ def load_example(name):
 
 
 def load_research(name):
-    """`research.NAME`, with the `research` package taken from this checkout whatever the working directory (it is
-    importable as is only from the repository root, as `python -m research.NAME` runs it)."""
-    if "research" not in sys.modules:
-        folder = os.path.join(ROOT, "research")
-        spec = importlib.util.spec_from_file_location(
-            "research", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
-        )
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["research"] = package
-        spec.loader.exec_module(package)
+    """`research.NAME` (the repository root is on the test path: pyproject.toml's `pythonpath`)."""
     return importlib.import_module(f"research.{name}")
 
 

@@ -1,7 +1,7 @@
 """Bad input: each case below raises a ValueError that names the problem (and, where there is a
 list, the allowed values) before any training step. `test_the_count` pins how many there are: 27 config values
 (every `DecPOConfig` field has at least one) and 12 model / data / probe / distributed-setup cases. The command
-line's own cases are in `tests/test_train.py::test_clear_errors_before_training` and `tests/test_cli_safety.py`."""
+line's own cases are in `tests/cli/test_train.py::test_clear_errors_before_training` and `tests/cli/test_cli_safety.py`."""
 
 import dataclasses
 

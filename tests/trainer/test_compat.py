@@ -71,6 +71,23 @@ def test_2_policy_forward_runs_before_the_disabled_adapter_reference_forward(tmp
     assert adapters == [True, False], f"assumption 2 broken: adapter enabled per forward {adapters}"
 
 
+def test_2_policy_forward_runs_before_the_ref_adapter_forward_of_a_peft_model(tmp_path):
+    """A PeftModel passed in (adapter trained again): TRL copies its adapter to "ref" for the reference forward."""
+    from peft import get_peft_model
+
+    model = get_peft_model(make_model(), LoraConfig(r=2, target_modules=["up_proj"], task_type="CAUSAL_LM"))
+    trainer = dpo_trainer(tmp_path, model=model)
+    lora = next(m for name, m in trainer.model.named_modules() if name.endswith("layers.0.mlp.up_proj"))
+    active = []
+    handle = lora.register_forward_hook(lambda module, *_: active.append(list(module.active_adapters)))
+    try:
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+    finally:
+        handle.remove()
+    assert active == [["default"], ["ref"]], f"assumption 2 broken: active adapters per forward {active}"
+
+
 def test_3_batches_hold_chosen_then_rejected_with_the_masks_decpo_reads(tmp_path):
     trainer = dpo_trainer(tmp_path)
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
@@ -123,9 +140,12 @@ def test_6_checkpointing_settings_under_either_name(tmp_path):
         gradient_checkpointing_kwargs={"use_reentrant": True},
     )
     assert compat.checkpointing_settings(args) == (True, {"use_reentrant": True}), "assumption 6 broken"
+    assert args.gradient_checkpointing_kwargs is args.activation_checkpointing_kwargs, "assumption 6: not aliases"
     compat.set_checkpointing_kwargs(args, {"use_reentrant": False})
     assert compat.checkpointing_settings(args) == (True, {"use_reentrant": False})
-    assert hasattr(args, "gradient_checkpointing_kwargs") or hasattr(args, "activation_checkpointing_kwargs")
+    assert args.gradient_checkpointing_kwargs is args.activation_checkpointing_kwargs
+    args.gradient_checkpointing_kwargs["use_reentrant"] = True  # TRL writes the old name in place (assumption 7)
+    assert compat.checkpointing_settings(args) == (True, {"use_reentrant": True})
 
 
 def test_7_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path):
@@ -141,6 +161,7 @@ def test_7_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
     args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
+    compat.set_checkpointing_kwargs(args, {"use_reentrant": False})  # as DecPOTrainer does before TRL runs
     peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
     assert compat.trl_forces_reentrant(make_model(), args, peft)
     with mock.patch.dict(os.environ):  # the failed Accelerator setup leaves ACCELERATE_USE_DEEPSPEED behind
@@ -148,6 +169,7 @@ def test_7_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path
             dpo_trainer(tmp_path, args=args, peft_config=peft)
     AcceleratorState._reset_state(reset_partial_state=True)
     assert args.gradient_checkpointing_kwargs["use_reentrant"] is True, "assumption 7 broken: TRL no longer forces it"
+    assert compat.checkpointing_settings(args)[1]["use_reentrant"] is True, "assumption 7: not seen under the new name"
 
 
 def test_8_dpo_card_identity_and_card_file(tmp_path):
@@ -164,7 +186,53 @@ def test_9_pad_token_id_is_the_collators(tmp_path):
     assert compat.trainer_pad_token_id(trainer) == make_tokenizer().pad_token_id, "assumption 9 broken"
 
 
-def test_ddp_reads_the_ignore_list_attribute():
+def test_8_callbacks_of_a_trainer(tmp_path):
+    from transformers import TrainerCallback
+
+    trainer = dpo_trainer(tmp_path)
+    marker = TrainerCallback()
+    trainer.add_callback(marker)
+    assert marker in compat.trainer_callbacks(trainer), "assumption 8 broken: callback_handler.callbacks"
+
+
+def test_10_default_output_dir_is_dpotrainers(monkeypatch):
+    import trl.trainer.dpo_trainer as dpo_module
+
+    seen = []
+
+    class Recorder(Exception):
+        pass
+
+    def record(output_dir, *args, **kwargs):
+        seen.append(output_dir)
+        raise Recorder  # DPOConfig's own defaults (bf16) would fail on CPU: the name is what is pinned
+
+    monkeypatch.setattr(dpo_module, "DPOConfig", record)
+    model = make_model()
+    with pytest.raises(Recorder):
+        DPOTrainer(model=model, train_dataset=make_dataset(), processing_class=make_tokenizer())
+    assert seen == [compat.default_output_dir(model, "DPO")], f"assumption 10 broken: {seen}"
+
+
+def test_11_dpotrainer_tokenizes_prompts_as_probes_and_needs_text_columns(tmp_path):
+    from datasets import Dataset
+
+    from trl_decpo.monosemanticity.probes import tokenize_prompts
+
+    trainer = dpo_trainer(tmp_path)
+    prompt_ids = trainer.train_dataset["prompt_ids"]
+    assert tokenize_prompts(make_dataset()["prompt"], make_tokenizer()) == prompt_ids, "assumption 11: prompt_ids"
+    tokenized = Dataset.from_dict({"prompt_ids": [[3, 4]], "chosen_ids": [[5]], "rejected_ids": [[6]]})
+    with pytest.raises(KeyError):  # if TRL accepts these, let `check_preference_columns` accept them too
+        DPOTrainer(
+            model=make_model(),
+            args=DPOConfig(**base_kwargs(tmp_path)),
+            train_dataset=tokenized,
+            processing_class=make_tokenizer(),
+        )
+
+
+def test_12_ddp_reads_the_ignore_list_attribute():
     source = inspect.getsource(torch.nn.parallel.DistributedDataParallel)
     assert "_ddp_params_and_buffers_to_ignore" in source, "torch DDP no longer reads the ignore list"
     model = make_model()

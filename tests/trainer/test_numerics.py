@@ -3,7 +3,7 @@
 Cases: constant activations, all-zero rows, a single row, and huge activations in fp16 / bf16, for the penalty (value
 and gradient, every option) and for the proxies (FD, sparsity, the streaming accumulator); then a DecPO training step
 on a model whose hooked activations are forced to such values. The eps handling is documented in
-`trl_decpo/decorrelation.py` and docs/training.md ("Numerical safety").
+`trl_decpo/penalty/decorrelation.py` and docs/reliability.md ("Numerical safety").
 """
 
 import itertools
@@ -72,7 +72,7 @@ def test_normalised_penalty_of_huge_activations_is_scale_free(case, target):
 def test_raw_mode_stays_finite_over_the_fp16_range(target, dtype):
     """`normalize=False` (the paper's formula read literally) is not scale-free: with activations as large as fp16's
     maximum its value and its gradient (which grows like |z|^3) stay finite in bf16 / float32. In fp16 that gradient
-    overflows (documented in docs/training.md); the normalised modes above do not."""
+    overflows (documented in docs/reliability.md); the normalised modes above do not."""
     z = degenerate("fp16_huge").to(dtype).requires_grad_(True)
     value = decorrelation_penalty(z, normalize=False, reduction="mean", target=target)
     value.backward()

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
+from ..utils import is_int
 
-# Default site per architecture (docs/method.md, "Where the activations come from"), tried in this order inside decoder layer 0. Gated MLPs (Llama,
+
+# Default site per architecture (docs/method.md, section 2), tried in this order inside decoder layer 0. Gated MLPs (Llama,
 # Mistral, Qwen2, Gemma, SmolLM2): the output of `up_proj`. Non-gated MLPs whose nonlinearity is a module (GPT-2,
 # GPT-NeoX, Falcon): its output. Others whose nonlinearity is a plain function (OPT, Phi): the input of the second
 # projection, which is the hidden activation after the nonlinearity.
@@ -203,7 +205,7 @@ def resolve_sites(
         raise ValueError(f"`{layers_field}` must not be empty; use None for the default layer")
     resolved = []
     for requested in layers:
-        if isinstance(requested, bool) or not isinstance(requested, int):
+        if not is_int(requested):
             raise ValueError(f"`{layers_field}` must hold integers, got {requested!r}")
         index = requested + n_layers if requested < 0 else requested
         if not 0 <= index < n_layers:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from .base import command_parser, run_command
 from .loading import LoadArguments, adapter_base, is_adapter_folder
 from .measure import ProbeArguments, measure_model, probe_token_ids, require_prompts
-from .output import OutputArguments, format_table, prepare_output, unique_names, write_csv
+from .output import OutputArguments, format_table, prepare_output, unique_names, write_results
 
 
 HELP = "FD and sparsity of a BASE model and TUNED models (checkpoints or PEFT adapters), with relative changes."
@@ -102,21 +101,14 @@ def compare_command(
         "weight_proxy": proxies or None,
         "weight_proxy_note": proxy_note,
     }
-    if out_dir:
-        with open(os.path.join(out_dir, "compare.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-        write_csv(os.path.join(out_dir, "compare.csv"), headers, rows)
-        if output.plot:
-            from ..monosemanticity.plotting import plot_depth_profiles
+    from ..monosemanticity.plotting import plot_depth_profiles
 
-            plot_depth_profiles(
-                {n: r.to_dict() for n, r in reports.items()},
-                os.path.join(out_dir, "compare.png"),
-                base=names[0],
-                weight_proxy=proxies or None,
-                title=f"{base_report.site}, {base_report.num_prompts} prompts",
-            )
-        print(f"wrote {out_dir}")
+    def plot(path):
+        profiles = {n: r.to_dict() for n, r in reports.items()}
+        title = f"{base_report.site}, {base_report.num_prompts} prompts"
+        plot_depth_profiles(profiles, path, base=names[0], weight_proxy=proxies or None, title=title)
+
+    write_results(out_dir, "compare", result, (headers, rows), plot if output.plot else None)
     return result
 
 

@@ -24,7 +24,7 @@ from ..utils import DATA_FILE_BUILDERS, check_choice, load_data_file
 
 
 DATASET_FORMATS = ("preference", "toxicity", "cognitive_reframing", "sycophancy")
-PREFERENCE_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow")
+PREFERENCE_FILE_SUFFIXES = tuple(suffix for suffix in DATA_FILE_BUILDERS if suffix != ".txt")  # tables, not lines
 
 # format -> list of (prompt, chosen, rejected) column choices, tried in order
 _COLUMNS = {

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
 from ..utils import check_int
 from .base import command_parser, run_command
 from .loading import LoadArguments, load_model, load_tokenizer
-from .output import OutputArguments, display_name, format_table, prepare_output, write_csv
+from .output import OutputArguments, display_name, format_table, prepare_output, write_results
 
 
 HELP = "Per-layer feature decorrelation and activation sparsity of one model."
@@ -99,19 +97,13 @@ def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, out
     print(format_table(headers, rows))
     print(f"mean FD {report.mean('fd'):.6g}, mean sparsity {report.mean('sparsity'):.6g}")
     result = {"model": model, **report.to_dict()}
-    if out_dir:
-        with open(os.path.join(out_dir, "monosemanticity.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-        write_csv(os.path.join(out_dir, "monosemanticity.csv"), headers, rows)
-        if output.plot:
-            from ..monosemanticity.plotting import plot_depth_profiles
+    from ..monosemanticity.plotting import plot_depth_profiles
 
-            plot_depth_profiles(
-                {display_name(model): report.to_dict()},
-                os.path.join(out_dir, "monosemanticity.png"),
-                title=f"{display_name(model)} ({report.site}, {report.num_prompts} prompts)",
-            )
-        print(f"wrote {out_dir}")
+    def plot(path):
+        title = f"{display_name(model)} ({report.site}, {report.num_prompts} prompts)"
+        plot_depth_profiles({display_name(model): report.to_dict()}, path, title=title)
+
+    write_results(out_dir, "monosemanticity", result, (headers, rows), plot if output.plot else None)
     return result
 
 

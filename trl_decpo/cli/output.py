@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -47,3 +49,23 @@ def prepare_output(output: OutputArguments) -> str | None:
         raise ValueError(f"`output_dir` {output.output_dir!r} exists and is not a folder")
     os.makedirs(output.output_dir, exist_ok=True)
     return output.output_dir
+
+
+def write_results(
+    out_dir: str | None,
+    stem: str,
+    result: dict,
+    table: tuple[list[str], list[list]] | None = None,
+    plot: Callable[[str], object] | None = None,
+) -> None:
+    """Write ``<stem>.json`` (and ``<stem>.csv`` from ``table = (headers, rows)``, and ``<stem>.png`` by calling
+    ``plot(path)``) into ``out_dir``; nothing when ``out_dir`` is ``None``."""
+    if not out_dir:
+        return
+    with open(os.path.join(out_dir, f"{stem}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    if table is not None:
+        write_csv(os.path.join(out_dir, f"{stem}.csv"), *table)
+    if plot is not None:
+        plot(os.path.join(out_dir, f"{stem}.png"))
+    print(f"wrote {out_dir}")

@@ -4,15 +4,13 @@ Table 1)."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
 from ..utils import check_int
 from .base import command_parser, run_command
 from .loading import LoadArguments, load_model, load_tokenizer
 from .measure import ProbeArguments
-from .output import OutputArguments, format_table, prepare_output
+from .output import OutputArguments, format_table, prepare_output, write_results
 
 
 HELP = "The top vocabulary tokens of a layer's most predominant hidden dimensions (paper Table 1)."
@@ -80,10 +78,7 @@ def top_tokens_command(
     rows = [[i + 1, n.dimension, n.score, " | ".join(repr(t) for t in n.tokens)] for i, n in enumerate(neurons)]
     print(format_table(["rank", "dimension", "score", "top tokens"], rows))
     result = {"model": model_path, "layer": top.layer, "ranking": ranking, "dimensions": [n.__dict__ for n in neurons]}
-    if out_dir:
-        with open(os.path.join(out_dir, f"top_tokens_layer{top.layer}.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {out_dir}")
+    write_results(out_dir, f"top_tokens_layer{top.layer}", result)
     return result
 
 

@@ -17,7 +17,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser
 
 from ..trainer import DecPOConfig
 from ..trainer.compat import ignore_bool_buffers_in_ddp
-from ..utils import check_choice
+from ..utils import check_choice, check_int, check_layers
 from .base import command_parser
 from .data import DATASET_FORMATS, load_preference_dataset
 from .output_dir import prepare_output_dir
@@ -69,14 +69,9 @@ class DecPOScriptArguments(ScriptArguments):
         check_choice("dataset_format", self.dataset_format, DATASET_FORMATS)
         if not 0.0 <= self.dataset_test_size < 1.0:
             raise ValueError(f"`dataset_test_size` must be in [0, 1), got {self.dataset_test_size}")
-        if self.monosemanticity_max_samples < 2:
-            raise ValueError(f"`monosemanticity_max_samples` must be >= 2, got {self.monosemanticity_max_samples}")
-        layers = self.monosemanticity_layers
-        if layers is not None:  # YAML values skip argparse's type conversion
-            layers = [layers] if isinstance(layers, int) and not isinstance(layers, bool) else layers
-            if not isinstance(layers, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
-                raise ValueError(f"`monosemanticity_layers` must be a list of layer indices, got {layers!r}")
-            self.monosemanticity_layers = layers
+        check_int("monosemanticity_max_samples", self.monosemanticity_max_samples, 2)
+        # YAML values skip argparse's type conversion
+        self.monosemanticity_layers = check_layers("monosemanticity_layers", self.monosemanticity_layers)
 
 
 HELP = "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's), measured and saved."

@@ -42,7 +42,7 @@ class MonosemanticityCallback(TrainerCallback):
         trainer: a ``trl.DPOTrainer`` (``DecPOTrainer`` included).
         probes: the probe prompts: ``None`` for the prompts of ``trainer.eval_dataset``; a dataset (its ``prompt_ids``
             or ``prompt_column``); a list of strings, chat message lists or token id lists; or a path / dataset id
-            (see :func:`trl_decpo.measure.load_prompts`).
+            (see :func:`trl_decpo.load_prompts`).
         layers: decoder layers to measure; ``None``: all.
         site: module path inside a decoder layer; ``None``: the trainer's ``decorrelation_site`` for a DecPO run, else
             the architecture default.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 
@@ -143,3 +144,47 @@ def plot_depth_profiles(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_paper_figures(compare_result: Mapping, out_dir: str, labels: Sequence[str] = ("DPO", "DecPO")) -> list[str]:
+    """The paper's figures for a base model and two fine-tunes A and B, from a ``trl-decpo compare BASE A B`` result
+    (its ``compare.json``): ``fig_fd_by_depth.png`` (FD per layer for the three models), ``fig_fd_relative_change.png``
+    (``(FD - FD_base) / |FD_base|`` for A and B) and ``fig_sparsity_difference.png`` (B's sparsity minus A's, as the
+    paper plots DecPO minus DPO). Returns the paths written."""
+    result, labels = compare_result, list(labels)
+    plt = _pyplot()
+    names = list(result["measurements"])
+    base, a, b = (result["measurements"][n]["layers"] for n in names)
+    depth = [e["relative_depth"] for e in base]
+    series = {"base": base, labels[0]: a, labels[1]: b}
+    figures = {
+        "fig_fd_by_depth.png": ("feature decorrelation (FD)", {k: [e["fd"] for e in v] for k, v in series.items()}),
+        "fig_fd_relative_change.png": (
+            "FD relative change vs base",
+            {
+                k: [(e["fd"] - f["fd"]) / abs(f["fd"]) for e, f in zip(v, base, strict=True)]
+                for k, v in series.items()
+                if k != "base"
+            },
+        ),
+        "fig_sparsity_difference.png": (
+            f"activation sparsity, {labels[1]} minus {labels[0]}",
+            {f"{labels[1]} - {labels[0]}": [y["sparsity"] - x["sparsity"] for x, y in zip(a, b, strict=True)]},
+        ),
+    }
+    paths = []
+    for filename, (ylabel, lines) in figures.items():
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        for label, values in lines.items():
+            ax.plot(depth, values, marker="o", markersize=3, label=label)
+        if "change" in ylabel or "minus" in ylabel:
+            ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("relative depth (layer / (layers - 1))")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = os.path.join(out_dir, filename)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from ..utils import check_int
+
 
 _EPS = 1e-12
 
@@ -181,8 +183,7 @@ def weight_proxy_change(
         raise ValueError(
             f"base and tuned input weights differ in shape: {tuple(base_w.shape)} vs {tuple(tuned_w.shape)}"
         )
-    if top_k < 1:
-        raise ValueError(f"`top_k` must be >= 1, got {top_k}")
+    check_int("top_k", top_k)
     delta = (tuned_w.detach().to(torch.float64) - base_w.detach().to(torch.float64)).norm(dim=1)
     picked = delta.topk(min(top_k, delta.numel())).indices
     base = median(neuron_weight_scores(base_w, base_b)[picked])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import textwrap
 
-from .compat import dpo_citation
+from .compat import dpo_citation, trainer_callbacks
 
 
 DECPO_PAPER = {
@@ -47,7 +47,7 @@ def settings_section(settings: dict) -> str:
 def callback_sections(trainer) -> str:
     """The card sections of the trainer's callbacks that offer one (``card_section()``)."""
     return "".join(
-        callback.card_section() for callback in trainer.callback_handler.callbacks if hasattr(callback, "card_section")
+        callback.card_section() for callback in trainer_callbacks(trainer) if hasattr(callback, "card_section")
     )
 
 

@@ -8,20 +8,32 @@ assumption) when an upgrade breaks it:
 1. ``DPOTrainer.__init__``'s signature: ``DecPOTrainer`` binds its arguments to it to inspect ``model``, ``args``,
    ``peft_config`` and the datasets before TRL processes anything (:func:`bind_dpo_arguments`).
 2. ``DPOTrainer.compute_loss`` runs the policy forward before any reference forward (a PEFT model with its adapter
-   disabled, or a separate reference model): hooks keep the first call of each module inside ``compute_loss``.
+   disabled, a PEFT model whose reference is a separate ``ref`` adapter, or a separate reference model): hooks keep the
+   first call of each module inside ``compute_loss``.
 3. DPO batches hold ``[chosen; rejected]`` along the batch dimension, with ``input_ids``, ``attention_mask`` and
-   ``completion_mask`` (and ``position_ids`` when padding-free) (:func:`batch_masks`).
+   ``completion_mask`` (:func:`batch_masks`). TRL 1.16 turns ``padding_free`` off for DPO; packed batches (restarting
+   ``position_ids``, no attention mask) are handled by :mod:`trl_decpo.capture.rows` and tested there on their own.
 4. ``DPOTrainer._metrics[mode]`` maps metric names to lists of per-step values, averaged and cleared by
    ``DPOTrainer.log`` for the model's current mode (:func:`metrics_store`, :func:`log_outside_step`).
 5. ``Trainer.log`` may clear ``TrainerControl.should_log`` through its callbacks (:func:`log_outside_step`).
-6. transformers 5 renamed ``gradient_checkpointing*`` training arguments to ``activation_checkpointing*`` and keeps
-   the old names as deprecated aliases (:func:`checkpointing_settings`, :func:`set_checkpointing_kwargs`).
+6. transformers 5 renamed ``gradient_checkpointing*`` training arguments to ``activation_checkpointing*``; the old
+   names are deprecated aliases that hold the same objects as the new ones (:func:`checkpointing_settings`,
+   :func:`set_checkpointing_kwargs`).
 7. ``DPOTrainer.__init__`` forces ``use_reentrant=True`` for a PEFT model under DeepSpeed ZeRO-3 with gradient
    checkpointing (:func:`trl_forces_reentrant`).
 8. ``DPOTrainer`` names its model-card identity in the class attributes ``_tag_names``, ``_name`` and ``_paper``, and
-   ``create_model_card`` writes ``README.md`` into ``args.output_dir`` (:func:`dpo_card_identity`).
+   ``create_model_card`` writes ``README.md`` into ``args.output_dir`` (:func:`use_dpo_card_identity`,
+   :func:`dpo_citation`); ``Trainer.callback_handler.callbacks`` lists the callbacks (:func:`trainer_callbacks`).
 9. ``DPOTrainer``'s collator (``DataCollatorForPreference``) keeps the id it pads with in ``pad_token_id``
    (:func:`trainer_pad_token_id`).
+10. Without ``args``, ``DPOTrainer`` writes to ``<model id>-DPO``, the id from ``trl.trainer.utils.get_config_model_id``
+    (:func:`default_output_dir`).
+11. ``DPOTrainer`` tokenizes a prompt into ``prompt_ids`` as :func:`trl_decpo.monosemanticity.probes.tokenize_prompts`
+    does (chat template with the generation prompt; text without an EOS the tokenizer appends), and needs the text
+    columns ``chosen`` and ``rejected`` (pre-tokenized columns alone fail with a ``KeyError``), which
+    :func:`trl_decpo.trainer.checks.check_preference_columns` refuses up front.
+12. torch's DDP skips the parameters and buffers named in ``module._ddp_params_and_buffers_to_ignore``
+    (:func:`ignore_bool_buffers_in_ddp`).
 """
 
 from __future__ import annotations
@@ -84,10 +96,12 @@ def checkpointing_settings(args) -> tuple[bool, dict]:
 
 
 def set_checkpointing_kwargs(args, kwargs: dict) -> None:
-    """Set the checkpointing kwargs under every name the arguments have (assumption 6)."""
+    """Set the checkpointing kwargs under every name the arguments have, as ONE dict (assumption 6): TRL writes into
+    the old name's dict in place (assumption 7), and the change must be seen under the new name too."""
+    kwargs = dict(kwargs)
     for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
         if hasattr(args, name):
-            setattr(args, name, dict(kwargs))
+            setattr(args, name, kwargs)
 
 
 def trl_forces_reentrant(model, args, peft_config) -> bool:
@@ -102,8 +116,27 @@ def trl_forces_reentrant(model, args, peft_config) -> bool:
 
 
 def dpo_card_identity() -> dict:
-    """``DPOTrainer``'s model-card tags, name and paper (assumption 8), for a DecPOTrainer that runs plain DPO."""
+    """``DPOTrainer``'s model-card tags, name and paper (assumption 8)."""
     return {"_tag_names": list(DPOTrainer._tag_names), "_name": DPOTrainer._name, "_paper": DPOTrainer._paper}
+
+
+def use_dpo_card_identity(trainer) -> None:
+    """Give ``trainer`` DPOTrainer's model-card tags, name and paper (a DecPOTrainer that runs plain DPO)."""
+    for attribute, value in dpo_card_identity().items():
+        setattr(trainer, attribute, value)
+
+
+def trainer_callbacks(trainer) -> list:
+    """The callbacks attached to a Trainer (assumption 8)."""
+    return list(trainer.callback_handler.callbacks)
+
+
+def default_output_dir(model, suffix: str) -> str:
+    """``<model id>-<suffix>``, as ``DPOTrainer`` names its output folder when given no ``args`` (assumption 10)."""
+    from trl.trainer.utils import get_config_model_id
+
+    name = (model if isinstance(model, str) else get_config_model_id(model.config)) or "model"
+    return f"{name.rstrip('/').split('/')[-1]}-{suffix}"
 
 
 def dpo_citation() -> str:

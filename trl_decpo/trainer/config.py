@@ -10,7 +10,7 @@ from trl import DPOConfig
 
 from ..capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
 from ..penalty import REDUCTION_CHOICES, TARGET_CHOICES
-from ..utils import check_choice, check_int, is_int
+from ..utils import check_choice, check_int, check_layers
 
 
 # The paper's formula read literally, with its coefficient: `1e-4 * ||z z^T - I||_F^2` on raw activations.
@@ -132,20 +132,7 @@ class DecPOConfig(DPOConfig):
         coef = self.decorrelation_coef
         if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef) or coef < 0:
             raise ValueError(f"`decorrelation_coef` must be a finite number >= 0 (0 turns it off), got {coef!r}")
-        layers = self.decorrelation_layers
-        if layers is not None:
-            if is_int(layers):
-                layers = self.decorrelation_layers = [layers]
-            if not isinstance(layers, (list, tuple)) or len(layers) == 0:
-                raise ValueError(
-                    "`decorrelation_layers` must be a non-empty list of layer indices, or None for the default layer; "
-                    f"got {layers!r}"
-                )
-            if not all(is_int(i) for i in layers):
-                raise ValueError(f"`decorrelation_layers` must hold integers, got {list(layers)!r}")
-            if len(set(layers)) != len(layers):
-                raise ValueError(f"`decorrelation_layers` names a layer twice: {list(layers)!r}")
-            self.decorrelation_layers = list(layers)
+        self.decorrelation_layers = check_layers("decorrelation_layers", self.decorrelation_layers)
         if self.decorrelation_site is not None:
             Site.parse(self.decorrelation_site)  # raises with the expected format
         for name, allowed in (

@@ -17,10 +17,11 @@ from .compat import (
     batch_masks,
     bind_dpo_arguments,
     checkpointing_settings,
-    dpo_card_identity,
+    default_output_dir,
     metrics_store,
     set_checkpointing_kwargs,
     trl_forces_reentrant,
+    use_dpo_card_identity,
 )
 from .config import DecPOConfig
 
@@ -54,8 +55,7 @@ class DecPOTrainer(DPOTrainer):
         model = bound.arguments["model"]
         config = bound.arguments.get("args")
         if config is None:
-            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
-            config = DecPOConfig(f"{name.rstrip('/').split('/')[-1]}-DecPO")
+            config = DecPOConfig(default_output_dir(model, "DecPO"))
             bound.arguments["args"] = config
 
         self.decorrelation_enabled = isinstance(config, DecPOConfig) and config.decorrelation_coef > 0
@@ -63,8 +63,7 @@ class DecPOTrainer(DPOTrainer):
         self.decorrelation_capture: ActivationCapture | None = None
         if not self.decorrelation_enabled:
             # Plain DPO: same tags, name and citation as DPOTrainer on the model card.
-            for attribute, value in dpo_card_identity().items():
-                setattr(self, attribute, value)
+            use_dpo_card_identity(self)
         else:
             enabled, ckpt_kwargs = checkpointing_settings(config)
             if enabled and "use_reentrant" not in ckpt_kwargs:
