@@ -31,8 +31,9 @@ class DecPOConfig(DPOConfig):
 
     Parameters:
         decorrelation_coef (`float`, *optional*, defaults to `1.0`):
-            Chosen from the SmolLM2-135M sweep in `docs/defaults.md`.
-            Weight of the penalty. `0` turns it off: the trainer then behaves exactly like `trl.DPOTrainer`.
+            Weight of the penalty. `0` turns it off: the trainer then behaves exactly like `trl.DPOTrainer`. The
+            default comes from the SmolLM2-135M sweep in `docs/defaults.md`; every choice is explained in
+            `docs/method.md`.
         decorrelation_layers (`list[int]` or `None`, *optional*):
             Decoder layers whose activations are decorrelated (negative indices count from the end). `None`: one layer
             at about a third of the depth (`num_layers // 3`, layer 10 of Llama-2-7B, as in the paper).
