@@ -89,25 +89,20 @@ def run(argv, timeout=600):
     return done
 
 
+def accelerate_launch(port: int) -> list[str]:
+    """`accelerate launch` of 2 CPU processes (DDP, gloo), no mixed precision, on `port`."""
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    return [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"] + [
+        *("--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port))
+    ]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("distributed"))
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     launch(
         lambda port: [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(port),
+            *accelerate_launch(port),
             SCRIPT,
             out,
             "ddp",
@@ -227,7 +222,6 @@ def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": p, "chosen": " " + c, "rejected": " " + r}) for p, c, r in PAIRS))
     out = tmp_path / "run"
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     base = [
         "--model_name_or_path",
         model_path(),
@@ -247,19 +241,7 @@ def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
     def train(*extra):
         return launch(
             lambda port: [
-                accelerate,
-                "launch",
-                "--multi_gpu",
-                "--num_processes",
-                "2",
-                "--num_machines",
-                "1",
-                "--mixed_precision",
-                "no",
-                "--dynamo_backend",
-                "no",
-                "--main_process_port",
-                str(port),
+                *accelerate_launch(port),
                 "-m",
                 "trl_decpo",
                 "train",
