@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import brute_fd, decpo_config, make_dataset, make_model, make_tokenizer
 
-from trl_decpo import DecPOTrainer
+from trl_decpo import DecPOConfig, DecPOTrainer
 from trl_decpo.capture import RowIndex
 from trl_decpo.monosemanticity.proxies import ProxyAccumulator, activation_sparsity, feature_decorrelation
 from trl_decpo.penalty import decorrelation_penalty
@@ -148,11 +148,53 @@ def test_training_step_with_degenerate_activations_stays_finite(tmp_path, monkey
 
 
 @pytest.mark.parametrize("fill", [float("inf"), float("nan")])
-def test_non_finite_penalty_stops_training_with_a_clear_error(tmp_path, monkeypatch, fill):
-    """Rows that are already inf/NaN (a diverged model) raise before the optimizer step, naming the layers."""
+def test_non_finite_activations_carry_on_as_dpo_with_a_warning(tmp_path, monkeypatch, caplog, fill):
+    """Rows that are already inf/NaN (a diverged model): the run itself diverged, so DecPO does not stop where
+    DPOTrainer would go on; it says so once."""
     trainer = _trainer(tmp_path)
-    before = [p.detach().clone() for p in trainer.model.parameters()]
     _force_rows(monkeypatch, fill)
-    with pytest.raises(FloatingPointError, match=r"decorrelation penalty at layer 1, 2 is not finite"):
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    assert trainer.state.global_step == 1
+    assert "activations captured at layers [1, 2] became non-finite" in caplog.text
+    logged = [h for h in trainer.state.log_history if "decorrelation/layer_1" in h][0]
+    assert not math.isfinite(logged["decorrelation/layer_1"])
+
+
+def test_penalty_that_goes_non_finite_first_stops_before_the_step(tmp_path, monkeypatch):
+    """Finite activations and DPO loss, but a raw (`normalize=False`) Gram that overflows float32: the penalty is the
+    first thing to go non-finite, so training stops before the optimizer step, naming the layers."""
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, decorrelation_layers=[1, 2], max_steps=1, decorrelation_normalize=False),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    _force_rows(monkeypatch, 1e30)  # finite in float32; its squares are not
+    with pytest.raises(FloatingPointError, match=r"decorrelation penalty at layer 1, 2 is not finite.*DPO loss"):
         trainer.train()
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=False))
+
+
+def test_a_diverging_fp16_run_goes_on_as_it_does_with_dpo(tmp_path, caplog):
+    """fp16 weights and a learning rate of 0.1 on a tiny Qwen2: the run diverges (NaN gradients within a few steps).
+    DPOTrainer runs to the end, and so does DecPOTrainer, with one warning instead of an error."""
+    from conftest import base_kwargs, model_path
+    from trl import DPOConfig, DPOTrainer
+
+    kwargs = {**base_kwargs(tmp_path), "max_steps": 8, "learning_rate": 0.1}
+    kwargs["model_init_kwargs"] = {"dtype": torch.float16}
+    trainers = {}
+    for name, trainer_class, config_class in (("dpo", DPOTrainer, DPOConfig), ("decpo", DecPOTrainer, DecPOConfig)):
+        args = config_class(**{**kwargs, "output_dir": str(tmp_path / name)})
+        trainers[name] = trainer_class(
+            model=model_path("qwen2"), args=args, train_dataset=make_dataset(16), processing_class=make_tokenizer()
+        )
+        with caplog.at_level("WARNING"):
+            trainers[name].train()
+    for trainer in trainers.values():
+        assert trainer.state.global_step == 8
+        norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+        assert any(not math.isfinite(n) for n in norms), "the run was meant to diverge"
+    assert caplog.text.count("became non-finite (the run is diverging") == 1

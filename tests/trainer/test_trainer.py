@@ -447,10 +447,11 @@ def test_model_card_and_push_to_hub(tmp_path, monkeypatch):
 
 
 def test_one_gather_and_one_host_sync_per_step_for_all_layers(tmp_path, monkeypatch):
-    """The penalty of every layer is logged with one gather of a [1, 1 + layers] tensor and one `.tolist()`."""
+    """The penalty of every layer, and whether the DPO loss and each layer's rows were finite, go through one gather of
+    a [1, 2 + 2 * layers] tensor and one `.tolist()` per step."""
     trainer = DecPOTrainer(
         model=make_model(),
-        args=decpo_config(tmp_path, decorrelation_layers=[0, 1, 2], max_steps=2),
+        args=decpo_config(tmp_path, decorrelation_layers=[0, 1, 2, 3], max_steps=2),
         train_dataset=make_dataset(),
         processing_class=make_tokenizer(),
     )
@@ -466,5 +467,5 @@ def test_one_gather_and_one_host_sync_per_step_for_all_layers(tmp_path, monkeypa
 
     monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
     trainer.train()
-    assert gathered.count((1, 4)) == 2  # one per step: total + 3 layers
-    assert calls.count((4,)) == 2  # one host sync per step for all of them
+    assert gathered.count((1, 10)) == 2  # one per step: total + 4 layers, then finite flags: loss + 4 layers
+    assert calls.count((10,)) == 2  # one host sync per step for all of them

@@ -7,6 +7,7 @@ import math
 
 import torch
 from torch import nn
+from transformers.utils import logging
 from trl import DPOTrainer
 
 from ..capture import ActivationCapture, ResolvedSite, build_row_index, resolve_sites
@@ -24,6 +25,9 @@ from .compat import (
     use_dpo_card_identity,
 )
 from .config import DecPOConfig
+
+
+logger = logging.get_logger(__name__)
 
 
 class DecPOTrainer(DPOTrainer):
@@ -61,6 +65,7 @@ class DecPOTrainer(DPOTrainer):
         self.decorrelation_enabled = isinstance(config, DecPOConfig) and config.decorrelation_coef > 0
         self.decorrelation_sites: list[ResolvedSite] = []
         self.decorrelation_capture: ActivationCapture | None = None
+        self._warned_divergence = False
         if not self.decorrelation_enabled:
             # Plain DPO: same tags, name and citation as DPOTrainer on the model card.
             use_dpo_card_identity(self)
@@ -113,8 +118,12 @@ class DecPOTrainer(DPOTrainer):
         loss, outputs = result if return_outputs else (result, None)
 
         penalty, per_layer = self.decorrelation_penalty(rows, training=model.training)
+        # Whether the run itself is finite (DPO loss, then each layer's rows), checked with the logging's host sync
+        finite = torch.stack(
+            [loss.detach().isfinite().all()] + [rows[s.layer].isfinite().all() for s in self.decorrelation_sites]
+        )
         loss = loss + args.decorrelation_coef * penalty.to(loss.dtype)
-        self._log_decorrelation(penalty, per_layer)
+        self._log_decorrelation(penalty, per_layer, finite)
         return (loss, outputs) if return_outputs else loss
 
     def decorrelation_penalty(self, rows: dict[int, torch.Tensor], training: bool = False):
@@ -148,27 +157,39 @@ class DecPOTrainer(DPOTrainer):
             per_layer = torch.stack([decorrelation_penalty(r, **options) for r in layer_rows])
         return per_layer.sum(), per_layer
 
-    def _log_decorrelation(self, penalty: torch.Tensor, per_layer: torch.Tensor) -> None:
+    def _log_decorrelation(self, penalty: torch.Tensor, per_layer: torch.Tensor, finite: torch.Tensor) -> None:
+        """Log the penalty (total and per layer) and react to non-finite values, with one gather and one host sync
+        for everything (the values, and whether the DPO loss and each layer's rows were finite)."""
         mode = "train" if self.model.training else "eval"
-        # One host sync for all layers, aggregated across ranks (one gather) as TRL aggregates its rewards
-        values = torch.cat((penalty.detach().reshape(1), per_layer.detach())).float().unsqueeze(0)
-        values = self.accelerator.gather(values).mean(dim=0).tolist()
-        if not all(math.isfinite(v) for v in values):  # checked on the host values above: no extra sync
-            bad = [
-                site.layer
-                for site, v in zip(self.decorrelation_sites, values[1:], strict=False)
-                if not math.isfinite(v)
-            ]
-            raise FloatingPointError(
-                f"The decorrelation penalty at layer {', '.join(map(str, bad))} is not finite ({values[1:]}); stopping "
-                "before it reaches the weights. The captured activations hold inf/NaN (a diverged model or an fp16 "
-                "overflow), or `decorrelation_normalize=False` on activations large enough for its raw Gram to overflow "
-                "float32 (about |z| > 4e7 at width 11008): use `decorrelation_normalize=True` (scale-free), a lower learning rate, or bf16/fp32."
-            )
+        layers = [site.layer for site in self.decorrelation_sites]
+        values = torch.cat((penalty.detach().reshape(1), per_layer.detach(), finite.float())).float().unsqueeze(0)
+        values = self.accelerator.gather(values).mean(dim=0).tolist()  # as TRL aggregates its rewards across ranks
+        total, per_layer_values = values[0], values[1 : 1 + len(layers)]
+        loss_finite, rows_finite = values[1 + len(layers)] == 1.0, values[2 + len(layers) :]
+        if not all(math.isfinite(v) for v in per_layer_values):  # checked on the host values above: no extra sync
+            bad = [layer for layer, v in zip(layers, per_layer_values, strict=True) if not math.isfinite(v)]
+            diverged = [layer for layer, ok in zip(layers, rows_finite, strict=True) if ok != 1.0]
+            if loss_finite and not diverged:  # the penalty is the first thing to go non-finite: stop before the step
+                raise FloatingPointError(
+                    f"The decorrelation penalty at layer {', '.join(map(str, bad))} is not finite "
+                    f"({per_layer_values}) while the DPO loss and the captured activations are finite; stopping before "
+                    "it reaches the weights. With `decorrelation_normalize=False` the raw Gram overflows float32 once "
+                    "activations are large (about |z| > 4e7 at width 11008): use `decorrelation_normalize=True` "
+                    "(scale-free), a lower learning rate, or bf16/fp32."
+                )
+            # The run itself diverged (as plain DPO would): carry on as DPOTrainer does, and say so.
+            what = "the DPO loss" if not loss_finite else f"the activations captured at layers {diverged}"
+            if not self._warned_divergence:  # once per trainer
+                self._warned_divergence = True
+                logger.warning(
+                    f"{what} became non-finite (the run is diverging, as it would with plain DPO), so the decorrelation "
+                    "penalty is too; DecPO carries on as DPOTrainer does. Lower the learning rate, or train in bf16/fp32 "
+                    "rather than fp16."
+                )
         metrics = metrics_store(self, mode)
-        metrics["decorrelation/penalty"].append(values[0])
-        for site, value in zip(self.decorrelation_sites, values[1:], strict=True):
-            metrics[f"decorrelation/layer_{site.layer}"].append(value)
+        metrics["decorrelation/penalty"].append(total)
+        for layer, value in zip(layers, per_layer_values, strict=True):
+            metrics[f"decorrelation/layer_{layer}"].append(value)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Model card
