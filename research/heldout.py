@@ -75,7 +75,9 @@ def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
             half = rows2 // 2
             pen_index = build_row_index("last", "both", ids, attention_mask=attention, completion_mask=completion)
             fd_index = torch.arange(half) * width + prompt_lens[:half] - 1  # last prompt token, chosen half
-            both = RowIndex("last", width, torch.cat([pen_index.token_index, fd_index]), num_rows=rows2 + half)
+            both = RowIndex(
+                "last", width, torch.cat([pen_index.token_index, fd_index]), num_rows=rows2 + half, batch=len(ids)
+            )
             with capture.capture(both) as rows:
                 hidden = base.model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
             penalties.append(

@@ -6,11 +6,15 @@ from .hooks import ActivationCapture, count_decpo_hooks
 from .rows import POOLING_CHOICES, SEQUENCES_CHOICES, RowIndex, build_row_index
 from .sites import (
     DEFAULT_SITES,
+    MOE_BLOCKS,
     ResolvedSite,
     Site,
     canonical_name,
+    decoder_layers,
     default_site,
-    num_layers_at_site,
+    default_sites,
+    describe_sites,
+    num_decoder_layers,
     resolve_measurement_sites,
     resolve_sites,
     unwrap_model,
@@ -19,6 +23,7 @@ from .sites import (
 
 __all__ = [
     "DEFAULT_SITES",
+    "MOE_BLOCKS",
     "POOLING_CHOICES",
     "SEQUENCES_CHOICES",
     "ActivationCapture",
@@ -28,8 +33,11 @@ __all__ = [
     "build_row_index",
     "canonical_name",
     "count_decpo_hooks",
+    "decoder_layers",
     "default_site",
-    "num_layers_at_site",
+    "default_sites",
+    "describe_sites",
+    "num_decoder_layers",
     "resolve_measurement_sites",
     "resolve_sites",
     "unwrap_model",

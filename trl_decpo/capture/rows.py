@@ -30,11 +30,18 @@ class RowIndex:
     counts: torch.Tensor | None = None  # [rows] tokens per row ("mean" only)
     num_rows: int = 0
     max_rows: int | None = None
+    batch: int | None = None  # B of the input ids (to unflatten activations that a model flattened to [B * T, d])
 
     def pool(self, acts: torch.Tensor) -> torch.Tensor:
-        """``[B, T', d]`` activations to ``[rows, d]``."""
-        if acts.dim() == 2:  # some kernels flatten the batch
-            acts = acts.unsqueeze(0)
+        """``[B, T', d]`` activations (or ``[B * T', d]``, as OPT flattens them before its MLP) to ``[rows, d]``."""
+        if acts.dim() == 2:
+            batch = self.batch or 1
+            if acts.shape[0] % batch:
+                raise ValueError(
+                    f"cannot pool activations of shape {tuple(acts.shape)}: a batch of {batch} sequences of "
+                    f"{self.seq_len} tokens was expected"
+                )
+            acts = acts.reshape(batch, -1, acts.shape[-1])
         if acts.shape[1] != self.seq_len:
             acts = acts[:, -self.seq_len :]
         flat = acts.reshape(-1, acts.shape[-1])
@@ -95,7 +102,7 @@ def build_row_index(
         positions = torch.arange(seq_len, device=device)
         last = positions.expand(batch, seq_len) if attention_mask is None else positions * (attention_mask != 0)
         token_index = torch.arange(batch, device=device) * seq_len + last.amax(1)
-        return RowIndex(pooling, seq_len, token_index, num_rows=batch)
+        return RowIndex(pooling, seq_len, token_index, num_rows=batch, batch=batch)
     seq_ids, num_sequences = _sequence_ids(batch, seq_len, attention_mask, position_ids, device)
     if sequences == "both":
         first, last = 0, num_sequences
@@ -114,7 +121,7 @@ def build_row_index(
     if pooling == "last":
         last_pos = torch.full((num_sequences,), -1, dtype=torch.long, device=device)
         last_pos = last_pos.scatter_reduce(0, seq_ids.clamp_min(0)[selected], positions[selected], "amax")
-        return RowIndex(pooling, seq_len, last_pos[first:last].clamp_min(0), num_rows=num_rows)
+        return RowIndex(pooling, seq_len, last_pos[first:last].clamp_min(0), num_rows=num_rows, batch=batch)
 
     token_mask = selected
     if completion_mask is not None:
@@ -123,10 +130,10 @@ def build_row_index(
         token_index = positions[token_mask]
         segment = seq_ids[token_mask] - first
         counts = torch.zeros(num_rows, dtype=torch.long, device=device).index_add(0, segment, torch.ones_like(segment))
-        return RowIndex(pooling, seq_len, token_index, segment, counts.clamp_min(1), num_rows=num_rows)
+        return RowIndex(pooling, seq_len, token_index, segment, counts.clamp_min(1), num_rows=num_rows, batch=batch)
 
     token_index = positions[token_mask]
     if max_rows is not None and token_index.numel() > max_rows:
         keep = torch.linspace(0, token_index.numel() - 1, max_rows, device=device).round().long()
         token_index = token_index[keep]
-    return RowIndex(pooling, seq_len, token_index, num_rows=token_index.numel(), max_rows=max_rows)
+    return RowIndex(pooling, seq_len, token_index, num_rows=token_index.numel(), max_rows=max_rows, batch=batch)

@@ -17,11 +17,24 @@ from torch import nn
 from ..utils import is_int
 
 
-# Default site per architecture (docs/method.md, section 2), tried in this order inside decoder layer 0. Gated MLPs (Llama,
-# Mistral, Qwen2, Gemma, SmolLM2): the output of `up_proj`. Non-gated MLPs whose nonlinearity is a module (GPT-2,
-# GPT-NeoX, Falcon): its output. Others whose nonlinearity is a plain function (OPT, Phi): the input of the second
-# projection, which is the hidden activation after the nonlinearity.
-DEFAULT_SITES = ("mlp.up_proj", "mlp.act", "mlp.fc2:input", "fc2:input")
+# The default site is a rule applied to each decoder layer (docs/method.md, section 2): the first of these that the
+# layer holds. 1. Today's defaults where they exist: the output of a gated MLP's `up_proj` (Llama, Mistral, Qwen, Gemma:
+# the paper's choice), the MLP's activation module (GPT-2, GPT-NeoX, GPT-J, Falcon, Starcoder2). 2. The MLP's hidden
+# activation where a module boundary exposes it: the input of its output projection (fused `gate_up_proj` MLPs, Bloom,
+# LFM2, hybrid stacks, and OPT, whose projections sit on the layer itself). 3. Fused-expert MoE blocks, whose experts
+# are 3-D parameters that no module boundary splits: a shared expert's hidden activation, else the MoE block's output.
+MLP_CONTAINERS = ("mlp", "feed_forward", "mixer")
+OUTPUT_PROJECTIONS = ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2", "fc_out")
+SHARED_EXPERTS = ("shared_expert", "shared_experts")
+MOE_BLOCKS = ("mlp", "feed_forward", "mixer", "block_sparse_moe")
+DEFAULT_SITES = (
+    "mlp.up_proj",
+    "mlp.act",
+    *(f"{container}.{projection}:input" for container in MLP_CONTAINERS for projection in OUTPUT_PROJECTIONS),
+    "fc2:input",
+    *(f"{container}.{shared}.down_proj:input" for container in MLP_CONTAINERS for shared in SHARED_EXPERTS),
+    *MOE_BLOCKS,  # only where that module holds `experts`: the MoE block's output
+)
 
 
 @dataclass(frozen=True)
@@ -109,30 +122,67 @@ def _describe_layer0(model: nn.Module) -> str:
     return f"modules inside `{prefix}.0`: {shown}"
 
 
+def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(name, list)`` of the decoder layers of the model's language model (``model.layers``, ``transformer.h``,
+    ``model.language_model.layers``, ...): the shallowest non-empty ``nn.ModuleList`` inside ``get_decoder()`` (the
+    whole model when it has none), its name without wrapper segments."""
+    bare = unwrap_model(model)
+    try:
+        scope = bare.get_decoder()
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        scope = None
+    scope = scope if isinstance(scope, nn.Module) else bare
+    lists = [(n, m) for n, m in scope.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise ValueError(f"{type(bare).__name__} has no list of decoder layers (an `nn.ModuleList`)")
+    _, layers = min(lists, key=lambda item: (canonical_name(item[0]).count("."), -len(item[1])))
+    name = next(n for n, m in bare.named_modules() if m is layers)
+    return canonical_name(name), layers
+
+
+def _submodule(layer: nn.Module, path: str) -> nn.Module | None:
+    """The module at ``path`` inside ``layer`` (wrapper segments skipped), or ``None``."""
+    for name, module in layer.named_modules():
+        if canonical_name(name) == path and name.rsplit(".", 1)[-1] not in WRAPPER_SEGMENTS:
+            return module
+    return None
+
+
+def default_layer_site(layer: nn.Module) -> Site | None:
+    """The default site of one decoder layer (:data:`DEFAULT_SITES`), or ``None`` for a layer without an MLP (the
+    Mamba or attention layers of a hybrid stack)."""
+    for spec in DEFAULT_SITES:
+        site = Site.parse(spec)
+        module = _submodule(layer, site.path)
+        if module is None:
+            continue
+        if spec in MOE_BLOCKS and not hasattr(module, "experts"):
+            continue  # a plain MLP, or a Mamba / attention mixer: not an MoE block
+        return site
+    return None
+
+
+def default_sites(model: nn.Module) -> dict[int, Site]:
+    """The default site of each decoder layer that has one (layer index -> site)."""
+    _, layers = decoder_layers(model)
+    found = {index: default_layer_site(layer) for index, layer in enumerate(layers)}
+    return {index: site for index, site in found.items() if site is not None}
+
+
 def default_site(model: nn.Module, field: str = "decorrelation_site") -> Site:
-    """The documented default site for this architecture (see :data:`DEFAULT_SITES`)."""
-    for spec in DEFAULT_SITES:
-        site = Site.parse(spec)
-        if site_groups(model, site):
-            return site
-    for spec in DEFAULT_SITES:
-        site = Site.parse(spec)
-        if _hidden_by_modules_to_save(model, site):
-            raise ValueError(_site_error(model, site, {}, field))
-    raise ValueError(
-        f"Could not choose a default `{field}` for this architecture: none of "
-        f"{list(DEFAULT_SITES)} exists inside its decoder layers. Set `{field}` to a module path inside a "
-        f"decoder layer (append ':input' to hook a module's input). {_describe_layer0(model)}"
-    )
+    """The default site at the default layer (the eligible layer nearest to ``num_layers // 3``)."""
+    (resolved,) = resolve_sites(model, None, None, fields=("decorrelation_layers", field))
+    return resolved.site
 
 
-def num_layers_at_site(model: nn.Module, site: Site, field: str = "decorrelation_site") -> int:
-    groups = site_groups(unwrap_model(model), site)
-    if len(groups) != 1:
-        raise ValueError(_site_error(model, site, groups, field))
-    ((prefix, found),) = groups.items()
-    container = _layer_lists(unwrap_model(model)).get(prefix) if prefix else unwrap_model(model)
-    return len(container) if isinstance(container, nn.ModuleList) else max(found) + 1
+def num_decoder_layers(model: nn.Module) -> int:
+    return len(decoder_layers(model)[1])
+
+
+def nearest_layer(eligible, num_layers: int) -> int:
+    """The eligible layer nearest to ``num_layers // 3`` (the lower one on a tie)."""
+    target = num_layers // 3
+    return min(sorted(eligible), key=lambda index: abs(index - target))
 
 
 def _hidden_by_modules_to_save(model: nn.Module, site: Site) -> tuple[str, str] | None:
@@ -177,30 +227,58 @@ def resolve_sites(
     """The hooked module of each requested layer.
 
     Args:
-        model: any causal LM, bare or wrapped by PEFT (``base_model.model...``), DDP or DeepSpeed.
-        layers: decoder layer indices, negative ones counting from the end; ``None`` means the single layer at about a
-            third of the depth (``num_layers // 3``, layer 10 of 32 for Llama-2-7B, as in the paper's runs).
+        model: any causal LM (or vision-language model: its language model's layers), bare or wrapped by PEFT
+            (``base_model.model...``), DDP, DeepSpeed or FSDP.
+        layers: decoder layer indices, negative ones counting from the end; ``None`` means one layer: of the layers
+            that hold the site, the one nearest to ``num_layers // 3`` (layer 10 of 32 for Llama-2-7B, as in the
+            paper's runs).
         site: a module path inside a decoder layer (``"mlp.up_proj"``, ``"mlp.down_proj:input"``), or ``None`` for
-            :func:`default_site`.
-
+            the default rule applied to each layer (:data:`DEFAULT_SITES`).
         fields: the option names ``(layers, site)`` that error messages name.
 
     Raises:
-        ValueError: listing what exists when the site matches nothing, or the valid range when a layer is out of it.
+        ValueError: listing what exists when the site matches nothing, the valid range when a layer is out of it, or
+            the eligible layers when a requested layer lacks the site.
     """
     layers_field, site_field = fields
     bare = unwrap_model(model)
     if site is None:
-        site = default_site(bare, site_field)
-    elif not isinstance(site, Site):
-        site = Site.parse(site, site_field)
-    groups = site_groups(bare, site)
-    if len(groups) != 1:
-        raise ValueError(_site_error(bare, site, groups, site_field))
-    ((prefix, found),) = groups.items()
-    n_layers = num_layers_at_site(bare, site, site_field)
+        prefix, layer_list = decoder_layers(bare)
+        n_layers = len(layer_list)
+        sites = default_sites(bare)
+        if not sites:
+            for spec in DEFAULT_SITES:
+                if _hidden_by_modules_to_save(bare, Site.parse(spec)):
+                    raise ValueError(_site_error(bare, Site.parse(spec), {}, site_field))
+            raise ValueError(
+                f"Could not choose a default `{site_field}` for this architecture: no decoder layer of "
+                f"{type(bare).__name__} has an MLP the default rule recognises (`mlp.up_proj`, `mlp.act`, the input of "
+                f"an MLP output projection such as `mlp.down_proj` / `fc2` / `w2`, a shared expert, an MoE block; "
+                f"docs/method.md, section 2). Set `{site_field}` to a module path inside a decoder layer (append "
+                f"':input' to hook a module's input). {_describe_layer0(bare)}"
+            )
+        real_names = {id(module): name for name, module in bare.named_modules()}  # wrapper segments included
+        found = {}
+        for index, layer_site in sites.items():
+            module = _submodule(layer_list[index], layer_site.path)
+            found[index] = (real_names[id(module)], layer_site, module)
+        what = "an MLP site (the default rule)"
+    else:
+        if not isinstance(site, Site):
+            site = Site.parse(site, site_field)
+        groups = site_groups(bare, site)
+        if len(groups) > 1:  # several stacks (a vision tower): the language model's decoder layers
+            decoder_prefix = decoder_layers(bare)[0]
+            groups = {p: g for p, g in groups.items() if p == decoder_prefix} or groups
+        if len(groups) != 1:
+            raise ValueError(_site_error(bare, site, groups, site_field))
+        ((prefix, group),) = groups.items()
+        container = _layer_lists(bare).get(prefix) if prefix else None
+        n_layers = len(container) if isinstance(container, nn.ModuleList) else max(group) + 1
+        found = {index: (name, site, module) for index, (name, module) in group.items()}
+        what = f"module {site.path!r}"
     if layers is None:
-        layers = [n_layers // 3]
+        layers = [nearest_layer(found, n_layers)]
     if len(layers) == 0:
         raise ValueError(f"`{layers_field}` must not be empty; use None for the default layer")
     resolved = []
@@ -214,24 +292,38 @@ def resolve_sites(
                 f"so allowed values are {-n_layers}..{n_layers - 1}"
             )
         if index not in found:
-            raise ValueError(f"decoder layer {index} has no module {site.path!r} (found in layers {sorted(found)})")
+            raise ValueError(
+                f"`{layers_field}`: decoder layer {index} has no {what}; the layers that have one are {sorted(found)}"
+            )
         if index in {r.layer for r in resolved}:
             raise ValueError(f"`{layers_field}` names layer {index} twice ({layers})")
-        name, module = found[index]
-        resolved.append(ResolvedSite(layer=index, prefix=prefix, name=name, module=module, site=site))
+        name, layer_site, module = found[index]
+        resolved.append(ResolvedSite(layer=index, prefix=prefix, name=name, module=module, site=layer_site))
     return resolved
 
 
 def resolve_measurement_sites(
     model: nn.Module, layers: list[int] | None = None, site: str | Site | None = None
 ) -> list[ResolvedSite]:
-    """The sites a measurement reads: :func:`resolve_sites` with every decoder layer by default, its errors naming the
-    measurement's options (``layers``, ``site``)."""
+    """The sites a measurement reads: :func:`resolve_sites` with every decoder layer that holds the site by default,
+    its errors naming the measurement's options (``layers``, ``site``)."""
     bare = unwrap_model(model)
-    if site is None:
-        site = default_site(bare, "site")
-    elif not isinstance(site, Site):
-        site = Site.parse(site, "site")
     if layers is None:
-        layers = list(range(num_layers_at_site(bare, site, "site")))
-    return resolve_sites(bare, list(layers), site, fields=("layers", "site"))
+        if site is None:
+            layers = sorted(default_sites(bare))
+        else:
+            parsed = site if isinstance(site, Site) else Site.parse(site, "site")
+            groups = site_groups(bare, parsed)
+            decoder_prefix = decoder_layers(bare)[0]
+            group = groups.get(decoder_prefix) or (next(iter(groups.values())) if len(groups) == 1 else {})
+            layers = sorted(group) or None
+    return resolve_sites(bare, layers, site, fields=("layers", "site"))
+
+
+def describe_sites(sites: list[ResolvedSite]) -> str:
+    """The site of a list of resolved sites: ``"mlp.up_proj:output"``, or ``"layer 0: ..., layer 2: ..."`` when the
+    default rule chose different sites for different layers."""
+    names = {str(s.site) for s in sites}
+    if len(names) == 1:
+        return names.pop()
+    return ", ".join(f"layer {s.layer}: {s.site}" for s in sites)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..capture import resolve_measurement_sites, unwrap_model
+from ..capture import describe_sites, resolve_measurement_sites, unwrap_model
 from ..trainer.compat import log_outside_step, trainer_pad_token_id
 from ..utils import check_int
 from .measure import measure_monosemanticity
@@ -99,16 +99,15 @@ class MonosemanticityCallback(TrainerCallback):
         self._last_step: int | None = None
 
         model = unwrap_model(trainer.model)
-        if site is None and getattr(trainer, "decorrelation_enabled", False):
-            site = trainer.decorrelation_sites[0].site
-        sites = resolve_measurement_sites(model, layers, site)
-        self.site, self.layers = sites[0].site, [s.layer for s in sites]
-        hooked = (
-            [s.layer for s in getattr(trainer, "decorrelation_sites", [])]
-            if getattr(trainer, "decorrelation_enabled", False) and trainer.decorrelation_sites[0].site == self.site
-            else []
+        penalised = (
+            getattr(trainer, "decorrelation_sites", []) if getattr(trainer, "decorrelation_enabled", False) else []
         )
-        self.hooked_layers = [layer for layer in hooked if layer in self.layers]
+        if site is None and penalised:
+            site = trainer.args.decorrelation_site  # the trainer's site (None: the same per-layer default rule)
+        sites = resolve_measurement_sites(model, layers, site)
+        self.site, self.layers, self.site_name = site, [s.layer for s in sites], describe_sites(sites)
+        measured = {s.layer: s.site for s in sites}
+        self.hooked_layers = [s.layer for s in penalised if measured.get(s.layer) == s.site]
 
         self.probes = tokenize_prompts(
             self._probe_prompts(probes, prompt_column, max_samples), trainer.processing_class, max_length
@@ -194,7 +193,7 @@ class MonosemanticityCallback(TrainerCallback):
                 with open(path, encoding="utf-8") as f:
                     earlier = [r for r in json.load(f) if r["step"] <= state.global_step]
                 same = all(
-                    r.get("site") == str(self.site) and [e["layer"] for e in r["layers"]] == self.layers
+                    r.get("site") == self.site_name and [e["layer"] for e in r["layers"]] == self.layers
                     for r in earlier
                 )
                 if same:
@@ -227,7 +226,7 @@ class MonosemanticityCallback(TrainerCallback):
             plot_training_curves(
                 self.history,
                 os.path.join(args.output_dir, self.plot_file),
-                title=f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))} ({self.site})",
+                title=f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))} ({self.site_name})",
             )
 
     def card_section(self) -> str:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ..capture import ActivationCapture, RowIndex, Site, num_layers_at_site, resolve_measurement_sites, unwrap_model
+from ..capture import ActivationCapture, RowIndex, Site, describe_sites, num_decoder_layers, resolve_measurement_sites
 from ..utils import check_int
 from .probes import (
     forward_kwargs,
@@ -109,7 +109,7 @@ def measure_monosemanticity(
     if len(token_lists) < 2:
         raise ValueError(f"feature decorrelation needs at least 2 prompts, got {len(token_lists)}")
     sites = resolve_measurement_sites(model, layers, site)
-    site, num_layers = sites[0].site, num_layers_at_site(unwrap_model(model), sites[0].site, "site")
+    site, num_layers = describe_sites(sites), num_decoder_layers(model)
     capture = ActivationCapture(sites)
 
     shard = token_lists
@@ -145,7 +145,9 @@ def measure_monosemanticity(
     try:
         with torch.no_grad():
             for input_ids, attention_mask, index, last in batches:
-                row_index = RowIndex("last", input_ids.shape[1], last, num_rows=input_ids.shape[0])
+                row_index = RowIndex(
+                    "last", input_ids.shape[1], last, num_rows=input_ids.shape[0], batch=input_ids.shape[0]
+                )
                 with capture.capture(row_index) as rows:
                     model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
                 missing = [layer for layer in accumulators if layer not in rows]

@@ -20,7 +20,8 @@ from .proxies import median, neuron_weight_scores, weight_proxy_change, weight_p
 from .weights import linear_weight, mlp_layers
 
 
-FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "final_norm")
+# `embedding_norm`: LFM2's final norm (applied after the last layer, despite its name)
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "final_norm", "embedding_norm")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

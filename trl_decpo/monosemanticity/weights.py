@@ -18,7 +18,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..capture import Site, resolve_sites, unwrap_model
-from ..capture.sites import site_groups
+from ..capture.sites import MOE_BLOCKS, decoder_layers, site_groups
+from ..utils import is_int
 
 
 # (input projections, output projection) inside a decoder layer, tried in order.
@@ -28,6 +29,10 @@ MLP_LAYOUTS = (
     (("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),  # GPT-NeoX, Falcon
     (("mlp.fc1",), "mlp.fc2"),  # Phi
     (("fc1",), "fc2"),  # OPT
+    (("mlp.fc_in",), "mlp.fc_out"),  # GPT-J
+    (("feed_forward.w1", "feed_forward.w3"), "feed_forward.w2"),  # LFM2
+    (("feed_forward.gate_proj", "feed_forward.up_proj"), "feed_forward.down_proj"),  # Jamba's dense layers
+    (("mixer.up_proj",), "mixer.down_proj"),  # NemotronH's MLP layers
 )
 
 
@@ -43,6 +48,11 @@ class MLPLayer:
 def mlp_layers(model: nn.Module, layers: Sequence[int] | None = None, field: str = "layers") -> list[MLPLayer]:
     """The MLP projections of each requested decoder layer (``None``: all); ``field`` names the option in errors."""
     bare = unwrap_model(model)
+    stack = decoder_layers(bare)[1]
+    moe = [index for index, layer in enumerate(stack) if _is_moe_layer(layer)]
+    requested = [i + len(stack) if is_int(i) and i < 0 else i for i in (layers or [])]
+    if any(index in moe for index in requested) or (moe and layers is None and len(moe) == len(stack)):
+        raise ValueError(_fused_experts_error(bare, moe))
     for in_paths, out_path in MLP_LAYOUTS:
         present = [p for p in in_paths if site_groups(bare, Site(p))]
         if not present or not site_groups(bare, Site(out_path)):
@@ -67,10 +77,24 @@ def mlp_layers(model: nn.Module, layers: Sequence[int] | None = None, field: str
             )
             for i, o in enumerate(out_sites)
         ]
+    if moe:
+        raise ValueError(_fused_experts_error(bare, moe))
     known = ", ".join(f"{'+'.join(i)} -> {o}" for i, o in MLP_LAYOUTS)
     raise ValueError(
         f"{type(bare).__name__} has no MLP layout trl-decpo knows ({known}); neuron weights cannot be read"
     )
+
+
+def _fused_experts_error(model: nn.Module, moe: list[int]) -> str:
+    return (
+        f"decoder layers {moe} of {type(model).__name__} are mixture-of-experts blocks whose experts are fused into "
+        "3-D parameters: there is no per-neuron MLP weight to read, so the weight proxy and top tokens cannot be "
+        "computed there (feature decorrelation and sparsity can: `measure`)"
+    )
+
+
+def _is_moe_layer(layer: nn.Module) -> bool:
+    return any(hasattr(getattr(layer, name, None), "experts") for name in MOE_BLOCKS)
 
 
 def _all_layers(model: nn.Module, path: str) -> list[int]:

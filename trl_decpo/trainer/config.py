@@ -36,11 +36,14 @@ class DecPOConfig(DPOConfig):
             `docs/method.md`.
         decorrelation_layers (`list[int]` or `None`, *optional*):
             Decoder layers whose activations are decorrelated (negative indices count from the end). `None`: one layer
-            at about a third of the depth (`num_layers // 3`, layer 10 of Llama-2-7B, as in the paper).
+            at about a third of the depth: of the layers that hold the site, the one nearest to `num_layers // 3`
+            (layer 10 of Llama-2-7B, as in the paper).
         decorrelation_site (`str` or `None`, *optional*):
             Module path inside a decoder layer whose output is captured, e.g. `mlp.up_proj`; append `:input` to
-            capture the module's input instead (`mlp.down_proj:input` is the full gated product). `None`: `mlp.up_proj`
-            for gated MLPs (Llama, Mistral, Qwen2, Gemma), `mlp.act` for GPT-2 and GPT-NeoX.
+            capture the module's input instead (`mlp.down_proj:input` is the full gated product). `None`: a rule per
+            layer (docs/method.md, section 2): `mlp.up_proj` for gated MLPs (Llama, Mistral, Qwen2, Gemma), `mlp.act`
+            for GPT-2 and GPT-NeoX, else the input of the MLP's output projection, a shared expert's, or the output of
+            a fused-expert MoE block.
         decorrelation_pooling (`str`, *optional*, defaults to `"last"`):
             How a sequence's token activations become rows: `last` (the last real token, one row per sequence),
             `mean` (mean over its completion tokens) or `tokens` (every completion token is a row).
@@ -69,15 +72,16 @@ class DecPOConfig(DPOConfig):
         default=None,
         metadata={
             "help": "Decoder layers whose activations are decorrelated; negative indices count from the end. "
-            "Default: one layer at about a third of the depth (num_layers // 3)."
+            "Default: of the layers that hold the site, the one nearest to num_layers // 3."
         },
     )
     decorrelation_site: str | None = field(
         default=None,
         metadata={
             "help": "Module path inside a decoder layer whose output is captured, e.g. 'mlp.up_proj'; append ':input' "
-            "to capture its input instead (e.g. 'mlp.down_proj:input'). Default: 'mlp.up_proj' for gated MLPs "
-            "(Llama, Mistral, Qwen2, Gemma), 'mlp.act' for GPT-2 / GPT-NeoX."
+            "to capture its input instead (e.g. 'mlp.down_proj:input'). Default: a rule per layer: 'mlp.up_proj' "
+            "for gated MLPs (Llama, Mistral, Qwen2, Gemma), 'mlp.act' for GPT-2 / GPT-NeoX, else the input of the MLP's "
+            "output projection, a shared expert's, or a fused MoE block's output."
         },
     )
     decorrelation_pooling: str = field(

@@ -10,7 +10,7 @@ from torch import nn
 from transformers.utils import logging
 from trl import DPOTrainer
 
-from ..capture import ActivationCapture, ResolvedSite, build_row_index, resolve_sites
+from ..capture import MOE_BLOCKS, ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
 from ..penalty import decorrelation_penalty
 from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
 from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant, check_preference_columns
@@ -97,7 +97,23 @@ class DecPOTrainer(DPOTrainer):
                 self.model, self.args.decorrelation_layers, self.args.decorrelation_site
             )
             check_gradient_path(self.model, self.decorrelation_sites)
+            self._log_sites()
             self.decorrelation_capture = ActivationCapture(self.decorrelation_sites)
+
+    def _log_sites(self) -> None:
+        """Say which layers and site the penalty uses; warn where the default rule fell back to an MoE block's output
+        (experts fused into 3-D parameters expose no hidden activation)."""
+        layers = [site.layer for site in self.decorrelation_sites]
+        if not self.is_world_process_zero():
+            return
+        logger.info(f"DecPO penalty on decoder layers {layers} at {describe_sites(self.decorrelation_sites)}")
+        blocks = [site.layer for site in self.decorrelation_sites if site.site.path in MOE_BLOCKS]
+        if blocks and self.args.decorrelation_site is None:
+            logger.warning(
+                f"Decoder layers {blocks} are mixture-of-experts blocks whose experts are fused into 3-D parameters: no "
+                "module exposes their hidden activation, so the penalty uses the MoE block's output (docs/method.md, "
+                "section 2). Set `decorrelation_site` or `decorrelation_layers` to choose otherwise."
+            )
 
     # ------------------------------------------------------------------------------------------------------------------
     # Loss
@@ -210,7 +226,7 @@ class DecPOTrainer(DPOTrainer):
         ]
         settings = {name: getattr(self.args, name) for name in names}
         settings["decorrelation_layers"] = [site.layer for site in self.decorrelation_sites]
-        settings["decorrelation_site"] = str(self.decorrelation_sites[0].site)
+        settings["decorrelation_site"] = describe_sites(self.decorrelation_sites)
         return settings
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):

@@ -3,7 +3,7 @@
 
     from tests.families import FAMILIES, tiny_family_model
 
-    model, tokenizer = tiny_family_model("qwen3_moe")  # a float32 causal LM and :func:`trl_decpo.testing.tiny_tokenizer`
+    model, tokenizer = tiny_family_model("qwen3_moe")  # float32 model, trl_decpo.testing.tiny_tokenizer()
 
 Every model takes ``forward(input_ids=..., attention_mask=...)`` (text only, also for the vision-language families)
 and returns ``logits`` of shape ``[batch, seq, VOCAB_SIZE]``. Sizes are tiny (hidden 32, 2 layers, or 4 where the
@@ -18,11 +18,11 @@ text token is ever taken for an image placeholder.
 Families left out: none. Notes on the ones that needed care on CPU:
 
 * ``jamba`` and ``nemotron_h`` (Mamba / Mamba-2 mixers): without the ``mamba-ssm`` / ``causal-conv1d`` packages (absent
-  here) transformers 5.23 picks its pure-PyTorch implementation automatically; ``use_mamba_kernels=False`` is still
-  passed, as older versions required it on CPU (5.23 only warns that it is deprecated).
+  here) transformers 5.23 picks its pure-PyTorch implementation automatically; ``use_mamba_kernels=False`` is passed
+  anyway for versions that still read it (5.23 ignores it and logs a deprecation warning).
 * ``lfm2`` (short-convolution mixers): without ``causal-conv1d`` it uses its slow PyTorch path.
-* MoE families (``mixtral``, ``qwen2_moe``, ``qwen3_moe``, ``olmoe``, ``gpt_oss``, ``glm4_moe``, ``deepseek_v3``, and the
-  MoE layers of ``jamba`` and ``nemotron_h``): in transformers 5 the experts are one module holding fused 3-D
+* MoE families (``mixtral``, ``qwen2_moe``, ``qwen3_moe``, ``olmoe``, ``gpt_oss``, ``glm4_moe``, ``deepseek_v3``, and
+  the MoE layers of ``jamba`` and ``nemotron_h``): in transformers 5 the experts are one module holding fused 3-D
   parameters (``gate_up_proj`` [E, 2 * I, d] or [E, d, 2 * I], ``down_proj``), not an ``nn.ModuleList`` of per-expert
   MLPs; there is no per-expert ``nn.Linear`` to hook.
 """

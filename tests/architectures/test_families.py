@@ -1,0 +1,113 @@
+"""DecPO as a drop-in for DPOTrainer on every model family it trains: tiny random models built from each family's
+transformers config class (`families.py`), default settings."""
+
+import math
+
+import pytest
+import torch
+from conftest import decpo_config, make_dataset
+from families import FAMILIES, MOE_FAMILIES, tiny_family_model
+
+from trl_decpo import DecPOTrainer, MonosemanticityCallback, measure_monosemanticity, top_tokens
+from trl_decpo.capture import MOE_BLOCKS, default_sites
+
+
+PROBES = ["the cat sat on the mat", "a dog ran fast", "i think you agree", "is the answer good", "we know they said"]
+
+
+def grads(trainer, batch):
+    trainer.model.zero_grad()
+    trainer.compute_loss(trainer.model, batch).backward()
+    return {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def saved_model(family, folder):
+    """The family's tiny model saved and loaded again (DPOTrainer loads its reference model from the model's path)."""
+    model, tokenizer = tiny_family_model(family)
+    model.save_pretrained(folder)
+    return type(model).from_pretrained(folder, dtype=torch.float32), tokenizer
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decpo_trains_every_family_with_default_settings(tmp_path, family):
+    model, tokenizer = saved_model(family, tmp_path / "model")
+    trainer = DecPOTrainer(
+        model=model,
+        args=decpo_config(tmp_path, max_steps=2, decorrelation_coef=1.0),
+        train_dataset=make_dataset(),
+        processing_class=tokenizer,
+    )
+    (site,) = trainer.decorrelation_sites
+    eligible = sorted(default_sites(trainer.model))
+    assert site.layer == min(eligible, key=lambda i: abs(i - trainer_layers(trainer) // 3))
+    trainer.add_callback(MonosemanticityCallback(trainer, probes=PROBES, plot=False))
+    trainer.train()
+    assert trainer.state.global_step == 2
+    penalties = [h["decorrelation/penalty"] for h in trainer.state.log_history if "decorrelation/penalty" in h]
+    assert len(penalties) == 2 and all(math.isfinite(p) and p > 0 for p in penalties)
+    # the callback measured every layer that has a site, before and after training
+    history = trainer.callback_handler.callbacks[-1].history
+    assert [e["layer"] for e in history[-1]["layers"]] == eligible and len(history) == 2
+
+    # the penalty's gradient reaches the trainable parameters: coefficient 1 against coefficient 0, same batch
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with_penalty = grads(trainer, batch)
+    trainer.args.decorrelation_coef = 0.0
+    without = grads(trainer, batch)
+    assert any(not torch.allclose(with_penalty[n], without[n]) for n in with_penalty)
+
+
+def trainer_layers(trainer):
+    from trl_decpo.capture import num_decoder_layers
+
+    return num_decoder_layers(trainer.model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_measurement_tools_follow_the_same_rule(family):
+    model, tokenizer = tiny_family_model(family)
+    report = measure_monosemanticity(model, PROBES, tokenizer)
+    sites = default_sites(model)
+    assert report.layers == sorted(sites)
+    assert all(math.isfinite(report.fd[layer]) for layer in report.layers)
+    layer = report.layers[0]
+    if family in MOE_FAMILIES and sites[layer].path in MOE_BLOCKS:
+        with pytest.raises(ValueError, match="fused"):
+            top_tokens(model, tokenizer, layer, k=2, num_tokens=2, prompts=PROBES)
+    else:
+        try:
+            neurons = top_tokens(model, tokenizer, layer, k=2, num_tokens=2, prompts=PROBES)
+        except ValueError as err:  # a layout top tokens cannot read must say so
+            assert any(words in str(err) for words in ("MLP layout", "dimensions", "fused")), str(err)
+        else:
+            assert len(neurons) == 2 and all(len(n.tokens) == 2 for n in neurons)
+
+
+@pytest.mark.parametrize(
+    "family, peft_kwargs",
+    [
+        ("gpt_oss", {"target_modules": ["q_proj"], "target_parameters": ["mlp.experts.gate_up_proj"]}),
+        ("mixtral", {"target_modules": ["q_proj", "v_proj"]}),
+        ("qwen2_moe", {"target_modules": ["q_proj", "down_proj"]}),
+        ("nemotron_h", {"target_modules": ["up_proj", "down_proj"]}),
+    ],
+)
+def test_default_site_with_peft_on_moe_and_hybrid_stacks(tmp_path, family, peft_kwargs):
+    """With a PEFT config (3-D expert weights targeted through `target_parameters` for GPT-OSS), the default site still
+    resolves through the adapters and the penalty trains the adapters."""
+    from peft import LoraConfig
+
+    model, tokenizer = saved_model(family, tmp_path / "model")
+    trainer = DecPOTrainer(
+        model=model,
+        args=decpo_config(tmp_path, max_steps=2),
+        train_dataset=make_dataset(),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=2, lora_alpha=4, task_type="CAUSAL_LM", **peft_kwargs),
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    penalties = [h["decorrelation/penalty"] for h in trainer.state.log_history if "decorrelation/penalty" in h]
+    assert len(penalties) == 2 and all(math.isfinite(p) for p in penalties)
+    moved = [n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(before[n], p)]
+    assert moved and all("lora_" in n for n in moved)
