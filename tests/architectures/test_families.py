@@ -111,3 +111,63 @@ def test_default_site_with_peft_on_moe_and_hybrid_stacks(tmp_path, family, peft_
     assert len(penalties) == 2 and all(math.isfinite(p) for p in penalties)
     moved = [n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(before[n], p)]
     assert moved and all("lora_" in n for n in moved)
+
+
+def test_hybrid_stack_default_layer_and_ineligible_layers(tmp_path):
+    """NemotronH: layers 0 (Mamba) and 2 (attention) hold no MLP. The default layer is the eligible one nearest to
+    num_layers // 3; asking for an ineligible layer is an error that lists the eligible ones."""
+    model, tokenizer = saved_model("nemotron_h", tmp_path / "model")
+    assert sorted(default_sites(model)) == [1, 3]
+    for layers, message in (([0], r"decoder layer 0 has no MLP site"), ([2], r"layer 2")):
+        with pytest.raises(ValueError, match=message) as info:
+            DecPOTrainer(
+                model=model,
+                args=decpo_config(tmp_path, decorrelation_layers=layers),
+                train_dataset=make_dataset(),
+                processing_class=tokenizer,
+            )
+        assert "the layers that have one are [1, 3]" in str(info.value)
+
+
+def test_card_and_settings_name_the_site_of_each_layer(tmp_path, caplog):
+    """GLM4-MoE: a dense first layer and MoE layers with shared experts; the settings (model card) name each layer's
+    site. Mixtral: the fallback to the MoE block's output is announced."""
+    model, tokenizer = saved_model("glm4_moe", tmp_path / "glm")
+    trainer = DecPOTrainer(
+        model=model,
+        args=decpo_config(tmp_path, decorrelation_layers=[0, 1]),
+        train_dataset=make_dataset(),
+        processing_class=tokenizer,
+    )
+    assert trainer.decorrelation_settings()["decorrelation_site"] == (
+        "layer 0: mlp.up_proj:output, layer 1: mlp.shared_experts.down_proj:input"
+    )
+    model, tokenizer = saved_model("mixtral", tmp_path / "mixtral")
+    with caplog.at_level("WARNING"):
+        trainer = DecPOTrainer(
+            model=model, args=decpo_config(tmp_path), train_dataset=make_dataset(), processing_class=tokenizer
+        )
+    assert trainer.decorrelation_settings()["decorrelation_site"] == "mlp:output"
+    assert "experts are fused into 3-D parameters" in caplog.text
+
+
+def test_command_line_measurement_on_hybrid_and_moe_models(tmp_path, capsys):
+    """`trl-decpo measure` follows the rule on a hybrid stack (the layers with an MLP); `top-tokens` on fused experts
+    says what it cannot do, in one line."""
+    from trl_decpo.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROBES))
+    for family in ("nemotron_h", "mixtral"):
+        model, tokenizer = tiny_family_model(family)
+        model.save_pretrained(tmp_path / family)
+        tokenizer.save_pretrained(tmp_path / family)
+    assert main(["measure", str(tmp_path / "nemotron_h"), "--prompts", str(prompts), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "layer 1: mixer.shared_experts.down_proj:input, layer 3: mixer.down_proj:input" in out
+    rows = [line.split()[0] for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert rows == ["1", "3"]
+    argv = ["top-tokens", str(tmp_path / "mixtral"), "--layer", "0", "--prompts", str(prompts), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fused into 3-D parameters" in err and len(err.splitlines()) == 1

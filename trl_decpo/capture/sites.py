@@ -262,7 +262,7 @@ def resolve_sites(
         for index, layer_site in sites.items():
             module = _submodule(layer_list[index], layer_site.path)
             found[index] = (real_names[id(module)], layer_site, module)
-        what = "an MLP site (the default rule)"
+        what = "MLP site (the default rule)"
     else:
         if not isinstance(site, Site):
             site = Site.parse(site, site_field)
