@@ -75,7 +75,9 @@ def test_train_lora_from_the_command_line(tmp_path, pairs_file, capsys):
     assert "## Monosemanticity" in text and "| 1 (penalised) |" in text
     fd_last = history[-1]["layers"][1]["fd"]
     assert f"| {fd_last:.4f} |" in text.split("| 1 (penalised) |")[1].split("\n")[0] + " |"
-    assert "Model saved to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Model saved to" in printed
+    assert "penalty on decoder layers [1] at mlp.up_proj:output, coefficient 0.5" in printed
 
 
 def test_yaml_config_and_command_line_override(tmp_path, pairs_file):

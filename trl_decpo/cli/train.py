@@ -153,6 +153,12 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+    if trainer.decorrelation_enabled:
+        settings = trainer.decorrelation_settings()
+        trainer.accelerator.print(
+            f"trl-decpo train: penalty on decoder layers {settings['decorrelation_layers']} at "
+            f"{settings['decorrelation_site']}, coefficient {settings['decorrelation_coef']}"
+        )
     if script_args.monosemanticity:
         trainer.add_callback(
             MonosemanticityCallback(
