@@ -495,6 +495,49 @@ def _smolvlm():
     return _idefics3_like(SmolVLMConfig)
 
 
+def _mpt():
+    from transformers import MptConfig
+
+    # `transformer.blocks[i].ffn.{up_proj, act, down_proj}`: the MLP is called `ffn`
+    return MptConfig(
+        d_model=HIDDEN, n_heads=HEADS, n_layers=LAYERS, expansion_ratio=2, max_seq_len=MAX_POSITIONS, **TOKENS
+    )
+
+
+def _recurrent_gemma():
+    from transformers import RecurrentGemmaConfig
+
+    # recurrent (RG-LRU) and attention blocks, each with an MLP called `mlp_block`
+    return RecurrentGemmaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=3,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        lru_width=HIDDEN,
+        attention_window_size=SLIDING_WINDOW,
+        block_types=["recurrent", "recurrent", "attention"],
+        **TOKENS,
+    )
+
+
+def _dbrx():
+    from transformers import DbrxConfig
+
+    # `transformer.blocks[i].ffn` holds fused `experts` (no shared expert)
+    config = DbrxConfig(
+        d_model=HIDDEN,
+        n_heads=HEADS,
+        n_layers=LAYERS,
+        max_seq_len=MAX_POSITIONS,
+        ffn_config={"ffn_hidden_size": MOE_INTERMEDIATE, "moe_num_experts": EXPERTS, "moe_top_k": TOP_K},
+        attn_config={"kv_n_heads": KV_HEADS, "rope_theta": 10000.0, "clip_qkv": 8.0},
+        **TOKENS,
+    )
+    config.rope_theta = 10000.0  # read from the top-level config by transformers 5.23's attention
+    return config
+
+
 # family -> (config builder, model class name in transformers)
 _SPECS: dict[str, tuple[Callable, str]] = {
     "llama": (_llama, "LlamaForCausalLM"),
@@ -513,6 +556,8 @@ _SPECS: dict[str, tuple[Callable, str]] = {
     "opt": (_opt, "OPTForCausalLM"),
     "phi3": (_phi3, "Phi3ForCausalLM"),
     "bloom": (_bloom, "BloomForCausalLM"),
+    "mpt": (_mpt, "MptForCausalLM"),
+    "recurrent_gemma": (_recurrent_gemma, "RecurrentGemmaForCausalLM"),
     "lfm2": (_lfm2, "Lfm2ForCausalLM"),
     "nemotron_h": (_nemotron_h, "NemotronHForCausalLM"),
     "jamba": (_jamba, "JambaForCausalLM"),
@@ -523,6 +568,7 @@ _SPECS: dict[str, tuple[Callable, str]] = {
     "gpt_oss": (_gpt_oss, "GptOssForCausalLM"),
     "glm4_moe": (_glm4_moe, "Glm4MoeForCausalLM"),
     "deepseek_v3": (_deepseek_v3, "DeepseekV3ForCausalLM"),
+    "dbrx": (_dbrx, "DbrxForCausalLM"),
     "gemma3_vlm": (_gemma3_vlm, "Gemma3ForConditionalGeneration"),
     "qwen2_vl": (_qwen2_vl, "Qwen2VLForConditionalGeneration"),
     "qwen2_5_vl": (_qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration"),
@@ -541,7 +587,7 @@ MODEL_CLASSES: dict[str, str] = {family: class_name for family, (_, class_name) 
 """The transformers model class (name) of each family."""
 
 VLM_FAMILIES: list[str] = ["gemma3_vlm", "qwen2_vl", "qwen2_5_vl", "llava", "idefics3", "smolvlm"]
-HYBRID_FAMILIES: list[str] = ["lfm2", "nemotron_h", "jamba"]  # layers of different kinds of mixer
+HYBRID_FAMILIES: list[str] = ["lfm2", "nemotron_h", "jamba", "recurrent_gemma"]  # layers of different kinds of mixer
 MOE_FAMILIES: list[str] = [
     "mixtral",
     "qwen2_moe",
@@ -552,6 +598,7 @@ MOE_FAMILIES: list[str] = [
     "deepseek_v3",
     "jamba",
     "nemotron_h",
+    "dbrx",
 ]
 
 # Where each family's decoder layers live, relative to the model tiny_family_model returns
@@ -564,6 +611,8 @@ LAYER_LISTS: dict[str, str] = {
     "bloom": "transformer.h",
     "gpt_neox": "gpt_neox.layers",
     "opt": "model.decoder.layers",
+    "mpt": "transformer.blocks",
+    "dbrx": "transformer.blocks",
     "idefics3": "model.text_model.layers",
     "smolvlm": "model.text_model.layers",
 }

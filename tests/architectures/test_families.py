@@ -6,13 +6,46 @@ import math
 import pytest
 import torch
 from conftest import decpo_config, make_dataset
-from families import FAMILIES, MOE_FAMILIES, tiny_family_model
+from families import FAMILIES, LAYER_LISTS, decoder_layers, tiny_family_model
 
 from trl_decpo import DecPOTrainer, MonosemanticityCallback, measure_monosemanticity, top_tokens
-from trl_decpo.capture import MOE_BLOCKS, default_sites
+from trl_decpo.capture import decoder_layers as decoder_layers_of
+from trl_decpo.capture import default_sites
 
 
 PROBES = ["the cat sat on the mat", "a dog ran fast", "i think you agree", "is the answer good", "we know they said"]
+
+UP, ACT = "mlp.up_proj:output", "mlp.act:output"
+# The default site of each layer of each family's tiny model, as docs/method.md (section 2) lists them
+EXPECTED_SITES = {
+    **{f: {UP: [0, 1]} for f in ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "cohere2", "olmo3")},
+    **{f: {UP: [0, 1]} for f in ("gemma3_vlm", "qwen2_vl", "qwen2_5_vl", "llava", "idefics3", "smolvlm")},
+    **{f: {ACT: [0, 1]} for f in ("gpt2", "gpt_neox", "gptj", "falcon", "starcoder2")},
+    "opt": {"fc2:input": [0, 1]},
+    "phi3": {"mlp.down_proj:input": [0, 1]},
+    "bloom": {"mlp.dense_4h_to_h:input": [0, 1]},
+    "mpt": {"ffn.down_proj:input": [0, 1]},
+    "recurrent_gemma": {"mlp_block.down_proj:input": [0, 1, 2]},
+    "lfm2": {"feed_forward.w2:input": [0, 1, 2, 3]},
+    "nemotron_h": {"mixer.shared_experts.down_proj:input": [1], "mixer.down_proj:input": [3]},
+    "jamba": {"feed_forward.down_proj:input": [0, 2], "feed_forward:output": [1, 3]},
+    **{f: {"mlp:output": [0, 1]} for f in ("mixtral", "qwen3_moe", "olmoe", "gpt_oss")},
+    "qwen2_moe": {"mlp.shared_expert.down_proj:input": [0, 1]},
+    **{f: {UP: [0], "mlp.shared_experts.down_proj:input": [1, 2, 3]} for f in ("glm4_moe", "deepseek_v3")},
+    "dbrx": {"ffn:output": [0, 1]},
+}
+# Families whose first measured layer is a mixture-of-experts block: top tokens refuses there, saying why
+TOP_TOKENS_REFUSED = ["nemotron_h", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "dbrx"]
+
+
+def test_every_family_is_covered():
+    assert sorted(EXPECTED_SITES) == sorted(FAMILIES)
+
+
+def expected_default_layer(family):
+    eligible = sorted(layer for layers in EXPECTED_SITES[family].values() for layer in layers)
+    num_layers = len(decoder_layers(tiny_family_model(family)[0], family))
+    return min(eligible, key=lambda layer: abs(layer - num_layers // 3))
 
 
 def grads(trainer, batch):
@@ -38,8 +71,9 @@ def test_decpo_trains_every_family_with_default_settings(tmp_path, family):
         processing_class=tokenizer,
     )
     (site,) = trainer.decorrelation_sites
-    eligible = sorted(default_sites(trainer.model))
-    assert site.layer == min(eligible, key=lambda i: abs(i - trainer_layers(trainer) // 3))
+    assert site.layer == expected_default_layer(family)
+    assert site.layer in EXPECTED_SITES[family][str(site.site)]  # the site the docs list for that layer
+    eligible = sorted(layer for layers in EXPECTED_SITES[family].values() for layer in layers)
     trainer.add_callback(MonosemanticityCallback(trainer, probes=PROBES, plot=False))
     trainer.train()
     assert trainer.state.global_step == 2
@@ -57,30 +91,24 @@ def test_decpo_trains_every_family_with_default_settings(tmp_path, family):
     assert any(not torch.allclose(with_penalty[n], without[n]) for n in with_penalty)
 
 
-def trainer_layers(trainer):
-    from trl_decpo.capture import num_decoder_layers
-
-    return num_decoder_layers(trainer.model)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_measurement_tools_follow_the_same_rule(family):
     model, tokenizer = tiny_family_model(family)
+    assert decoder_layers_of(model)[0] == LAYER_LISTS[family]
+    sites = {}
+    for layer, site in default_sites(model).items():
+        sites.setdefault(str(site), []).append(layer)
+    assert sites == EXPECTED_SITES[family]
     report = measure_monosemanticity(model, PROBES, tokenizer)
-    sites = default_sites(model)
-    assert report.layers == sorted(sites)
+    assert report.layers == sorted(layer for layers in sites.values() for layer in layers)
     assert all(math.isfinite(report.fd[layer]) for layer in report.layers)
     layer = report.layers[0]
-    if family in MOE_FAMILIES and sites[layer].path in MOE_BLOCKS:
-        with pytest.raises(ValueError, match="fused"):
+    if family in TOP_TOKENS_REFUSED:
+        with pytest.raises(ValueError, match=rf"decoder layers \[.*{layer}.*\] of .* are mixture-of-experts blocks"):
             top_tokens(model, tokenizer, layer, k=2, num_tokens=2, prompts=PROBES)
     else:
-        try:
-            neurons = top_tokens(model, tokenizer, layer, k=2, num_tokens=2, prompts=PROBES)
-        except ValueError as err:  # a layout top tokens cannot read must say so
-            assert any(words in str(err) for words in ("MLP layout", "dimensions", "fused")), str(err)
-        else:
-            assert len(neurons) == 2 and all(len(n.tokens) == 2 for n in neurons)
+        neurons = top_tokens(model, tokenizer, layer, k=2, num_tokens=2, prompts=PROBES)
+        assert len(neurons) == 2 and all(len(n.tokens) == 2 for n in neurons)
 
 
 @pytest.mark.parametrize(
@@ -148,7 +176,8 @@ def test_card_and_settings_name_the_site_of_each_layer(tmp_path, caplog):
             model=model, args=decpo_config(tmp_path), train_dataset=make_dataset(), processing_class=tokenizer
         )
     assert trainer.decorrelation_settings()["decorrelation_site"] == "mlp:output"
-    assert "experts are fused into 3-D parameters" in caplog.text
+    assert "DecPO penalty on decoder layers [0] at mlp:output" in caplog.text
+    assert "mixture-of-experts blocks whose routed experts expose no hidden activation" in caplog.text
 
 
 def test_command_line_measurement_on_hybrid_and_moe_models(tmp_path, capsys):

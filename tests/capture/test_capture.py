@@ -268,3 +268,20 @@ def test_capture_keeps_first_forward_only_and_removes_hooks_on_error():
         assert count_decpo_hooks(model) == 2
         raise RuntimeError("boom")
     assert count_decpo_hooks(model) == 0
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "tokens"])
+@pytest.mark.parametrize("sequences", ["both", "chosen"])
+def test_flattened_activations_pool_like_batched_ones(pooling, sequences):
+    """Some models flatten the tokens to [B * T, d] before an MLP projection (OPT's fc1 / fc2, Qwen2-MoE's shared
+    expert): pooling those gives the rows the [B, T, d] activations give."""
+    torch.manual_seed(0)
+    ids = torch.randint(3, 20, (4, 6))
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [0] * 2 + [1] * 4, [1] * 5 + [0]])
+    completion = torch.zeros_like(mask)
+    completion[:, 2:] = mask[:, 2:]
+    index = build_row_index(pooling, sequences, ids, mask, completion, max_rows=5 if pooling == "tokens" else None)
+    acts = torch.randn(4, 6, 8)
+    assert torch.equal(index.pool(acts.reshape(24, 8)), index.pool(acts))
+    with pytest.raises(ValueError, match=r"cannot pool activations of shape \(25, 8\)"):
+        index.pool(torch.randn(25, 8))

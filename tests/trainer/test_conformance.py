@@ -68,7 +68,7 @@ CASES = {
         {"train_dataset": lambda: conversational(tools=True), "processing_class": chat_tokenizer},
         False,
     ),
-    "fully truncated examples dropped": ({"max_length": 4, "truncation_mode": "keep_end"}, {}, False),
+    "fully truncated examples dropped": ({"max_length": 4, "truncation_mode": "keep_start"}, {}, False),
     "pad_to_multiple_of": ({"pad_to_multiple_of": 8}, {}, False),
     "truncation_mode keep_start": ({"max_length": 8, "truncation_mode": "keep_start"}, {}, False),
     "model as a string with model_init_kwargs": (
@@ -120,6 +120,10 @@ def test_decpo_does_what_dpo_does(tmp_path, case):
         tmp_path, DecPOConfig, DecPOTrainer, overrides, builders, evaluate, decorrelation_coef=1.0
     )
     assert decpo.state.global_step == dpo.state.global_step == 2
+    if hasattr(dpo.train_dataset, "__len__"):  # the same examples kept (and dropped) by both
+        assert decpo.train_dataset["prompt_ids"] == dpo.train_dataset["prompt_ids"]
+        if case == "fully truncated examples dropped":
+            assert 0 < len(decpo.train_dataset) < 16
     assert dpo_moved and set(moved) == set(dpo_moved)  # the same trainable parameters moved
     steps = [h for h in decpo.state.log_history if "loss" in h]
     dpo_keys = {k for h in dpo.state.log_history if "loss" in h for k in h}

@@ -6,7 +6,6 @@ from .hooks import ActivationCapture, count_decpo_hooks
 from .rows import POOLING_CHOICES, SEQUENCES_CHOICES, RowIndex, build_row_index
 from .sites import (
     DEFAULT_SITES,
-    MOE_BLOCKS,
     ResolvedSite,
     Site,
     canonical_name,
@@ -14,6 +13,7 @@ from .sites import (
     default_site,
     default_sites,
     describe_sites,
+    is_moe_block,
     num_decoder_layers,
     resolve_measurement_sites,
     resolve_sites,
@@ -23,7 +23,6 @@ from .sites import (
 
 __all__ = [
     "DEFAULT_SITES",
-    "MOE_BLOCKS",
     "POOLING_CHOICES",
     "SEQUENCES_CHOICES",
     "ActivationCapture",
@@ -37,6 +36,7 @@ __all__ = [
     "default_site",
     "default_sites",
     "describe_sites",
+    "is_moe_block",
     "num_decoder_layers",
     "resolve_measurement_sites",
     "resolve_sites",

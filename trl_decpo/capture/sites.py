@@ -17,23 +17,26 @@ from torch import nn
 from ..utils import is_int
 
 
-# The default site is a rule applied to each decoder layer (docs/method.md, section 2): the first of these that the
-# layer holds. 1. Today's defaults where they exist: the output of a gated MLP's `up_proj` (Llama, Mistral, Qwen, Gemma:
-# the paper's choice), the MLP's activation module (GPT-2, GPT-NeoX, GPT-J, Falcon, Starcoder2). 2. The MLP's hidden
-# activation where a module boundary exposes it: the input of its output projection (fused `gate_up_proj` MLPs, Bloom,
-# LFM2, hybrid stacks, and OPT, whose projections sit on the layer itself). 3. Fused-expert MoE blocks, whose experts
-# are 3-D parameters that no module boundary splits: a shared expert's hidden activation, else the MoE block's output.
-MLP_CONTAINERS = ("mlp", "feed_forward", "mixer")
+# The default site is a rule applied to each decoder layer (docs/method.md, section 2), in this order:
+# 1. today's defaults where they exist: the output of a gated MLP's `mlp.up_proj` (Llama, Mistral, Qwen, Gemma: the
+#    paper's choice), the MLP's activation module `mlp.act` (GPT-2, GPT-NeoX, GPT-J, Falcon, Starcoder2);
+# 2. the MLP's hidden activation where a module boundary exposes it: the input of an output projection
+#    (OUTPUT_PROJECTIONS) that is a direct child of one of the layer's children (its MLP, whatever it is called:
+#    `mlp`, `feed_forward`, `ffn`, `mixer`, `mlp_block`, ...; attention modules excluded) or of the layer itself (OPT);
+# 3. a mixture-of-experts block (a child holding `experts`): its shared expert's hidden activation, else the block's
+#    output (experts fused into 3-D parameters expose no hidden activation at a module boundary).
+# A layer with none of these (the Mamba or attention layers of a hybrid stack) has no default site.
+KEPT_DEFAULTS = ("mlp.up_proj", "mlp.act")
 OUTPUT_PROJECTIONS = ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2", "fc_out")
 SHARED_EXPERTS = ("shared_expert", "shared_experts")
-MOE_BLOCKS = ("mlp", "feed_forward", "mixer", "block_sparse_moe")
-DEFAULT_SITES = (
-    "mlp.up_proj",
-    "mlp.act",
-    *(f"{container}.{projection}:input" for container in MLP_CONTAINERS for projection in OUTPUT_PROJECTIONS),
-    "fc2:input",
-    *(f"{container}.{shared}.down_proj:input" for container in MLP_CONTAINERS for shared in SHARED_EXPERTS),
-    *MOE_BLOCKS,  # only where that module holds `experts`: the MoE block's output
+# Children tried first, in this order, before the layer's other children (a layer's MLP usually has one of these names)
+MLP_NAMES = ("mlp", "feed_forward", "ffn", "mixer", "mlp_block", "block_sparse_moe")
+DEFAULT_SITES = (  # the rule written out for the usual names (error messages, docs)
+    *KEPT_DEFAULTS,
+    *(f"{name}.{projection}:input" for name in MLP_NAMES for projection in OUTPUT_PROJECTIONS),
+    *(f"{projection}:input" for projection in OUTPUT_PROJECTIONS),
+    *(f"{name}.{shared}.down_proj:input" for name in MLP_NAMES for shared in SHARED_EXPERTS),
+    *MLP_NAMES,  # where that module holds `experts`: the MoE block's output
 )
 
 
@@ -148,17 +151,53 @@ def _submodule(layer: nn.Module, path: str) -> nn.Module | None:
     return None
 
 
+def _layer_children(layer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layer's direct children that may hold its MLP: the usual MLP names first, then the others, attention
+    modules left out."""
+    children = [
+        (canonical_name(name), child)
+        for name, child in layer.named_children()
+        if "attn" not in name.lower() and "attention" not in name.lower()
+    ]
+    usual = sorted((c for c in children if c[0] in MLP_NAMES), key=lambda c: MLP_NAMES.index(c[0]))
+    return usual + [c for c in children if c[0] not in MLP_NAMES]
+
+
+def _child(module: nn.Module, name: str) -> nn.Module | None:
+    child = getattr(module, name, None) if name in dict(module.named_children()) else None
+    return child if isinstance(child, nn.Module) else None
+
+
+def is_moe_block(module: nn.Module | None) -> bool:
+    """A mixture-of-experts block: a module that holds ``experts``."""
+    return module is not None and isinstance(getattr(module, "experts", None), nn.Module)
+
+
 def default_layer_site(layer: nn.Module) -> Site | None:
-    """The default site of one decoder layer (:data:`DEFAULT_SITES`), or ``None`` for a layer without an MLP (the
-    Mamba or attention layers of a hybrid stack)."""
-    for spec in DEFAULT_SITES:
-        site = Site.parse(spec)
-        module = _submodule(layer, site.path)
-        if module is None:
+    """The default site of one decoder layer (the rule above :data:`DEFAULT_SITES`), or ``None`` for a layer without an
+    MLP (the Mamba or attention layers of a hybrid stack)."""
+    for spec in KEPT_DEFAULTS:
+        if _submodule(layer, Site.parse(spec).path) is not None:
+            return Site.parse(spec)
+    children = _layer_children(layer)
+    for name, child in children:
+        if is_moe_block(child):
+            continue  # an MoE block's own `down_proj`-like names are its experts' fused parameters
+        for projection in OUTPUT_PROJECTIONS:
+            if _child(child, projection) is not None:
+                return Site(f"{name}.{projection}", capture_input=True)
+    for projection in OUTPUT_PROJECTIONS:
+        if _child(layer, projection) is not None:
+            return Site(projection, capture_input=True)
+    for name, child in children:
+        if not is_moe_block(child):
             continue
-        if spec in MOE_BLOCKS and not hasattr(module, "experts"):
-            continue  # a plain MLP, or a Mamba / attention mixer: not an MoE block
-        return site
+        for shared in SHARED_EXPERTS:
+            expert = _child(child, shared)
+            for projection in OUTPUT_PROJECTIONS:
+                if expert is not None and _child(expert, projection) is not None:
+                    return Site(f"{name}.{shared}.{projection}", capture_input=True)
+        return Site(name)
     return None
 
 

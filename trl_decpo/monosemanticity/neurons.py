@@ -21,7 +21,7 @@ from .weights import linear_weight, mlp_layers
 
 
 # `embedding_norm`: LFM2's final norm (applied after the last layer, despite its name)
-FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "final_norm", "embedding_norm")
+FINAL_NORM_NAMES = ("norm", "ln_f", "norm_f", "final_layer_norm", "final_layernorm", "final_norm", "embedding_norm")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -186,7 +186,10 @@ def top_tokens(
                     f"base and tuned input weights of layer {mlp.layer} differ in shape: "
                     f"{tuple(base_w.shape)} vs {tuple(tuned_w.shape)}"
                 )
-            change += (tuned_w.double() - base_w.double().to(tuned_w.device)).pow(2).sum(1).cpu()
+            rows = (tuned_w.double() - base_w.double().to(tuned_w.device)).pow(2).sum(1).cpu()
+            if rows.numel() == 2 * width:  # a fused [gate; up] projection (Phi-3): both rows of each neuron
+                rows = rows[:width] + rows[width:]
+            change += rows
         scores = change.sqrt()
     else:
         report = measure_monosemanticity(

@@ -18,7 +18,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..capture import Site, resolve_sites, unwrap_model
-from ..capture.sites import MOE_BLOCKS, decoder_layers, site_groups
+from ..capture.sites import decoder_layers, is_moe_block, site_groups
 from ..utils import is_int
 
 
@@ -33,6 +33,9 @@ MLP_LAYOUTS = (
     (("feed_forward.w1", "feed_forward.w3"), "feed_forward.w2"),  # LFM2
     (("feed_forward.gate_proj", "feed_forward.up_proj"), "feed_forward.down_proj"),  # Jamba's dense layers
     (("mixer.up_proj",), "mixer.down_proj"),  # NemotronH's MLP layers
+    (("ffn.up_proj",), "ffn.down_proj"),  # MPT
+    (("mlp_block.gate_proj", "mlp_block.up_proj"), "mlp_block.down_proj"),  # RecurrentGemma
+    (("mlp.gate_up_proj",), "mlp.down_proj"),  # Phi-3: gate and up fused, rows [gate; up]
 )
 
 
@@ -53,13 +56,18 @@ def mlp_layers(model: nn.Module, layers: Sequence[int] | None = None, field: str
     requested = [i + len(stack) if is_int(i) and i < 0 else i for i in (layers or [])]
     if any(index in moe for index in requested) or (moe and layers is None and len(moe) == len(stack)):
         raise ValueError(_fused_experts_error(bare, moe))
+    prefix = decoder_layers(bare)[0]
+
+    def in_decoder(path):  # the language model's layers only (a vision tower may have the same MLP layout)
+        return site_groups(bare, Site(path)).get(prefix, {})
+
     for in_paths, out_path in MLP_LAYOUTS:
-        present = [p for p in in_paths if site_groups(bare, Site(p))]
-        if not present or not site_groups(bare, Site(out_path)):
+        present = [p for p in in_paths if in_decoder(p)]
+        if not present or not in_decoder(out_path):
             continue
         out_sites = resolve_sites(
             bare,
-            list(layers) if layers is not None else _all_layers(bare, out_path),
+            list(layers) if layers is not None else sorted(in_decoder(out_path)),
             out_path,
             fields=(field, "mlp output projection"),
         )
@@ -87,19 +95,14 @@ def mlp_layers(model: nn.Module, layers: Sequence[int] | None = None, field: str
 
 def _fused_experts_error(model: nn.Module, moe: list[int]) -> str:
     return (
-        f"decoder layers {moe} of {type(model).__name__} are mixture-of-experts blocks whose experts are fused into "
-        "3-D parameters: there is no per-neuron MLP weight to read, so the weight proxy and top tokens cannot be "
-        "computed there (feature decorrelation and sparsity can: `measure`)"
+        f"decoder layers {moe} of {type(model).__name__} are mixture-of-experts blocks: their neurons are spread over "
+        "routed experts (fused into 3-D parameters in transformers), not one dense MLP, so the weight proxy and top "
+        "tokens cannot be computed there (feature decorrelation and sparsity can: `measure`; or choose a dense layer)"
     )
 
 
 def _is_moe_layer(layer: nn.Module) -> bool:
-    return any(hasattr(getattr(layer, name, None), "experts") for name in MOE_BLOCKS)
-
-
-def _all_layers(model: nn.Module, path: str) -> list[int]:
-    ((_, found),) = site_groups(model, Site(path)).items()
-    return sorted(found)
+    return any(is_moe_block(child) for child in layer.children())
 
 
 def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:

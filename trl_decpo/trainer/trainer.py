@@ -10,7 +10,8 @@ from torch import nn
 from transformers.utils import logging
 from trl import DPOTrainer
 
-from ..capture import MOE_BLOCKS, ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
+from ..capture import ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
+from ..capture.sites import KEPT_DEFAULTS, is_moe_block
 from ..penalty import decorrelation_penalty
 from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
 from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant, check_preference_columns
@@ -101,19 +102,26 @@ class DecPOTrainer(DPOTrainer):
             self.decorrelation_capture = ActivationCapture(self.decorrelation_sites)
 
     def _log_sites(self) -> None:
-        """Say which layers and site the penalty uses; warn where the default rule fell back to an MoE block's output
-        (experts fused into 3-D parameters expose no hidden activation)."""
-        layers = [site.layer for site in self.decorrelation_sites]
+        """Say which layers and site the penalty uses: at INFO level, and as a warning where the default rule chose
+        something other than the usual `mlp.up_proj` / `mlp.act` (hybrid stacks, fused MLPs, mixture-of-experts)."""
         if not self.is_world_process_zero():
             return
-        logger.info(f"DecPO penalty on decoder layers {layers} at {describe_sites(self.decorrelation_sites)}")
-        blocks = [site.layer for site in self.decorrelation_sites if site.site.path in MOE_BLOCKS]
-        if blocks and self.args.decorrelation_site is None:
-            logger.warning(
-                f"Decoder layers {blocks} are mixture-of-experts blocks whose experts are fused into 3-D parameters: no "
-                "module exposes their hidden activation, so the penalty uses the MoE block's output (docs/method.md, "
-                "section 2). Set `decorrelation_site` or `decorrelation_layers` to choose otherwise."
+        layers = [site.layer for site in self.decorrelation_sites]
+        message = f"DecPO penalty on decoder layers {layers} at {describe_sites(self.decorrelation_sites)}"
+        unusual = any(str(site.site.path) not in KEPT_DEFAULTS for site in self.decorrelation_sites)
+        if self.args.decorrelation_site is not None or not unusual:
+            logger.info(message)
+            return
+        blocks = [site.layer for site in self.decorrelation_sites if is_moe_block(site.module)]
+        if blocks:
+            message += (
+                f"; layers {blocks} are mixture-of-experts blocks whose routed experts expose no hidden activation at a "
+                "module boundary, so the penalty uses the block's output"
             )
+        logger.warning(
+            f"{message} (the default rule of docs/method.md, section 2; set `decorrelation_site` / "
+            "`decorrelation_layers` to choose otherwise)"
+        )
 
     # ------------------------------------------------------------------------------------------------------------------
     # Loss
