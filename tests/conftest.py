@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models built from configs and a tokenizer built locally (no Hub access)."""
 
+import json
 import os
 import tempfile
 
@@ -160,3 +161,31 @@ def gpt2_with_biases(seed=0):
         for block in model.transformer.h:
             block.mlp.c_fc.bias.normal_(0.1, 0.5)
     return model
+
+
+def custom_code_model(folder, marker):
+    """A model folder whose config names model code shipped in the folder (`auto_map`): remote code."""
+    model = make_model()
+    model.save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    config = json.load(open(os.path.join(folder, "config.json")))
+    config.update(
+        model_type="decpo_custom_llama",
+        architectures=["CustomForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
+        },
+    )
+    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
+    with open(os.path.join(folder, "configuration_custom.py"), "w") as f:
+        f.write(
+            "from transformers import LlamaConfig\n\n\nclass CustomConfig(LlamaConfig):\n"
+            "    model_type = 'decpo_custom_llama'\n"
+        )
+    with open(os.path.join(folder, "modeling_custom.py"), "w") as f:
+        f.write(
+            f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+            "from transformers import LlamaForCausalLM\nfrom .configuration_custom import CustomConfig\n\n\n"
+            "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n"
+        )

@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from conftest import FAST_TRAIN_ARGS, PAIRS, make_model, make_tokenizer, model_path
+from conftest import FAST_TRAIN_ARGS, PAIRS, custom_code_model, model_path
 
 from trl_decpo.cli import main as cli_main
 
@@ -178,34 +178,6 @@ def test_resuming_a_model_only_checkpoint_says_the_optimizer_restarts(workspace,
     argv[argv.index("--max_steps") + 1] = "3"
     assert main(argv) == 0
     assert "holds no optimizer state" in capsys.readouterr().err
-
-
-def custom_code_model(folder, marker):
-    """A model folder whose config names model code shipped in the folder (`auto_map`): remote code."""
-    model = make_model()
-    model.save_pretrained(folder)
-    make_tokenizer().save_pretrained(folder)
-    config = json.load(open(os.path.join(folder, "config.json")))
-    config.update(
-        model_type="decpo_custom_llama",
-        architectures=["CustomForCausalLM"],
-        auto_map={
-            "AutoConfig": "configuration_custom.CustomConfig",
-            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
-        },
-    )
-    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
-    with open(os.path.join(folder, "configuration_custom.py"), "w") as f:
-        f.write(
-            "from transformers import LlamaConfig\n\n\nclass CustomConfig(LlamaConfig):\n"
-            "    model_type = 'decpo_custom_llama'\n"
-        )
-    with open(os.path.join(folder, "modeling_custom.py"), "w") as f:
-        f.write(
-            f"open({str(marker)!r}, 'a').write('ran\\n')\n"
-            "from transformers import LlamaForCausalLM\nfrom .configuration_custom import CustomConfig\n\n\n"
-            "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n"
-        )
 
 
 @pytest.mark.parametrize("command", ["train", "measure"])

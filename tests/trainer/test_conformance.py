@@ -7,10 +7,19 @@ parameters move, DPO's metrics are logged; of DecPO in addition: the penalty is 
 """
 
 import math
+import os
 
 import pytest
 import torch
-from conftest import CHAT_TEMPLATE, base_kwargs, make_dataset, make_model, make_tokenizer, model_path
+from conftest import (
+    CHAT_TEMPLATE,
+    base_kwargs,
+    custom_code_model,
+    make_dataset,
+    make_model,
+    make_tokenizer,
+    model_path,
+)
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from trl import DPOConfig, DPOTrainer
@@ -37,6 +46,15 @@ def chat_tokenizer():
     tokenizer = make_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+def remote_code_model():
+    """A model folder whose `auto_map` names modelling code in the folder (it writes a marker when it runs)."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="decpo-remote-code-")
+    custom_code_model(os.path.join(folder, "model"), os.path.join(folder, "marker.txt"))
+    return os.path.join(folder, "model")
 
 
 def peft_config():
@@ -76,7 +94,11 @@ CASES = {
         {"model": model_path},
         False,
     ),
-    "trust_remote_code": ({"trust_remote_code": True}, {"model": model_path}, False),
+    "trust_remote_code with code shipped in the model folder": (
+        {"trust_remote_code": True},
+        {"model": lambda: remote_code_model()},
+        False,
+    ),
     "padding_free (disabled by TRL 1.16 for DPO)": ({"padding_free": True}, {}, False),
     "4-bit QLoRA": (
         {"model_init_kwargs": {"quantization_config": "4bit", "dtype": torch.float32}},
@@ -124,6 +146,8 @@ def test_decpo_does_what_dpo_does(tmp_path, case):
         assert decpo.train_dataset["prompt_ids"] == dpo.train_dataset["prompt_ids"]
         if case == "fully truncated examples dropped":
             assert 0 < len(decpo.train_dataset) < 16
+    if case.startswith("trust_remote_code"):  # the folder's own model class ran
+        assert type(decpo.model).__name__ == type(dpo.model).__name__ == "CustomForCausalLM"
     assert dpo_moved and set(moved) == set(dpo_moved)  # the same trainable parameters moved
     steps = [h for h in decpo.state.log_history if "loss" in h]
     dpo_keys = {k for h in dpo.state.log_history if "loss" in h for k in h}
