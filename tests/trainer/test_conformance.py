@@ -159,8 +159,12 @@ def test_decpo_does_what_dpo_does(tmp_path, case):
         assert set(dpo_metrics) <= set(metrics), set(dpo_metrics) - set(metrics)
 
 
+PAIRS = ((DPOConfig, DPOTrainer), (DecPOConfig, DecPOTrainer))
+
+
 def test_moe_router_aux_loss(tmp_path):
-    """`router_aux_loss_coef` on a mixture-of-experts model: DPO's auxiliary loss is logged, and so is the penalty."""
+    """`router_aux_loss_coef` on a mixture-of-experts model, side by side: DPO's auxiliary loss is logged by both, the
+    penalty by DecPO, and the same parameters move."""
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "architectures"))
@@ -168,19 +172,22 @@ def test_moe_router_aux_loss(tmp_path):
 
     model, tokenizer = tiny_family_model("mixtral")
     model.save_pretrained(tmp_path / "mixtral")
-    model = type(model).from_pretrained(tmp_path / "mixtral", dtype=torch.float32)
-    trainer = DecPOTrainer(
-        model=model,
-        args=DecPOConfig(**{**base_kwargs(tmp_path), "router_aux_loss_coef": 0.01}),
-        train_dataset=make_dataset(),
-        processing_class=tokenizer,
-    )
-    trainer.train()
-    steps = [h for h in trainer.state.log_history if "loss" in h]
-    assert all("aux_loss" in h and "decorrelation/penalty" in h for h in steps)
-
-
-PAIRS = ((DPOConfig, DPOTrainer), (DecPOConfig, DecPOTrainer))
+    results = {}
+    for config_class, trainer_class in PAIRS:
+        trainer = trainer_class(
+            model=type(model).from_pretrained(tmp_path / "mixtral", dtype=torch.float32),
+            args=config_class(**{**base_kwargs(tmp_path / trainer_class.__name__), "router_aux_loss_coef": 0.01}),
+            train_dataset=make_dataset(),
+            processing_class=tokenizer,
+        )
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+        steps = [h for h in trainer.state.log_history if "loss" in h]
+        moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)}
+        results[trainer_class] = (steps, moved)
+    (dpo_steps, dpo_moved), (steps, moved) = results[DPOTrainer], results[DecPOTrainer]
+    assert all("aux_loss" in h for h in dpo_steps + steps)
+    assert all("decorrelation/penalty" in h for h in steps) and moved == dpo_moved
 
 
 def outcome(call):
