@@ -200,3 +200,21 @@ def test_command_line_measurement_on_hybrid_and_moe_models(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "fused into 3-D parameters" in err and len(err.splitlines()) == 1
+
+
+def test_default_rule_looks_through_wrapper_modules():
+    """A wrapped MLP (activation-checkpointing or FSDP wrappers insert a module between the layer and its MLP): the
+    rule finds the same site and hooks the real projection."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    from trl_decpo.capture import resolve_sites
+
+    model, _ = tiny_family_model("phi3")
+    for layer in model.model.layers:
+        layer.mlp = checkpoint_wrapper(layer.mlp)
+    assert {layer: str(site) for layer, site in default_sites(model).items()} == {
+        0: "mlp.down_proj:input",
+        1: "mlp.down_proj:input",
+    }
+    (resolved,) = resolve_sites(model, None)
+    assert resolved.module is model.model.layers[0].mlp._checkpoint_wrapped_module.down_proj

@@ -114,10 +114,10 @@ def _layer_lists(model: nn.Module) -> dict[str, nn.ModuleList]:
 
 def _describe_layer0(model: nn.Module) -> str:
     """The module paths inside the first decoder layer, for error messages."""
-    lists = _layer_lists(model)
-    if not lists:
+    try:
+        prefix, layers = decoder_layers(model)
+    except ValueError:
         return "(the model has no nn.ModuleList of layers)"
-    prefix, layers = max(lists.items(), key=lambda item: len(item[1]))
     names = [
         name for name, _ in layers[0].named_modules() if name and "lora_" not in name and "base_layer" not in name
     ]
@@ -151,21 +151,24 @@ def _submodule(layer: nn.Module, path: str) -> nn.Module | None:
     return None
 
 
+def _children(module: nn.Module) -> dict[str, nn.Module]:
+    """The direct children of ``module`` by name, looking through wrapper modules (FSDP, checkpointing)."""
+    found = {}
+    for name, child in module.named_modules():
+        path = canonical_name(name)
+        if path and "." not in path and name.rsplit(".", 1)[-1] not in WRAPPER_SEGMENTS:
+            found.setdefault(path, child)
+    return found
+
+
 def _layer_children(layer: nn.Module) -> list[tuple[str, nn.Module]]:
     """The layer's direct children that may hold its MLP: the usual MLP names first, then the others, attention
     modules left out."""
     children = [
-        (canonical_name(name), child)
-        for name, child in layer.named_children()
-        if "attn" not in name.lower() and "attention" not in name.lower()
+        (n, c) for n, c in _children(layer).items() if "attn" not in n.lower() and "attention" not in n.lower()
     ]
     usual = sorted((c for c in children if c[0] in MLP_NAMES), key=lambda c: MLP_NAMES.index(c[0]))
     return usual + [c for c in children if c[0] not in MLP_NAMES]
-
-
-def _child(module: nn.Module, name: str) -> nn.Module | None:
-    child = getattr(module, name, None) if name in dict(module.named_children()) else None
-    return child if isinstance(child, nn.Module) else None
 
 
 def is_moe_block(module: nn.Module | None) -> bool:
@@ -184,18 +187,18 @@ def default_layer_site(layer: nn.Module) -> Site | None:
         if is_moe_block(child):
             continue  # an MoE block's own `down_proj`-like names are its experts' fused parameters
         for projection in OUTPUT_PROJECTIONS:
-            if _child(child, projection) is not None:
+            if projection in _children(child):
                 return Site(f"{name}.{projection}", capture_input=True)
     for projection in OUTPUT_PROJECTIONS:
-        if _child(layer, projection) is not None:
+        if projection in _children(layer):
             return Site(projection, capture_input=True)
     for name, child in children:
         if not is_moe_block(child):
             continue
         for shared in SHARED_EXPERTS:
-            expert = _child(child, shared)
+            expert = _children(child).get(shared)
             for projection in OUTPUT_PROJECTIONS:
-                if expert is not None and _child(expert, projection) is not None:
+                if expert is not None and projection in _children(expert):
                     return Site(f"{name}.{shared}.{projection}", capture_input=True)
         return Site(name)
     return None
@@ -206,12 +209,6 @@ def default_sites(model: nn.Module) -> dict[int, Site]:
     _, layers = decoder_layers(model)
     found = {index: default_layer_site(layer) for index, layer in enumerate(layers)}
     return {index: site for index, site in found.items() if site is not None}
-
-
-def default_site(model: nn.Module, field: str = "decorrelation_site") -> Site:
-    """The default site at the default layer (the eligible layer nearest to ``num_layers // 3``)."""
-    (resolved,) = resolve_sites(model, None, None, fields=("decorrelation_layers", field))
-    return resolved.site
 
 
 def num_decoder_layers(model: nn.Module) -> int:

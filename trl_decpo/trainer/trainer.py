@@ -108,7 +108,7 @@ class DecPOTrainer(DPOTrainer):
             return
         layers = [site.layer for site in self.decorrelation_sites]
         message = f"DecPO penalty on decoder layers {layers} at {describe_sites(self.decorrelation_sites)}"
-        unusual = any(str(site.site.path) not in KEPT_DEFAULTS for site in self.decorrelation_sites)
+        unusual = any(site.site.path not in KEPT_DEFAULTS for site in self.decorrelation_sites)
         if self.args.decorrelation_site is not None or not unusual:
             logger.info(message)
             return
