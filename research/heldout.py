@@ -9,6 +9,9 @@ research.defaults_sweep; the numbers of docs/defaults.md and of the demo report,
 * feature decorrelation per layer over the held-out prompts, with the library's `ProxyAccumulator` (docs/method.md);
 * reference-free preference accuracy (the policy's own log-probabilities of chosen vs rejected).
 
+The batches, the log-probabilities and the rewards are the library's (`trl_decpo.evaluation.preference`); the
+penalty and FD are read from the same forward.
+
     from research.heldout import dpo_rewards, probe
 """
 
@@ -16,32 +19,16 @@ from __future__ import annotations
 
 
 def heldout_batches(tokenizer, heldout, batch_size: int):
-    """The held-out pairs collated as TRL's DPO collator does: prompt and completion tokenised separately, EOS appended
-    to the completion, `[chosen; rejected]` right-padded to one width, with `completion_mask`."""
+    """The held-out pairs collated as TRL's DPO collator does (`trl_decpo.evaluation.preference_batches`): `[chosen;
+    rejected]` right-padded to one width, with `completion_mask`; yields `(input_ids, attention_mask, completion_mask,
+    prompt_lengths)`, the prompt length of every row (chosen rows, then rejected rows)."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = tokenizer.eos_token
-    pairs = list(zip(heldout["prompt"], heldout["chosen"], heldout["rejected"], strict=True))
-    for start in range(0, len(pairs), batch_size):
-        seqs, prompt_lens = [], []
-        chunk = pairs[start : start + batch_size]
-        for which in (1, 2):  # chosen, then rejected
-            for pair in chunk:
-                p_ids = tokenizer(pair[0], add_special_tokens=False)["input_ids"]
-                c_ids = tokenizer(pair[which] + eos, add_special_tokens=False)["input_ids"]
-                seqs.append((p_ids, c_ids))
-                prompt_lens.append(len(p_ids))
-        width = max(len(p) + len(c) for p, c in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        completion = torch.zeros_like(ids)
-        for row, (p_ids, c_ids) in enumerate(seqs):
-            n = len(p_ids) + len(c_ids)
-            ids[row, :n] = torch.tensor(p_ids + c_ids)
-            attention[row, :n] = 1
-            completion[row, len(p_ids) : n] = 1
-        yield ids, attention, completion, torch.tensor(prompt_lens)
+    from trl_decpo.evaluation import preference_batches
+
+    for batch in preference_batches(tokenizer, heldout, batch_size):
+        prompt_lens = torch.cat([batch["prompt_lengths"], batch["prompt_lengths"]])
+        yield batch["input_ids"], batch["attention_mask"], batch["completion_mask"], prompt_lens
 
 
 def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
@@ -61,12 +48,12 @@ def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
 
     from trl_decpo import ActivationCapture, ProxyAccumulator, build_row_index, decorrelation_penalty, resolve_sites
     from trl_decpo.capture import RowIndex
+    from trl_decpo.evaluation import batch_logps
 
     model.eval()
     hooked = resolve_sites(model, None)[0]
     sites = resolve_sites(model, list(range(len(model.get_submodule(hooked.prefix)))), hooked.site)
     capture = ActivationCapture(sites)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     accumulators = {site.layer: ProxyAccumulator() for site in sites}
     penalties, chosen_logps, rejected_logps, variance = [], [], [], []
     with torch.no_grad():
@@ -78,21 +65,17 @@ def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
             both = RowIndex(
                 "last", width, torch.cat([pen_index.token_index, fd_index]), num_rows=rows2 + half, batch=len(ids)
             )
-            with capture.capture(both) as rows:
-                hidden = base.model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+            with capture.capture(both) as rows:  # one forward: the hooks and the completion log-probabilities
+                batch = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
+                chosen, rejected = batch_logps(model, batch)
             penalties.append(
                 float(decorrelation_penalty(rows[hooked.layer][:rows2], normalize=True, reduction="mean"))
             )
             for layer, z in rows.items():
                 accumulators[layer].update(z[rows2:])
             variance.extend(rows[hooked.layer][rows2:].float().var(dim=1).tolist())
-            # log p(completion): logits only at the positions that predict a completion token
-            target = completion[:, 1:].bool()
-            logits = base.lm_head(hidden[:, :-1][target]).float()
-            token_logps = logits.log_softmax(-1).gather(1, ids[:, 1:][target][:, None]).squeeze(1)
-            seq = torch.zeros(rows2).index_add(0, target.nonzero()[:, 0], token_logps)
-            chosen_logps.extend(seq[:half].tolist())
-            rejected_logps.extend(seq[half:].tolist())
+            chosen_logps.extend(chosen.tolist())
+            rejected_logps.extend(rejected.tolist())
     n = len(chosen_logps)
     fd = {layer: acc.feature_decorrelation() for layer, acc in accumulators.items()}
     out = {
@@ -110,14 +93,20 @@ def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
 
 
 def dpo_rewards(logps, ref_logps, beta: float) -> dict:
-    """DPO's implicit rewards `beta * (logp - ref_logp)` on held-out pairs: accuracy, margin, mean rewards."""
-    (chosen, rejected), (ref_c, ref_r) = logps, ref_logps
-    rc = [beta * (a - b) for a, b in zip(chosen, ref_c, strict=True)]
-    rr = [beta * (a - b) for a, b in zip(rejected, ref_r, strict=True)]
-    n = len(rc)
+    """DPO's implicit rewards `beta * (logp - ref_logp)` on held-out pairs (`trl_decpo.evaluation.dpo_pair_rewards`):
+    accuracy, margin, mean rewards."""
+    import torch
+
+    from trl_decpo.evaluation import PairLogps, dpo_pair_rewards
+
+    def pair_logps(values):
+        chosen, rejected = (torch.tensor(v, dtype=torch.float64) for v in values)
+        return PairLogps(chosen, rejected, torch.arange(len(chosen)))
+
+    rewards = dpo_pair_rewards(pair_logps(logps), pair_logps(ref_logps), beta)
     return {
-        "heldout_reward_acc": sum(c > r for c, r in zip(rc, rr, strict=True)) / n,
-        "heldout_margin": sum(c - r for c, r in zip(rc, rr, strict=True)) / n,
-        "heldout_chosen_reward": sum(rc) / n,
-        "heldout_rejected_reward": sum(rr) / n,
+        "heldout_reward_acc": rewards.accuracy,
+        "heldout_margin": rewards.margin,
+        "heldout_chosen_reward": float(rewards.chosen.mean()),
+        "heldout_rejected_reward": float(rewards.rejected.mean()),
     }

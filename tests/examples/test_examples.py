@@ -11,7 +11,6 @@ import sys
 from argparse import Namespace
 
 import pytest
-import torch
 import yaml
 from conftest import PAIRS, make_model, make_tokenizer, model_path
 
@@ -225,24 +224,3 @@ def test_heldout_probe_fd_is_the_library_fd(dataset, tokenizer):
     assert out["penalty_hooked"] > 0 and 0 <= out["pref_acc"] <= 1
     rewards = heldout.dpo_rewards(out["logps"], out["logps"], beta=0.1)  # against itself: every reward is 0
     assert rewards["heldout_margin"] == 0 and rewards["heldout_reward_acc"] == 0
-
-
-def test_heldout_batches_are_trls_eval_batches(tmp_path):
-    """research.heldout collates held-out pairs by hand (one forward per batch for every measure); it must give the
-    batches DPOTrainer's own collator gives, or its rewards would not be `trainer.evaluate()`'s."""
-    from conftest import base_kwargs, make_dataset, make_model, make_tokenizer
-    from trl import DPOConfig, DPOTrainer
-
-    heldout = load_research("heldout")
-    tokenizer, data = make_tokenizer(), make_dataset(8)
-    args = DPOConfig(**{**base_kwargs(tmp_path), "per_device_eval_batch_size": 4})
-    trainer = DPOTrainer(
-        model=make_model(), args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer
-    )
-    ours = list(heldout.heldout_batches(tokenizer, data, 4))
-    theirs = list(trainer.get_eval_dataloader())
-    assert len(ours) == len(theirs) == 2
-    for (ids, attention, completion, _), batch in zip(ours, theirs, strict=True):
-        assert torch.equal(ids, batch["input_ids"])
-        assert torch.equal(attention, batch["attention_mask"])
-        assert torch.equal(completion, batch["completion_mask"])
