@@ -1,6 +1,8 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""Evaluation of trained models against a base: preference rewards and paired bootstrap statistics."""
+"""Evaluation of trained models against a base: preference rewards, generated completions and their task scores,
+paired bootstrap statistics and the comparison table (docs/evaluation.md)."""
 
+from .generation import generate_completions
 from .preference import (
     PairLogps,
     PairRewards,
@@ -12,19 +14,26 @@ from .preference import (
     preference_logps,
     tokenize_pairs,
 )
+from .report import EvaluationTable, comparison_table
+from .scoring import Scorer, load_scorer
 from .stats import NO_DIFFERENCE, Comparison, bootstrap_weights, paired_bootstrap, weighted_mean
 
 
 __all__ = [
     "NO_DIFFERENCE",
     "Comparison",
+    "EvaluationTable",
     "PairLogps",
     "PairRewards",
+    "Scorer",
     "batch_logps",
     "bootstrap_weights",
     "collate_pairs",
+    "comparison_table",
     "dpo_pair_rewards",
+    "generate_completions",
     "length_shortcut",
+    "load_scorer",
     "paired_bootstrap",
     "preference_batches",
     "preference_logps",
