@@ -9,10 +9,10 @@ from argparse import ArgumentParser
 
 from trl import TrlParser
 
-from . import compare, measure, top_tokens, train
+from . import compare, evaluate, measure, top_tokens, train
 
 
-COMMANDS = {"train": train, "measure": measure, "compare": compare, "top-tokens": top_tokens}
+COMMANDS = {"train": train, "measure": measure, "compare": compare, "top-tokens": top_tokens, "evaluate": evaluate}
 
 
 def build_parser() -> tuple[ArgumentParser, dict]:

@@ -1,0 +1,209 @@
+"""`trl-decpo evaluate` on tiny models saved to tmp_path: a base, a LoRA adapter on it and a full checkpoint."""
+
+import json
+
+import pytest
+import torch
+from conftest import PAIRS, make_model, make_tokenizer
+from datasets import Dataset, DatasetDict
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from trl_decpo.cli import main
+from trl_decpo.evaluation import (
+    NO_DIFFERENCE,
+    comparison_table,
+    dpo_pair_rewards,
+    generate_completions,
+    length_shortcut,
+    preference_logps,
+    tokenize_pairs,
+)
+
+
+def word_count(texts):  # the task scorer of these tests (`--scorer test_evaluate:word_count`)
+    return [float(len(t.split())) for t in texts]
+
+
+SCORER = f"{__name__}:word_count"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    base = make_model()
+    base.save_pretrained(root / "base")
+    make_tokenizer().save_pretrained(root / "base")
+    torch.manual_seed(0)
+    lora = get_peft_model(
+        make_model(), LoraConfig(r=4, target_modules=["up_proj", "down_proj"], init_lora_weights=False)
+    )
+    lora.save_pretrained(root / "adapter")
+    attn = get_peft_model(make_model(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    attn.save_pretrained(root / "attn_adapter")  # other modules: left-over LoRA layers of `adapter` would show
+    make_model(seed=1).save_pretrained(root / "full")  # no tokenizer: BASE's is used for every model
+    rows = [{"prompt": p, "chosen": " " + c, "rejected": " " + r} for p, c, r in PAIRS * 2]
+    (root / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return {name: str(root / name) for name in ("base", "adapter", "attn_adapter", "full", "pairs.jsonl")}
+
+
+def load(path):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def run(capsys, *argv):
+    code = main(["evaluate", *argv, "--device", "cpu", "--dtype", "float32"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_evaluate_base_adapter_and_checkpoint(folders, tmp_path, capsys):
+    """The JSON numbers are the library's, computed here directly, each model on its own; an adapter is taken off
+    BASE after its turn (the next adapter's numbers are its own; the same adapter twice: no detectable difference)."""
+    out = tmp_path / "out"
+    argv = [folders[k] for k in ("base", "adapter", "full", "attn_adapter", "adapter")]
+    argv += ["--dataset", folders["pairs.jsonl"], "--scorer", SCORER, "--names", "base,lora,full,attn,again"]
+    argv += ["--beta", "0.2", "--max_new_tokens", "6"]
+    argv += ["--batch_size", "3", "--num_resamples", "300", "--seed", "1", "--output_dir", str(out)]
+    code, stdout, stderr = run(capsys, *argv)
+    assert code == 0, stderr
+    result = json.load(open(out / "results.json"))
+
+    tokenizer = make_tokenizer()
+    pairs = Dataset.from_json(folders["pairs.jsonl"])
+    prompts = list(dict.fromkeys(pairs["prompt"]))  # the dataset's prompts, each once
+    models = {
+        "base": load(folders["base"]),
+        "lora": PeftModel.from_pretrained(load(folders["base"]), folders["adapter"]).eval(),
+        "full": load(folders["full"]),
+        "attn": PeftModel.from_pretrained(load(folders["base"]), folders["attn_adapter"]).eval(),
+    }
+    logps = {name: preference_logps(model, tokenizer, pairs) for name, model in models.items()}
+    rewards = {name: dpo_pair_rewards(logps[name], logps["base"], 0.2) for name in ("lora", "full", "attn")}
+    rewards["again"] = rewards["lora"]
+    scores = {
+        name: word_count(generate_completions(model, tokenizer, prompts, max_new_tokens=6))
+        for name, model in models.items()
+    }
+    scores["again"] = scores["lora"]
+    expected = comparison_table(
+        ["base", "lora", "full", "attn", "again"],
+        rewards=rewards,
+        scores=scores,
+        length_shortcut=length_shortcut(tokenize_pairs(tokenizer, pairs)),
+        num_resamples=300,
+        seed=1,
+    ).to_dict()
+
+    assert result["base"] == "base" and list(result["metrics"]) == ["base", "lora", "full", "attn", "again"]
+    for name, row in expected["metrics"].items():
+        for key, value in row.items():
+            assert result["metrics"][name][key] == pytest.approx(value, abs=1e-6), (name, key)
+    assert result["baselines"] == pytest.approx(expected["baselines"])
+    assert len(result["comparisons"]) == len(expected["comparisons"]) == 4 * 3 + 3 * 3
+    for got, want in zip(result["comparisons"], expected["comparisons"], strict=True):
+        assert (got["model"], got["against"], got["metric"]) == (want["model"], want["against"], want["metric"])
+        for key in ("a", "b", "difference", "low", "high"):
+            assert got[key] == pytest.approx(want[key], abs=1e-6), (got["model"], got["metric"], key)
+        assert got["verdict"] == want["verdict"]
+    again = [c for c in result["comparisons"] if c["model"] == "again" and c["against"] == "lora"]
+    assert len(again) == 3 and all(c["verdict"] == NO_DIFFERENCE and c["difference"] == 0 for c in again)
+    assert result["units"]["rewards"]["lora"]["chosen"] == pytest.approx(rewards["lora"].chosen.tolist(), abs=1e-6)
+    assert result["units"]["task_scores"]["full"] == scores["full"]
+
+    markdown = (out / "results.md").read_text()
+    assert markdown.strip() in stdout
+    assert "| again vs lora | margin |" in markdown and NO_DIFFERENCE in markdown
+    assert "_length shortcut (chosen is shorter)_" in markdown
+    assert f"16 pairs from {folders['pairs.jsonl']}; reward = 0.2 * (logp - logp under base)" in markdown
+    lines = (out / "completions.jsonl").read_text().splitlines()
+    assert len(lines) == len(prompts) * 5
+    assert json.loads(lines[0])["prompt"] == prompts[0]
+    # the adapter was made on another copy of the base: said, and applied to BASE
+    assert f"note: adapter {folders['adapter']} records base" in stderr
+
+
+def test_prompts_file_split_and_limits(folders, tmp_path, capsys):
+    """A dataset folder with splits (`--split`), task prompts from `--prompts`, `--max_pairs` / `--max_prompts`; no
+    output folder: the table is printed only."""
+    rows = [{"prompt": p, "chosen": " " + c, "rejected": " " + r} for p, c, r in PAIRS]
+    DatasetDict({"train": Dataset.from_list(rows[:2]), "test": Dataset.from_list(rows)}).save_to_disk(tmp_path / "d")
+    (tmp_path / "prompts.txt").write_text("the cat\na dog ran\ni think\n")
+    argv = [folders["base"], folders["full"], "--dataset", str(tmp_path / "d"), "--max_pairs", "5"]
+    argv += ["--scorer", SCORER, "--prompts", str(tmp_path / "prompts.txt"), "--max_prompts", "2"]
+    code, stdout, stderr = run(capsys, *argv, "--num_resamples", "50", "--max_new_tokens", "3")
+    assert code == 0, stderr
+    assert "5 pairs from" in stdout and "2 prompts" in stdout and "wrote" not in stdout
+
+
+def test_preference_only_without_a_scorer(folders, capsys):
+    code, stdout, _ = run(capsys, folders["base"], folders["full"], "--dataset", folders["pairs.jsonl"])
+    assert code == 0
+    assert stdout.splitlines()[0] == "| model | reward acc | margin |"
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr("trl_decpo.cli.evaluate.load_model", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{base}", "--dataset", "{pairs}"], "`evaluate` needs a BASE model and at least one MODEL"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--names", "a"], "`--names` must give 2 distinct"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--names", "a,a"], "`--names` must give 2 distinct"),
+        (["{base}", "{full}", "--dataset", "/no/pairs.jsonl"], "`--dataset` '/no/pairs.jsonl' does not exist"),
+        (["{base}", "{full}", "--dataset", "{txt}"], "must end with one of .json, .jsonl, .csv, .parquet, .arrow"),
+        (["{base}", "{full}", "--dataset", "{split_dir}"], "`--split` 'test' is not a split of"),
+        (["{base}", "{full}", "--dataset", "{no_pref}"], "is not a preference dataset"),
+        (["{base}", "{full}"], "nothing to evaluate: pass --dataset"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--prompts", "{txt}"], "`--prompts` and `--scorer_label` are"),
+        (["{base}", "{full}", "--scorer", SCORER], "`--scorer` needs prompts"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--scorer", "nomodule_xyz:f"], "cannot import module"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--scorer", f"{__name__}:nope"], "has no attribute 'nope'"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--scorer", SCORER, "--scorer_label", "x"], "applies to a"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--beta", "0"], "`beta` must be > 0, got 0.0"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--max_pairs", "-1"], "`max_pairs` must be an integer >= 0"),
+        (["{base}", "{full}", "--dataset", "{pairs}", "--base_model", "{base}"], "`--base_model` is not used"),
+    ],
+)
+def test_bad_input_fails_in_one_line_before_any_model_loads(folders, tmp_path, capsys, no_model_loads, argv, message):
+    (tmp_path / "prompts.txt").write_text("a\n")
+    DatasetDict({"train": Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}])}).save_to_disk(
+        tmp_path / "splits"
+    )
+    Dataset.from_list([{"text": "a"}]).to_json(tmp_path / "text.jsonl")
+    paths = {
+        "base": folders["base"],
+        "full": folders["full"],
+        "pairs": folders["pairs.jsonl"],
+        "txt": str(tmp_path / "prompts.txt"),
+        "split_dir": str(tmp_path / "splits"),
+        "no_pref": str(tmp_path / "text.jsonl"),
+    }
+    code, _, stderr = run(capsys, *[a.format(**paths) for a in argv])
+    assert code == 2
+    assert stderr.startswith("trl-decpo evaluate: error: ") and stderr.count("\n") == 1, stderr
+    assert message in stderr
+
+
+def test_a_label_that_does_not_exist(folders, tmp_path, capsys, no_model_loads):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    config.id2label, config.label2id = {0: "clean", 1: "toxic"}, {"clean": 0, "toxic": 1}
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "clf")
+    argv = [folders["base"], folders["full"], "--dataset", folders["pairs.jsonl"], "--scorer", str(tmp_path / "clf")]
+    code, _, stderr = run(capsys, *argv, "--scorer_label", "hate")
+    assert code == 2 and "`--scorer_label` 'hate' is not a label of" in stderr and "['clean', 'toxic']" in stderr
+
+
+def test_listed_in_the_help(capsys):
+    assert main(["--help"]) == 0
+    assert "evaluate" in capsys.readouterr().out
