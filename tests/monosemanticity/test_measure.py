@@ -1,6 +1,7 @@
 """Probe measurement on real (tiny) models against prompts run one by one."""
 
 import json
+import threading
 
 import pytest
 import torch
@@ -174,38 +175,94 @@ def test_measurement_errors():
     assert count_decpo_hooks(model) == 0
 
 
-class ShardAccelerator:
-    """Stands in for one process of an `accelerate.Accelerator`: records the state it is asked to reduce."""
+class ThreadGroup:
+    """Processes of one accelerate run, played by threads: every member hands in a value and gets all of them."""
 
-    def __init__(self, process_index, num_processes=2):
-        self.process_index, self.num_processes = process_index, num_processes
+    def __init__(self, world):
+        self.world, self.slots, self.barrier = world, [None] * world, threading.Barrier(world, timeout=120)
+
+    def exchange(self, rank, value):
+        self.slots[rank] = value
+        self.barrier.wait()
+        values = list(self.slots)
+        self.barrier.wait()
+        return values
+
+
+class ThreadAccelerator:
+    """Stands in for one process of an `accelerate.Accelerator`: `reduce` sums, `gather` concatenates in rank order."""
+
+    def __init__(self, group, rank):
+        self.group, self.process_index, self.num_processes = group, rank, group.world
+        self.device = torch.device("cpu")
         self.reduced = None
 
     def reduce(self, tensor, reduction="sum"):
         assert reduction == "sum"
         self.reduced = tensor
-        return tensor
+        parts = self.group.exchange(self.process_index, tensor)
+        return {k: {name: sum(p[k][name] for p in parts) for name in tensor[k]} for k in tensor}
+
+    def gather(self, tensor):
+        return torch.cat(self.group.exchange(self.process_index, tensor))
 
 
-def test_processes_measure_disjoint_shards_whose_sums_give_the_full_result():
-    from trl_decpo import ProxyAccumulator
+def test_processes_measure_disjoint_shards_whose_sums_and_rows_give_the_full_result():
+    """7 prompts on 2 processes (threads, one model copy each): FD and sparsity from the reduced sums, the control
+    from the rows gathered back into prompt order (the top-up row of the shorter shard dropped)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    model, tokenizer = make_model(), make_tokenizer()
-    full = measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2])
-    shards = [ShardAccelerator(i) for i in range(2)]
+    tokenizer = make_tokenizer()
+    full = measure_monosemanticity(make_model(), PROMPTS, tokenizer, layers=[1, 2], batch_size=1)
+    group = ThreadGroup(2)
+    accelerators = [ThreadAccelerator(group, rank) for rank in range(2)]
+    models = [make_model(), make_model()]
     forwards = []
-    for accelerator in shards:
-        handle = model.register_forward_hook(lambda *_, acc=accelerator: forwards.append(acc.process_index))
-        measure_monosemanticity(model, PROMPTS, tokenizer, layers=[1, 2], accelerator=accelerator, batch_size=1)
-        handle.remove()
-    # 7 prompts on 2 processes: both run 4 forwards (sharded models need every forward on every process)
+    for rank, model in enumerate(models):
+        model.register_forward_hook(lambda *_, rank=rank: forwards.append(rank))
+
+    def run(rank):
+        return measure_monosemanticity(
+            models[rank], PROMPTS, tokenizer, layers=[1, 2], accelerator=accelerators[rank], batch_size=1
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        reports = [f.result() for f in [pool.submit(run, rank) for rank in range(2)]]
+    # both run 4 forwards (sharded models need every forward on every process); 4 + 3 rows were kept
     assert forwards.count(0) == forwards.count(1) == 4
     for layer in (1, 2):
-        states = [a.reduced[str(layer)] for a in shards]
-        assert [int(s["scalars"][1]) for s in states] == [4, 3]  # 7 prompts split across 2 processes
-        summed = ProxyAccumulator.from_state({k: states[0][k] + states[1][k] for k in states[0]})
-        assert summed.feature_decorrelation() == pytest.approx(full.fd[layer], abs=1e-6)
-        assert summed.activation_sparsity() == pytest.approx(full.sparsity[layer], rel=1e-6)
+        assert [int(a.reduced[str(layer)]["scalars"][1]) for a in accelerators] == [4, 3]
+        for report in reports:
+            assert report.num_prompts == 7
+            assert report.fd[layer] == pytest.approx(full.fd[layer], abs=1e-9)
+            assert report.sparsity[layer] == pytest.approx(full.sparsity[layer], rel=1e-9)
+            assert torch.equal(report.rows(layer), full.rows(layer))
+            assert report.control[layer] == pytest.approx(full.control[layer], abs=1e-12)
+            assert report.participation_ratio[layer] == pytest.approx(full.participation_ratio[layer], rel=1e-12)
+
+
+def test_rows_control_and_participation_ratio_match_prompts_run_one_by_one():
+    """The kept rows come back in prompt order (batches are length-sorted); control and PR match brute force."""
+    from test_control import brute_control, brute_participation_ratio
+
+    model, tokenizer = make_model(), make_tokenizer()
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    report = measure_monosemanticity(model, PROMPTS, tokenizer, batch_size=3, layers=[0, 3])
+    for layer in report.layers:
+        z = last_token_rows(model, ids, site_module(model, "llama", layer))
+        assert torch.allclose(report.rows(layer), z, atol=1e-6)
+        assert torch.allclose(report.gram(layer), z.double() @ z.double().T, atol=1e-5)
+        assert report.control[layer] == pytest.approx(brute_control(z), abs=1e-5)
+        assert report.participation_ratio[layer] == pytest.approx(brute_participation_ratio(z), rel=1e-4)
+        assert report.row_sparsity(layer).mean().item() == pytest.approx(report.sparsity[layer], rel=1e-9)
+    entry = report.to_dict()["layers"][1]
+    assert entry["control"] == report.control[3] and entry["participation_ratio"] == report.participation_ratio[3]
+    assert report.to_dict()["pooling"] == "last"
+    light = measure_monosemanticity(model, PROMPTS, tokenizer, layers=[0], keep_rows=False)
+    assert light.control == {0: None} and light.mean("control") is None
+    assert light.fd[0] == pytest.approx(report.fd[0], abs=1e-6)
+    with pytest.raises(ValueError, match="keep_rows=True"):
+        light.rows(0)
 
 
 def test_tokenizer_appended_eos_is_dropped_like_dpo(tmp_path):
@@ -254,6 +311,6 @@ def test_chat_prompts_measure_their_templated_tokens():
         for c in chats
     ]
     assert all(ids[-1] == tokenizer.convert_tokens_to_ids("answer") for ids in templated)
-    report = measure_monosemanticity(model, chats, tokenizer, layers=[2])
+    report = measure_monosemanticity(model, chats, tokenizer, layers=[2], pooling="last")  # "auto": last_content
     z = last_token_rows(model, templated, site_module(model, "llama", 2))
     assert report.fd[2] == pytest.approx(brute_fd(z), abs=1e-5)

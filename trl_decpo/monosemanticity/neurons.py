@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from ..capture import unwrap_model
-from ..utils import check_int
+from ..utils import check_choice, check_int
 from .measure import measure_monosemanticity
+from .probes import POOLING_CHOICES
 from .proxies import median, neuron_weight_scores, weight_proxy_change, weight_proxy_values
 from .weights import linear_weight, mlp_layers
 
@@ -157,16 +158,25 @@ def top_tokens(
     site: str | None = None,
     batch_size: int = 8,
     max_length: int | None = 512,
+    pooling: str = "auto",
 ) -> list[NeuronTokens]:
     """The paper's Table 1: the ``k`` most predominant hidden dimensions of ``layer`` and their top tokens.
 
-    Dimensions are ranked by mean ``|activation|`` at the site over ``prompts`` (last real token of each), or, with
-    ``base_model``, by how much their input weights changed (``||w_j - w_base_j||`` over all input projections).
+    Dimensions are ranked by mean ``|activation|`` at the site over ``prompts`` (each prompt pooled as ``pooling`` says:
+    its last token by default, its last content token for chat prompts, see :func:`prepare_probes`), or, with
+    ``base_model``, by how much their input weights changed (``||w_j - w_base_j||`` over all input projections);
+    ``pooling`` is then unused and must stay ``"auto"``.
     Each dimension's output direction (column ``j`` of the output projection) goes through the final norm and the
     unembedding; its ``num_tokens`` highest logits are returned.
     """
     for name, value in (("k", k), ("num_tokens", num_tokens)):
         check_int(name, value)
+    check_choice("pooling", pooling, POOLING_CHOICES)
+    if base_model is not None and pooling != "auto":
+        raise ValueError(
+            f"`pooling` ({pooling!r}) chooses the probe tokens whose activations rank the dimensions; with "
+            "`base_model` they are ranked by weight change, on no probe: leave `pooling` at 'auto'"
+        )
     if (prompts is None) == (base_model is None):
         raise ValueError(
             "`top_tokens` ranks dimensions either by activation on `prompts` or by weight change against "
@@ -193,7 +203,15 @@ def top_tokens(
         scores = change.sqrt()
     else:
         report = measure_monosemanticity(
-            model, prompts, tokenizer, layers=[mlp.layer], site=site, batch_size=batch_size, max_length=max_length
+            model,
+            prompts,
+            tokenizer,
+            layers=[mlp.layer],
+            site=site,
+            batch_size=batch_size,
+            max_length=max_length,
+            pooling=pooling,
+            keep_rows=False,
         )
         scores = report.accumulators[mlp.layer].mean_abs_activation().cpu()
         if scores.numel() != width:

@@ -1,9 +1,12 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""Probe prompts: loading them, tokenizing them as ``trl.DPOTrainer`` tokenizes a prompt, and batching them.
+"""Probe prompts: loading them, tokenizing them as ``trl.DPOTrainer`` tokenizes a prompt, choosing where each one is
+pooled, and batching them.
 
 Probes are tokenized like DPOTrainer's ``prompt_ids`` (chat template with the generation prompt for conversational
-prompts, the tokenizer's own special tokens for text) and right-padded: the last real token of a right-padded row
-sees exactly what it would see alone.
+prompts, the tokenizer's own special tokens for text) and right-padded: a real token of a right-padded row sees
+exactly what it would see alone. :func:`prepare_probes` also decides which tokens make each probe's row (``pooling``):
+the last token, the mean over all tokens, or the last token of the last message's content, before the chat template's
+constant generation suffix (``<|im_end|>\\n<|im_start|>assistant\\n``, ...).
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ import inspect
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from ..capture import unwrap_model
-from ..utils import load_data_file
+from ..utils import check_choice, load_data_file
+
+
+logger = logging.get_logger(__name__)
+
+POOLING_CHOICES = ("auto", "last", "last_content", "mean")
+# Stands for the last message's content when the chat template is rendered to find what follows the content.
+_SENTINEL = "TrlDecpoContentEndSentinel"
 
 
 def _column(records: Sequence, column: str, source: str) -> list:
@@ -103,16 +115,22 @@ def prompts_from_dataset(dataset, column: str = "prompt", source: str = "dataset
     return list(dataset[column])
 
 
+def _text_tokenizer(tokenizer):
+    from transformers import PreTrainedTokenizerBase
+
+    if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor (VLM): its text tokenizer
+    return tokenizer
+
+
 def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None = None) -> list[list[int]]:
     """Token ids of each prompt, as ``trl.DPOTrainer`` tokenizes prompts; the last ``max_length`` tokens are kept.
 
     A prompt may be a string, a list of chat messages (``{"role", "content"}`` dicts), or already a list of token ids.
     """
-    from transformers import PreTrainedTokenizerBase
     from trl.data_utils import is_conversational
 
-    if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor (VLM): its text tokenizer
+    tokenizer = _text_tokenizer(tokenizer)
     out = []
     for i, prompt in enumerate(prompts):
         if isinstance(prompt, (list, tuple)) and prompt and set(map(type, prompt)) <= {int}:
@@ -139,6 +157,123 @@ def tokenize_prompts(prompts: Sequence, tokenizer=None, max_length: int | None =
             ids = ids[-max_length:]
         out.append(list(ids))
     return out
+
+
+@dataclass
+class ProbeSet:
+    """Tokenized probes and which of their tokens make each probe's row (:func:`prepare_probes`)."""
+
+    token_ids: list[list[int]]
+    pooling: str  # "last", "last_content" or "mean" ("auto" resolved)
+    trailing: list[int]  # per probe: tokens after the pooled one (the generation suffix for "last_content"; else 0)
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def keep_last(self, limit: int) -> ProbeSet:
+        """The probes cut to their last ``limit`` tokens (the pooled token must remain)."""
+        cut = [i for i, n in enumerate(self.trailing) if n >= limit]
+        if cut:
+            raise ValueError(
+                f"`pooling={self.pooling!r}`: probe {cut[0]} keeps only its last {limit} tokens, all of them in the "
+                f"chat template's generation suffix ({self.trailing[cut[0]]} tokens); raise `max_length`"
+            )
+        return ProbeSet([ids[-limit:] for ids in self.token_ids], self.pooling, list(self.trailing))
+
+
+def generation_suffix(tokenizer, messages: Sequence[dict] | None = None) -> list[int]:
+    """The tokens the chat template puts after the content of the last message of ``messages`` (default: one user
+    message) when it adds the generation prompt, e.g. ``<|im_end|>\\n<|im_start|>assistant\\n``.
+
+    Found by rendering the same messages with a sentinel string as the last content and tokenizing what follows it
+    (as ``apply_chat_template`` tokenizes: no special tokens added)."""
+    tokenizer = _text_tokenizer(tokenizer)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("`pooling='last_content'` on chat probes needs a tokenizer with a chat template")
+    messages = list(messages) if messages else [{"role": "user", "content": ""}]
+    last = dict(messages[-1])
+    last["content"] = [{"type": "text", "text": _SENTINEL}] if isinstance(last.get("content"), list) else _SENTINEL
+    text = tokenizer.apply_chat_template([*messages[:-1], last], tokenize=False, add_generation_prompt=True)
+    if _SENTINEL not in text:
+        raise ValueError(
+            "`pooling='last_content'`: the chat template does not render the last message's content verbatim, so the "
+            "end of the content cannot be located; use `pooling='last'` or `'mean'`"
+        )
+    suffix = text[text.rindex(_SENTINEL) + len(_SENTINEL) :]
+    return list(tokenizer(suffix, add_special_tokens=False)["input_ids"]) if suffix else []
+
+
+def _trailing_tokens(i: int, ids: list[int], suffix: list[int], tokenizer) -> int:
+    """How many tokens of probe ``i`` follow its content: its generation ``suffix``, checked against its ids."""
+    if len(ids) <= len(suffix) or (suffix and ids[-len(suffix) :] != suffix):
+        shown = _text_tokenizer(tokenizer).decode(suffix)
+        raise ValueError(
+            f"`pooling='last_content'`: probe {i} does not end with the chat template's generation suffix {shown!r} "
+            f"({len(suffix)} tokens) after at least one content token; use `pooling` 'last' or 'mean' for such probes"
+        )
+    return len(suffix)
+
+
+def prepare_probes(
+    prompts: Sequence,
+    tokenizer=None,
+    max_length: int | None = None,
+    pooling: str = "auto",
+    chats: Sequence | None = None,
+) -> ProbeSet:
+    """Tokenize ``prompts`` (:func:`tokenize_prompts`) and choose which tokens make each probe's row.
+
+    ``pooling``, one of :data:`POOLING_CHOICES`:
+
+    * ``"last"``: the last token of the prompt (for chat probes, the last token of the generation prompt, the same
+      token for every probe);
+    * ``"mean"``: the mean over all the prompt's tokens (chat template tokens included);
+    * ``"last_content"``: the last token of the last message's content, before the chat template's generation suffix
+      (:func:`generation_suffix`, checked against each probe's ids: a probe that does not end with it is an error).
+      A plain-text probe is all content: its last token. Token-id probes are taken as chat-templated single-turn
+      prompts (a user message's suffix), unless ``chats`` gives the messages each was templated from;
+    * ``"auto"`` (default): ``"last_content"`` when some probe is a list of chat messages (or was templated from one,
+      per ``chats``), else ``"last"`` (plain text and bare token ids: today's behaviour); if a probe fails the suffix
+      check, ``"last"`` for all probes, with a warning.
+
+    ``chats``: for token-id probes, the chat messages each one was templated from (``None`` entries for text), e.g. a
+    DPO dataset's ``prompt`` column beside its ``prompt_ids``.
+    """
+    from trl.data_utils import is_conversational
+
+    check_choice("pooling", pooling, POOLING_CHOICES)
+    token_lists = tokenize_prompts(prompts, tokenizer, max_length)
+    zeros = [0] * len(token_lists)
+    if pooling in ("last", "mean"):
+        return ProbeSet(token_lists, pooling, zeros)
+    if chats is not None and len(chats) != len(token_lists):
+        raise ValueError(f"`chats` holds {len(chats)} entries for {len(token_lists)} prompts")
+    sources = list(chats) if chats is not None else list(prompts)
+    conversations = [c if c is not None and is_conversational({"prompt": c}) else None for c in sources]
+    if pooling == "auto" and all(c is None for c in conversations):
+        return ProbeSet(token_lists, "last", zeros)
+    user_suffix: list[list[int]] = []
+
+    def trailing(i, prompt, chat, ids) -> int:
+        if chat is not None:
+            return _trailing_tokens(i, ids, generation_suffix(tokenizer, chat), tokenizer)
+        if isinstance(prompt, str) or chats is not None:  # plain text: all of it is content
+            return 0
+        if not user_suffix:  # token ids without their messages: a single user message's suffix, found once
+            user_suffix.append(generation_suffix(tokenizer))
+        return _trailing_tokens(i, ids, user_suffix[0], tokenizer)
+
+    try:
+        counts = [
+            trailing(i, prompt, chat, ids)
+            for i, (prompt, chat, ids) in enumerate(zip(prompts, conversations, token_lists, strict=True))
+        ]
+    except ValueError as err:
+        if pooling == "last_content":
+            raise
+        logger.warning(f"{err}. `pooling='auto'` pools every probe at its last token instead.")
+        return ProbeSet(token_lists, "last", zeros)
+    return ProbeSet(token_lists, "last_content", counts)
 
 
 def right_padded_batches(token_lists: list[list[int]], batch_size: int, pad_id: int, device, last_index: bool = False):
