@@ -43,11 +43,11 @@ def test_keys_reach_log_history_and_json(tmp_path, kind):
             eval_dataset=make_dataset(6),
             processing_class=make_tokenizer(),
         )
-    run(trainer)
+    callback = run(trainer)
     logs = monosemanticity_logs(trainer)
     assert [h["step"] for h in logs] == [0, 1, 2]  # before training, then at each evaluation
     for h in logs:
-        for metric in ("fd", "sparsity"):
+        for metric in ("fd", "control", "participation_ratio", "sparsity"):
             per_layer = [h[f"eval_monosemanticity/{metric}/layer_{i}"] for i in range(4)]
             assert h[f"eval_monosemanticity/{metric}/mean"] == pytest.approx(sum(per_layer) / 4)
             if kind == "decpo":
@@ -58,7 +58,10 @@ def test_keys_reach_log_history_and_json(tmp_path, kind):
     history = json.load(open(os.path.join(out, "monosemanticity.json")))
     assert [r["step"] for r in history] == [0, 1, 2]
     for record, h in zip(history, logs, strict=False):
-        assert [e["fd"] for e in record["layers"]] == [h[f"eval_monosemanticity/fd/layer_{i}"] for i in range(4)]
+        for metric in ("fd", "control"):
+            logged = [h[f"eval_monosemanticity/{metric}/layer_{i}"] for i in range(4)]
+            assert [e[metric] for e in record["layers"]] == logged
+        assert record["pooling"] == "last"
     with open(os.path.join(out, "monosemanticity.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(os.path.join(out, "monosemanticity.png")) > 5000
@@ -67,6 +70,10 @@ def test_keys_reach_log_history_and_json(tmp_path, kind):
     final = measure_monosemanticity(trainer.model, trainer.eval_dataset["prompt_ids"], make_tokenizer())
     assert logs[-1]["eval_monosemanticity/fd/layer_3"] == pytest.approx(final.fd[3], abs=1e-6)
     assert logs[0]["eval_monosemanticity/fd/layer_3"] != pytest.approx(final.fd[3], abs=1e-6)  # training moved it
+    assert logs[-1]["eval_monosemanticity/control/layer_3"] == pytest.approx(final.control[3], abs=1e-6)
+    card = callback.card_section()
+    assert "| control, step 0 | control, step 2 |" in card
+    assert f"{history[-1]['layers'][3]['control']:.4f} |" in card.split("\n| 3")[1].split("\n")[0]
 
 
 def test_peft_policy_is_measured_with_its_adapter(tmp_path):

@@ -1,5 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""``MonosemanticityCallback``: FD and sparsity per layer at each evaluation, for DecPO and plain DPO runs alike."""
+"""``MonosemanticityCallback``: FD, its control and sparsity per layer at each evaluation, for DecPO and plain DPO runs
+alike."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from transformers.utils import logging
 
 from ..capture import describe_sites, resolve_measurement_sites, unwrap_model
 from ..trainer.compat import log_outside_step, trainer_pad_token_id
-from ..utils import check_int
-from .measure import measure_monosemanticity
-from .probes import load_prompts, prompts_from_dataset, tokenize_prompts
+from ..utils import check_choice, check_int
+from .measure import METRICS, measure_monosemanticity
+from .probes import POOLING_CHOICES, load_prompts, prepare_probes, prompts_from_dataset
 
 
 logger = logging.get_logger(__name__)
@@ -23,7 +24,7 @@ KEY_PREFIX = "eval_monosemanticity"
 
 
 class MonosemanticityCallback(TrainerCallback):
-    """Measures feature decorrelation and activation sparsity of the policy at each evaluation.
+    """Measures feature decorrelation, its control and activation sparsity of the policy at each evaluation.
 
     Like TRL's own callbacks that need the trainer (``LogCompletionsCallback``), it is built with the trainer and added
     to it::
@@ -33,7 +34,8 @@ class MonosemanticityCallback(TrainerCallback):
 
     At each evaluation (and, by default, once before the first step) it runs the probe prompts through the policy
     without gradients, in batches, and logs through ``trainer.log`` (so ``log_history``, TensorBoard and W&B get them):
-    ``eval_monosemanticity/fd/layer_<i>``, ``eval_monosemanticity/sparsity/layer_<i>``, their ``.../mean`` over the
+    ``eval_monosemanticity/<metric>/layer_<i>`` for ``<metric>`` in ``fd``, ``control`` (FD's anisotropy-free control,
+    ``1 - mean cos^2`` of the mean-centred rows), ``participation_ratio`` and ``sparsity``, their ``.../mean`` over the
     measured layers and, for a ``DecPOTrainer`` with the penalty on, ``.../hooked`` (mean over the penalised layers). The
     history goes to ``<output_dir>/monosemanticity.json`` after every measurement and, at the end of training, the
     per-layer curves to ``<output_dir>/monosemanticity.png``.
@@ -49,6 +51,10 @@ class MonosemanticityCallback(TrainerCallback):
         max_samples: at most this many probes (the paper uses 1000).
         batch_size: probes per forward; ``None``: ``per_device_eval_batch_size``.
         max_length: probes keep their last ``max_length`` tokens.
+        pooling: which tokens make a probe's row: ``"auto"`` (default: the last token of the last message's content
+            for chat probes, including the ``prompt_ids`` of an eval dataset whose ``prompt`` column holds chat
+            messages; the last token otherwise), ``"last"``, ``"last_content"`` or ``"mean"`` (see
+            :func:`trl_decpo.monosemanticity.probes.prepare_probes`).
         measure_on_train_begin: also measure the model before the first training step (step 0).
         measure_on_train_end: also measure at the end of training when the last step was not evaluated, so that the
             history (and the model card) ends with the trained model.
@@ -73,7 +79,9 @@ class MonosemanticityCallback(TrainerCallback):
         plot: bool = True,
         history_file: str = "monosemanticity.json",
         plot_file: str = "monosemanticity.png",
+        pooling: str = "auto",
     ):
+        check_choice("pooling", pooling, POOLING_CHOICES)
         if trainer is None or not hasattr(trainer, "log") or not hasattr(trainer, "model"):
             raise ValueError(
                 "MonosemanticityCallback needs the trainer: MonosemanticityCallback(trainer), then "
@@ -109,13 +117,14 @@ class MonosemanticityCallback(TrainerCallback):
         measured = {s.layer: s.site for s in sites}
         self.hooked_layers = [s.layer for s in penalised if measured.get(s.layer) == s.site]
 
-        self.probes = tokenize_prompts(
-            self._probe_prompts(probes, prompt_column, max_samples), trainer.processing_class, max_length
-        )
+        prompts, chats = self._probe_prompts(probes, prompt_column, max_samples)
+        self.probes = prepare_probes(prompts, trainer.processing_class, max_length, pooling, chats)
+        self.pooling = self.probes.pooling  # "auto" resolved
         if len(self.probes) < 2:
             raise ValueError(f"MonosemanticityCallback needs at least 2 probe prompts, got {len(self.probes)}")
 
-    def _probe_prompts(self, probes, column: str, max_samples: int | None) -> list:
+    def _probe_prompts(self, probes, column: str, max_samples: int | None) -> tuple[list, list | None]:
+        """The probe prompts, and for a tokenized dataset the chat messages beside its ``prompt_ids`` (if any)."""
         if probes is None:
             dataset = self.trainer.eval_dataset
             if dataset is None:
@@ -127,7 +136,7 @@ class MonosemanticityCallback(TrainerCallback):
                 )
             probes = dataset
         if isinstance(probes, str):
-            return load_prompts(probes, column=column, max_samples=max_samples)
+            return load_prompts(probes, column=column, max_samples=max_samples), None
         if hasattr(probes, "column_names") and not hasattr(probes, "__len__"):
             raise ValueError(
                 "MonosemanticityCallback: `probes` is an IterableDataset; pass a map-style dataset or a "
@@ -136,9 +145,11 @@ class MonosemanticityCallback(TrainerCallback):
         if hasattr(probes, "column_names"):
             if max_samples is not None and len(probes) > max_samples:
                 probes = probes.select(range(max_samples))
-            return prompts_from_dataset(probes, column, "probes")
+            names = probes.column_names
+            chats = list(probes[column]) if "prompt_ids" in names and column in names else None
+            return prompts_from_dataset(probes, column, "probes"), chats
         if isinstance(probes, (list, tuple)):
-            return list(probes)[:max_samples]
+            return list(probes)[:max_samples], None
         raise ValueError(f"`probes` must be None, a dataset, a list of prompts or a path, got {type(probes).__name__}")
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -159,7 +170,7 @@ class MonosemanticityCallback(TrainerCallback):
             progress=not args.disable_tqdm and state.is_world_process_zero,
         )
         logs = {}
-        for metric in ("fd", "sparsity"):
+        for metric in METRICS:
             values = getattr(report, metric)
             for layer in report.layers:
                 logs[f"{KEY_PREFIX}/{metric}/layer_{layer}"] = values[layer]
@@ -193,14 +204,17 @@ class MonosemanticityCallback(TrainerCallback):
                 with open(path, encoding="utf-8") as f:
                     earlier = [r for r in json.load(f) if r["step"] <= state.global_step]
                 same = all(
-                    r.get("site") == self.site_name and [e["layer"] for e in r["layers"]] == self.layers
+                    r.get("site") == self.site_name
+                    and [e["layer"] for e in r["layers"]] == self.layers
+                    and r.get("pooling", "last") == self.pooling
                     for r in earlier
                 )
                 if same:
                     self.history = earlier
                 else:
                     logger.warning(
-                        f"{path} was measured at other layers or another site; its history is not continued"
+                        f"{path} was measured at other layers, another site or another pooling; its history is not "
+                        "continued"
                     )
         else:
             self.history = []  # a new run from step 0 (e.g. `train()` called again): a new history
@@ -230,30 +244,42 @@ class MonosemanticityCallback(TrainerCallback):
             )
 
     def card_section(self) -> str:
-        """Markdown for the model card: FD and sparsity per layer, first and last measurement."""
+        """Markdown for the model card: FD, its control and sparsity per layer, first and last measurement."""
         if not self.history:
             return ""
         first, last = self.history[0], self.history[-1]
         before = {e["layer"]: e for e in first["layers"]}
+        metrics = ("fd", "control", "sparsity")
+
+        def cell(value):
+            return "n/a" if value is None else f"{value:.4f}"
+
+        def mean(record, key):
+            values = [e.get(key) for e in record["layers"]]
+            return None if any(v is None for v in values) else sum(values) / len(values)
+
         rows = []
         for entry in last["layers"]:
             layer = entry["layer"]
             if layer not in before:
                 continue
             mark = " (penalised)" if layer in self.hooked_layers else ""
-            rows.append(
-                f"| {layer}{mark} | {before[layer]['fd']:.4f} | {entry['fd']:.4f} | "
-                f"{before[layer]['sparsity']:.4f} | {entry['sparsity']:.4f} |"
-            )
-        mean = lambda record, key: sum(e[key] for e in record["layers"]) / len(record["layers"])  # noqa: E731
+            cells = [f"{cell(before[layer].get(k))} | {cell(entry.get(k))}" for k in metrics]
+            rows.append(f"| {layer}{mark} | " + " | ".join(cells) + " |")
+        mean_row = "| mean | " + " | ".join(f"{cell(mean(first, k))} | {cell(mean(last, k))}" for k in metrics) + " |"
+        a, b = first["step"], last["step"]
+        header = " | ".join(f"{name}, step {a} | {name}, step {b}" for name in ("FD", "control", "sparsity"))
+        pooling = {
+            "last": "at the last prompt token",
+            "last_content": "at the last token of the prompt's content (before the chat template's generation prompt)",
+            "mean": "averaged over the prompt's tokens",
+        }.get(last.get("pooling", "last"), last.get("pooling"))
         return (
             "\n\n## Monosemanticity\n\n"
-            f"Feature decorrelation (FD = 1 - mean pairwise cosine of the `{last['site']}` activations at the last "
-            f"prompt token over {last['num_prompts']} probe prompts; higher = more monosemantic) and activation "
-            "sparsity (variance across hidden dimensions), measured by trl-decpo's `MonosemanticityCallback` at step "
-            f"{first['step']} and step {last['step']}.\n\n"
-            f"| layer | FD, step {first['step']} | FD, step {last['step']} | sparsity, step {first['step']} | "
-            f"sparsity, step {last['step']} |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
-            f"| mean | {mean(first, 'fd'):.4f} | {mean(last, 'fd'):.4f} | {mean(first, 'sparsity'):.4f} | "
-            f"{mean(last, 'sparsity'):.4f} |\n"
+            f"Feature decorrelation (FD = 1 - mean pairwise cosine of the `{last['site']}` activations {pooling} "
+            f"over {last['num_prompts']} probe prompts; higher = more monosemantic), its control (1 - mean squared "
+            "cosine of the mean-centred activations: FD also rises when a direction shared by all prompts shrinks, "
+            "the control does not) and activation sparsity (variance across hidden dimensions), measured by "
+            f"trl-decpo's `MonosemanticityCallback` at step {a} and step {b}.\n\n"
+            f"| layer | {header} |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + mean_row + "\n"
         )

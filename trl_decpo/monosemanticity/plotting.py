@@ -7,6 +7,19 @@ import os
 from collections.abc import Mapping, Sequence
 
 
+LABELS = {
+    "fd": "feature decorrelation (FD)",
+    "control": "FD control: 1 - mean cos^2, centred rows",
+    "sparsity": "activation sparsity",
+}
+
+
+def _metrics(records) -> tuple[str, ...]:
+    """``fd``, ``control`` (when every layer entry of ``records`` has one: older results have none) and ``sparsity``."""
+    with_control = all(e.get("control") is not None for r in records for e in r["layers"])
+    return ("fd", "control", "sparsity") if with_control else ("fd", "sparsity")
+
+
 def _pyplot():
     import matplotlib
 
@@ -17,10 +30,11 @@ def _pyplot():
 
 
 def plot_training_curves(history: Sequence[Mapping], path: str, title: str | None = None) -> str:
-    """FD and sparsity against the training step, one line per layer (coloured by depth) and their mean (black).
+    """FD, its control (when recorded) and sparsity against the training step, one line per layer (coloured by depth)
+    and their mean (black).
 
     ``history`` holds records as :class:`~trl_decpo.MonosemanticityCallback` writes them:
-    ``{"step": int, "num_layers": int, "layers": [{"layer", "fd", "sparsity"}, ...]}``.
+    ``{"step": int, "num_layers": int, "layers": [{"layer", "fd", "control", "sparsity"}, ...]}``.
     """
     if not history:
         raise ValueError("no measurements to plot")
@@ -29,10 +43,10 @@ def plot_training_curves(history: Sequence[Mapping], path: str, title: str | Non
     num_layers = history[-1]["num_layers"]
     layers = [entry["layer"] for entry in history[-1]["layers"]]
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for ax, metric, label in zip(
-        axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity"), strict=False
-    ):
+    metrics = _metrics(history)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), constrained_layout=True)
+    for ax, metric in zip(axes, metrics, strict=True):
+        label = LABELS[metric]
         for layer in layers:
             values = [next((e[metric] for e in r["layers"] if e["layer"] == layer), float("nan")) for r in history]
             ax.plot(steps, values, color=cmap(layer / max(num_layers - 1, 1)), linewidth=1, alpha=0.8)
@@ -70,7 +84,8 @@ def plot_depth_profiles(
     weight_proxy: Mapping[str, Mapping] | None = None,
     title: str | None = None,
 ) -> str:
-    """Per-layer proxies against relative depth, one line per model (paper Fig. 3/4/6 style).
+    """Per-layer proxies against relative depth, one line per model (paper Fig. 3/4/6 style): FD, its control (when
+    every profile has it) and sparsity.
 
     ``profiles`` maps a model name to a :meth:`MonosemanticityReport.to_dict` result. With ``base`` (one of the names),
     two more panels show each other model's relative FD change ``(tuned - base) / |base|`` and its sparsity minus the
@@ -81,16 +96,16 @@ def plot_depth_profiles(
         raise ValueError("no measurements to plot")
     plt = _pyplot()
     with_base = base is not None and len(profiles) > 1
-    panels = 2 + 2 * with_base + bool(weight_proxy)
+    metrics = _metrics(profiles.values())
+    panels = len(metrics) + 2 * with_base + bool(weight_proxy)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), constrained_layout=True)
     axes = list(axes) if panels > 1 else [axes]
 
     def series(profile, metric):
         return [e["relative_depth"] for e in profile["layers"]], [e[metric] for e in profile["layers"]]
 
-    for ax, metric, label in zip(
-        axes, ("fd", "sparsity"), ("feature decorrelation (FD)", "activation sparsity"), strict=False
-    ):
+    for ax, metric in zip(axes, metrics, strict=False):
+        label = LABELS[metric]
         for name, profile in profiles.items():
             x, y = series(profile, metric)
             ax.plot(x, y, marker="o", markersize=3, label=name, linewidth=2 if name == base else 1.3)
@@ -98,7 +113,7 @@ def plot_depth_profiles(
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    index = 2
+    index = len(metrics)
     if with_base:
         for metric, label, change in (
             ("fd", f"FD relative change vs {base}", lambda t, b: (t - b) / abs(b)),
@@ -150,7 +165,8 @@ def plot_paper_figures(compare_result: Mapping, out_dir: str, labels: Sequence[s
     """The paper's figures for a base model and two fine-tunes A and B, from a ``trl-decpo compare BASE A B`` result
     (its ``compare.json``): ``fig_fd_by_depth.png`` (FD per layer for the three models), ``fig_fd_relative_change.png``
     (``(FD - FD_base) / |FD_base|`` for A and B) and ``fig_sparsity_difference.png`` (B's sparsity minus A's, as the
-    paper plots DecPO minus DPO). Returns the paths written."""
+    paper plots DecPO minus DPO); with the FD control in the result, also ``fig_control_by_depth.png`` (the control
+    per layer for the three models, FD's companion). Returns the paths written."""
     result, labels = compare_result, list(labels)
     plt = _pyplot()
     names = list(result["measurements"])
@@ -172,6 +188,11 @@ def plot_paper_figures(compare_result: Mapping, out_dir: str, labels: Sequence[s
             {f"{labels[1]} - {labels[0]}": [y["sparsity"] - x["sparsity"] for x, y in zip(a, b, strict=True)]},
         ),
     }
+    if "control" in _metrics([{"layers": v} for v in series.values()]):
+        figures["fig_control_by_depth.png"] = (
+            LABELS["control"],
+            {k: [e["control"] for e in v] for k, v in series.items()},
+        )
     paths = []
     for filename, (ylabel, lines) in figures.items():
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
