@@ -250,3 +250,121 @@ def test_load_options(tmp_path):
         load_tokenizer(str(bare), LoadArguments())
     with pytest.raises(ValueError, match=r"`dtype` must be one of \['auto', 'float32', 'bfloat16', 'float16'\]"):
         LoadArguments(dtype="float8")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# FD's control and probe pooling
+# ----------------------------------------------------------------------------------------------------------------------
+
+CHAT_TEMPLATE_MULTI = (  # "<eos> the answer is" after the last message's content: 4 constant tokens
+    "{% for m in messages %}{% if m['role'] == 'user' %}question {{ m['content'] }} <eos> {% else %}the answer is "
+    "{{ m['content'] }} <eos> {% endif %}{% endfor %}{% if add_generation_prompt %}the answer is {% endif %}"
+)
+
+
+def chat_models(tmp_path):
+    """A tiny base model and a perturbed copy, saved with a tokenizer that has a chat template; chat prompts file."""
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE_MULTI
+    paths = []
+    for name, shift in (("base", 0.0), ("tuned", 0.05)):
+        model = make_model()
+        with torch.no_grad():
+            model.model.layers[1].mlp.up_proj.weight.add_(shift)
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    prompts = tmp_path / "chats.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": [{"role": "user", "content": p}]}) for p in PROMPTS))
+    return paths, str(prompts), tokenizer
+
+
+def test_measure_pooling_and_control_columns(tmp_path, prompts_file, capsys):
+    out = tmp_path / "mean"
+    argv = ["measure", model_path(), "--prompts", prompts_file, "--pooling", "mean", "--output_dir", str(out)]
+    assert main([*argv, "--no_plot"]) == 0
+    stdout = capsys.readouterr().out
+    assert "pooling mean" in stdout and "mean control" in stdout
+    result = json.load(open(out / "monosemanticity.json"))
+    expected = measure_monosemanticity(make_model(), PROMPTS, make_tokenizer(), pooling="mean")
+    assert result["pooling"] == "mean"
+    for metric in ("fd", "control", "participation_ratio", "sparsity"):
+        values = [e[metric] for e in result["layers"]]
+        assert values == pytest.approx([getattr(expected, metric)[i] for i in range(4)], rel=1e-5), metric
+    last = measure_monosemanticity(make_model(), PROMPTS, make_tokenizer())
+    assert result["layers"][2]["fd"] != pytest.approx(last.fd[2], abs=1e-4)
+    with open(out / "monosemanticity.csv") as f:
+        assert list(csv.DictReader(f))[0].keys() >= {"fd", "control", "participation_ratio", "sparsity"}
+
+
+def test_compare_chat_prompts_pool_at_their_content_by_default(tmp_path, capsys):
+    (base, tuned), prompts, tokenizer = chat_models(tmp_path)
+    chats = [json.loads(line)["prompt"] for line in open(prompts)]
+    out = tmp_path / "cmp"
+    assert main(["compare", base, tuned, "--prompts", prompts, "--output_dir", str(out), "--no_plot"]) == 0
+    result = json.load(open(out / "compare.json"))
+    measured = result["measurements"]
+    assert measured["base"]["pooling"] == measured["tuned"]["pooling"] == "last_content"
+    for name, path in (("base", base), ("tuned", tuned)):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        expected = measure_monosemanticity(model, chats, tokenizer, pooling="last_content")
+        assert [e["control"] for e in measured[name]["layers"]] == pytest.approx(
+            [expected.control[i] for i in range(4)], abs=1e-6
+        )
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        layer = int(row["layer"])
+        base_control = measured["base"]["layers"][layer]["control"]
+        control = measured[row["model"]]["layers"][layer]["control"]
+        assert float(row["control_relative_change"]) == pytest.approx(
+            (control - base_control) / abs(base_control), rel=1e-6
+        )
+    assert float(rows[4 + 1]["control_relative_change"]) != 0.0  # tuned, layer 1 (perturbed)
+    assert main(["compare", base, tuned, "--prompts", prompts, "--pooling", "last", "--no_plot"]) == 0
+    assert "pooling last" in capsys.readouterr().out
+
+
+def test_top_tokens_pooling(tmp_path):
+    from trl_decpo import top_tokens
+
+    tokenizer = make_tokenizer()
+    path = tmp_path / "model"
+    make_model().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS))
+    out = tmp_path / "top"
+    argv = ["top-tokens", str(path), "--layer", "2", "--k", "5", "--prompts", str(prompts), "--output_dir", str(out)]
+    assert main([*argv, "--pooling", "mean"]) == 0
+    saved = json.load(open(out / "top_tokens_layer2.json"))
+    assert "pooling mean" in saved["ranking"]
+    for pooling in ("mean", "last"):
+        expected = top_tokens(make_model(), tokenizer, 2, k=5, prompts=PROMPTS, pooling=pooling)
+        dims = [d["dimension"] for d in saved["dimensions"]]
+        assert (dims == [n.dimension for n in expected]) == (pooling == "mean")
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["measure", "MODEL", "--prompts", "PROMPTS", "--pooling", "first"],
+            r"`pooling` must be one of \['auto', 'last', 'last_content', 'mean'\], got 'first'",
+        ),
+        (["compare", "MODEL", "MODEL", "--prompts", "PROMPTS", "--pooling", "first"], r"`pooling` must be one of"),
+        (["top-tokens", "MODEL", "--layer", "1", "--base", "MODEL", "--pooling", "mean"], r"`pooling` \('mean'\)"),
+    ],
+)
+def test_pooling_errors(prompts_file, capsys, argv, message):
+    subst = {"MODEL": model_path(), "PROMPTS": prompts_file}
+    assert main([subst.get(a, a) for a in argv]) == 2
+    assert re.search(message, capsys.readouterr().err, re.S)
+
+
+def test_pooling_help(capsys):
+    for command in ("measure", "compare", "top-tokens"):
+        assert main([command, "--help"]) == 0
+        assert "--pooling" in capsys.readouterr().out

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 
 from .base import command_parser, run_command
 from .loading import LoadArguments, adapter_base, is_adapter_folder
-from .measure import ProbeArguments, measure_model, probe_token_ids, require_prompts
+from .measure import ProbeArguments, measure_model, probe_token_ids, report_summary, require_prompts
 from .output import OutputArguments, format_table, prepare_output, unique_names, write_results
 
 
-HELP = "FD and sparsity of a BASE model and TUNED models (checkpoints or PEFT adapters), with relative changes."
+HELP = (
+    "FD, its control and sparsity of a BASE model and TUNED models (checkpoints or PEFT adapters), with changes "
+    "against BASE."
+)
 
 
 @dataclass
@@ -23,12 +26,19 @@ class CompareArguments:
     )
 
 
+def relative_change(tuned: float, base: float) -> float:
+    """``(tuned - base) / |base|``; NaN for a zero base (the control of 2 prompts is always 0)."""
+    return (tuned - base) / abs(base) if base != 0 else float("nan")
+
+
 def compare_command(
     models: list[str], probes: ProbeArguments, load: LoadArguments, output: OutputArguments, compare: CompareArguments
 ) -> dict:
-    """FD and sparsity of a base model and tuned models (full checkpoints or PEFT adapters), with relative changes.
+    """FD, its control, the participation ratio and sparsity of a base model and tuned models (full checkpoints or PEFT
+    adapters), with changes against the base: relative for FD and the control, a difference for sparsity.
 
-    The prompts are tokenized once, with BASE's tokenizer; PEFT adapters are applied to BASE."""
+    The prompts are tokenized (and their pooled tokens chosen) once, with BASE's tokenizer; PEFT adapters are applied
+    to BASE."""
     from ..monosemanticity.neurons import weight_proxy
 
     require_prompts(probes)
@@ -67,8 +77,11 @@ def compare_command(
             except ValueError as err:
                 proxy_note = f"weight proxy not computed: {err}"
         del model
-    base_fd, base_sp = base_report.fd, base_report.sparsity
-    headers = ["model", "layer", "relative_depth", "fd", "sparsity", "fd_relative_change", "sparsity_minus_base"]
+    base = base_report
+    headers = [
+        *("model", "layer", "relative_depth", "fd", "control", "participation_ratio", "sparsity"),
+        *("fd_relative_change", "control_relative_change", "sparsity_minus_base"),
+    ]
     rows = []
     for name, report in reports.items():
         for layer in report.layers:
@@ -78,9 +91,12 @@ def compare_command(
                     layer,
                     report.relative_depth(layer),
                     report.fd[layer],
+                    report.control[layer],
+                    report.participation_ratio[layer],
                     report.sparsity[layer],
-                    (report.fd[layer] - base_fd[layer]) / abs(base_fd[layer]),
-                    report.sparsity[layer] - base_sp[layer],
+                    relative_change(report.fd[layer], base.fd[layer]),
+                    relative_change(report.control[layer], base.control[layer]),
+                    report.sparsity[layer] - base.sparsity[layer],
                 ]
             )
     if proxies:
@@ -88,10 +104,10 @@ def compare_command(
         by_key = {(n, e["layer"]): e["relative_change"] for n, p in proxies.items() for e in p["layers"]}
         for row in rows:
             row.append(by_key.get((row[0], row[1]), ""))
-    print(f"base {names[0]}; {base_report.num_prompts} prompts, site {base_report.site}")
+    print(f"base {names[0]}; {base.num_prompts} prompts, site {base.site}, pooling {base.pooling}")
     print(format_table(headers, rows))
     for name, report in reports.items():
-        print(f"{name}: mean FD {report.mean('fd'):.6g}, mean sparsity {report.mean('sparsity'):.6g}")
+        print(f"{name}: {report_summary(report)}")
     if proxy_note:
         print(proxy_note)
     result = {

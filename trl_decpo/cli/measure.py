@@ -1,17 +1,24 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo measure`: per-layer feature decorrelation and activation sparsity of one model."""
+"""`trl-decpo measure`: per-layer feature decorrelation, its control and activation sparsity of one model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..utils import check_int
+from ..utils import check_choice, check_int
 from .base import command_parser, run_command
 from .loading import LoadArguments, load_model, load_tokenizer
 from .output import OutputArguments, display_name, format_table, prepare_output, write_results
 
 
-HELP = "Per-layer feature decorrelation and activation sparsity of one model."
+HELP = "Per-layer feature decorrelation (FD), its anisotropy-free control and activation sparsity of one model."
+
+POOLING_HELP = (
+    "Which tokens of a probe make its row: 'last' (its last token), 'mean' (the mean over its tokens, chat template "
+    "tokens included), 'last_content' (the last token of the last message's content, before the chat template's "
+    "generation prompt such as '<|im_end|>\\n<|im_start|>assistant\\n'; plain-text probes: their last token), or "
+    "'auto' (default: 'last_content' for chat-message probes, 'last' for plain text). See docs/measurement.md."
+)
 
 
 @dataclass
@@ -40,8 +47,12 @@ class ProbeArguments:
             "(default: the architecture's, see docs/method.md)."
         },
     )
+    pooling: str = field(default="auto", metadata={"help": POOLING_HELP})
 
     def __post_init__(self):
+        from ..monosemanticity.probes import POOLING_CHOICES
+
+        check_choice("pooling", self.pooling, POOLING_CHOICES)
         for name in ("max_length", "batch_size"):
             check_int(name, getattr(self, name))
         if self.max_samples == 1 or self.max_samples < 0:
@@ -50,26 +61,25 @@ class ProbeArguments:
             )
 
 
-def probe_token_ids(
-    tokenizer_path: str, probes: ProbeArguments, load: LoadArguments
-) -> tuple[list[list[int]], object]:
-    """The probe prompts as token ids (tokenized once, so that compared models see exactly the same inputs)."""
-    from ..monosemanticity.probes import load_prompts, tokenize_prompts
+def probe_token_ids(tokenizer_path: str, probes: ProbeArguments, load: LoadArguments) -> tuple[object, object]:
+    """The probe prompts as token ids with their pooled positions (a ``ProbeSet``, prepared once so that compared
+    models see exactly the same inputs and rows), and the tokenizer."""
+    from ..monosemanticity.probes import load_prompts, prepare_probes
 
     prompts = load_prompts(probes.prompts, probes.prompt_column, probes.split, probes.max_samples or None)
     tokenizer = load_tokenizer(tokenizer_path, load)
-    return tokenize_prompts(prompts, tokenizer, probes.max_length), tokenizer
+    return prepare_probes(prompts, tokenizer, probes.max_length, probes.pooling), tokenizer
 
 
 def measure_model(
-    model_path: str, token_ids, tokenizer, probes: ProbeArguments, load: LoadArguments, base_model: str | None = None
+    model_path: str, probe_set, tokenizer, probes: ProbeArguments, load: LoadArguments, base_model: str | None = None
 ):
     from ..monosemanticity.measure import measure_monosemanticity
 
     model = load_model(model_path, load, base_model)
     report = measure_monosemanticity(
         model,
-        token_ids,
+        probe_set,
         tokenizer,
         layers=probes.layers,
         site=probes.site,
@@ -85,17 +95,27 @@ def require_prompts(probes: ProbeArguments) -> None:
         raise ValueError("`prompts` is required: pass --prompts FILE_OR_DATASET")
 
 
+def report_summary(report) -> str:
+    """One line: the means over the measured layers."""
+    return (
+        f"mean FD {report.mean('fd'):.6g}, mean control {report.mean('control'):.6g}, mean participation ratio "
+        f"{report.mean('participation_ratio'):.6g}, mean sparsity {report.mean('sparsity'):.6g}"
+    )
+
+
 def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, output: OutputArguments) -> dict:
-    """Per-layer FD and sparsity of one model."""
+    """Per-layer FD, its control, the participation ratio and sparsity of one model."""
+    from ..monosemanticity.measure import METRICS
+
     require_prompts(probes)
     out_dir = prepare_output(output)
     token_ids, tokenizer = probe_token_ids(model, probes, load)
     _, report = measure_model(model, token_ids, tokenizer, probes, load)
-    headers = ["layer", "relative_depth", "fd", "sparsity"]
-    rows = [[e["layer"], e["relative_depth"], e["fd"], e["sparsity"]] for e in report.to_dict()["layers"]]
-    print(f"{model}: {report.num_prompts} prompts, site {report.site}")
+    headers = ["layer", "relative_depth", *METRICS]
+    rows = [[e[key] for key in headers] for e in report.to_dict()["layers"]]
+    print(f"{model}: {report.num_prompts} prompts, site {report.site}, pooling {report.pooling}")
     print(format_table(headers, rows))
-    print(f"mean FD {report.mean('fd'):.6g}, mean sparsity {report.mean('sparsity'):.6g}")
+    print(report_summary(report))
     result = {"model": model, **report.to_dict()}
     from ..monosemanticity.plotting import plot_depth_profiles
 

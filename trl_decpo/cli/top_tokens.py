@@ -13,7 +13,11 @@ from .measure import ProbeArguments
 from .output import OutputArguments, format_table, prepare_output, write_results
 
 
-HELP = "The top vocabulary tokens of a layer's most predominant hidden dimensions (paper Table 1)."
+HELP = (
+    "The top vocabulary tokens of a layer's most predominant hidden dimensions (paper Table 1): ranked by mean "
+    "|activation| over the probe tokens `--pooling` picks in `--prompts`, or by input-weight change against `--base` "
+    "(then `--pooling` does not apply)."
+)
 
 
 @dataclass
@@ -49,6 +53,11 @@ def top_tokens_command(
             "`top-tokens` ranks dimensions by activation on `--prompts` or by weight change against "
             "`--base`: give exactly one of them"
         )
+    if top.base is not None and probes.pooling != "auto":
+        raise ValueError(
+            f"`pooling` ({probes.pooling!r}) chooses the probe tokens whose mean |activation| ranks the dimensions; "
+            "with `--base` they are ranked by weight change, on no probe: drop `--pooling`"
+        )
     out_dir = prepare_output(output)
     tokenizer = load_tokenizer(model_path, load)
     model = load_model(model_path, load)
@@ -57,12 +66,11 @@ def top_tokens_command(
         kwargs["base_model"] = load_model(top.base, load)
         ranking = f"input-weight change against {top.base}"
     else:
-        from ..monosemanticity.probes import load_prompts
+        from ..monosemanticity.probes import load_prompts, prepare_probes
 
-        kwargs["prompts"] = load_prompts(
-            probes.prompts, probes.prompt_column, probes.split, probes.max_samples or None
-        )
-        ranking = f"mean |activation| on {len(kwargs['prompts'])} prompts"
+        prompts = load_prompts(probes.prompts, probes.prompt_column, probes.split, probes.max_samples or None)
+        kwargs["prompts"] = prepare_probes(prompts, tokenizer, probes.max_length, probes.pooling)
+        ranking = f"mean |activation| on {len(prompts)} prompts (pooling {kwargs['prompts'].pooling})"
     neurons = top_tokens(
         model,
         tokenizer,
