@@ -74,6 +74,9 @@ def main(out: str, mode: str) -> None:
         "hooks_left": count_decpo_hooks(trainer.model),
         "fresh_fd": fresh.fd,
         "fresh_sparsity": fresh.sparsity,
+        "fresh_control": fresh.control,
+        "fresh_participation_ratio": fresh.participation_ratio,
+        "fresh_rows": {layer: fresh.rows(layer).tolist() for layer in fresh.layers},
     }
     if rank == 0:
         record["log_history"] = trainer.state.log_history

@@ -9,7 +9,9 @@ over the same micro-batches (`tests/distributed/distributed_run.py`). Compared q
   (one gather and mean across ranks, as TRL aggregates its own metrics) == the one-process log (the mean of its two
   micro-batches), rel 1e-4; the logged DPO loss likewise;
 * the final weights (DDP averages the gradients of DPO loss + penalty, as accumulation does): atol 1e-5;
-* the monosemanticity measurement sharded over the two processes (3 + 2 prompts, reduced) == one process, 1e-9;
+* the monosemanticity measurement sharded over the two processes (3 + 2 prompts, reduced) == one process, 1e-9; the
+  rows gathered back into prompt order (the top-up row dropped) == one process's, so the FD control and participation
+  ratio agree too;
 * no trl-decpo hook left on either rank;
 * `trl-decpo train` under 2 processes refuses a used `--output_dir` on both ranks together, and resumes together.
 
@@ -179,11 +181,16 @@ def test_final_weights_match_one_process(runs):
 
 def test_sharded_measurement_equals_one_process(runs):
     ddp, single = runs
+    import torch
+
     for rank in range(2):
-        for key in ("fresh_fd", "fresh_sparsity"):
+        for key in ("fresh_fd", "fresh_sparsity", "fresh_control", "fresh_participation_ratio"):
             assert ddp[rank][key].keys() == single[key].keys()
             for layer, value in single[key].items():
-                assert ddp[rank][key][layer] == pytest.approx(value, abs=1e-9)
+                assert ddp[rank][key][layer] == pytest.approx(value, abs=1e-9), (key, layer)
+        for layer, rows in single["fresh_rows"].items():
+            assert len(ddp[rank]["fresh_rows"][layer]) == len(rows) == 5  # 3 + 2 prompts, the top-up row dropped
+            assert torch.allclose(torch.tensor(ddp[rank]["fresh_rows"][layer]), torch.tensor(rows), atol=1e-6)
 
 
 def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_path):
