@@ -85,3 +85,8 @@ def test_bad_arguments(tokenizer):
         generate_completions(model, tokenizer, PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="`temperature` must be > 0"):
         generate_completions(model, tokenizer, PROMPTS, do_sample=True, temperature=0)
+
+
+def test_chat_prompts_need_a_chat_template(tokenizer):
+    with pytest.raises(ValueError, match="conversational prompts .* need the tokenizer's chat template"):
+        generate_completions(make_model(), tokenizer, [[{"role": "user", "content": "the cat"}]])

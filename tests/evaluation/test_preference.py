@@ -219,6 +219,11 @@ def test_length_shortcut_counts_words(tokenizer, dataset):
     assert length_shortcut(tokenize_pairs(tokenizer, dataset), [1])["chosen_longer"] == 1.0  # "very good" vs "bad"
 
 
+def test_conversational_pairs_need_a_chat_template(tokenizer):
+    with pytest.raises(ValueError, match="conversational pairs .* need the tokenizer's chat template"):
+        tokenize_pairs(tokenizer, conversational_dataset(2))
+
+
 def test_tokenize_pairs_refuses_non_preference_rows(tokenizer):
     with pytest.raises(ValueError, match="'prompt', 'chosen' and 'rejected'"):
         tokenize_pairs(tokenizer, [{"prompt": "a", "completion": "b"}])

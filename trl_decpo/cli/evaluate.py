@@ -170,7 +170,6 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
     if load.base_model is not None:
         raise ValueError("`--base_model` is not used by `evaluate`: PEFT adapters among MODELS are applied to BASE")
     names = model_names(models, args.names)
-    out_dir = prepare_output(args)
     pairs = load_pairs(args) if args.dataset is not None else None
     prompts = load_task_prompts(args, pairs) if args.scorer is not None else None
     if prompts is not None and not prompts:
@@ -186,6 +185,7 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
     gen_kwargs = dict(
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, do_sample=args.do_sample, seed=args.seed
     )
+    out_dir = prepare_output(args)
 
     def run(model, name) -> tuple:
         print(f"evaluating {name}", file=sys.stderr)
@@ -201,9 +201,8 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
         return logps, completions, scores
 
     base_model = load_model(models[0], load)
-    ref_logps, completions, scores = {}, {}, {}
-    ref_logps[names[0]], completions[names[0]], scores[names[0]] = run(base_model, names[0])
-    rewards = {}
+    completions, scores, rewards = {}, {}, {}
+    base_logps, completions[names[0]], scores[names[0]] = run(base_model, names[0])  # the reference
     for name, path in zip(names[1:], models[1:], strict=True):
         if is_adapter_folder(path):
             from peft import PeftModel
@@ -220,12 +219,11 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
             model = load_model(path, load)
         logps, completions[name], scores[name] = run(model, name)
         if logps is not None:
-            rewards[name] = dpo_pair_rewards(logps, ref_logps[names[0]], args.beta)
+            rewards[name] = dpo_pair_rewards(logps, base_logps, args.beta)
         if is_adapter_folder(path):  # take the adapter off: BASE again for the next model
             base_model = model.unload() if hasattr(model.base_model, "unload") else model.get_base_model()
         del model
 
-    base_logps = ref_logps[names[0]]
     shortcut = length_shortcut(tokenized, base_logps.pair_index.tolist()) if pairs is not None else None
     table = comparison_table(
         names,

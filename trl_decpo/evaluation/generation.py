@@ -18,6 +18,11 @@ import torch
 
 from ..monosemanticity.probes import resolve_pad_id, tokenize_prompts
 from ..utils import check_int
+from .preference import NO_TEMPLATE
+
+
+def _is_messages(prompt) -> bool:
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(m, dict) for m in prompt)
 
 
 def _generation_config(model, tokenizer, pad_id: int, max_new_tokens: int, do_sample: bool, temperature, top_p):
@@ -66,7 +71,10 @@ def generate_completions(
         raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature!r}")
     if not 0 < top_p <= 1:
         raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}")
-    token_lists = tokenize_prompts(list(prompts), tokenizer, max_prompt_length)
+    prompts = list(prompts)
+    if any(_is_messages(p) for p in prompts) and getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(NO_TEMPLATE.format(what="prompts"))
+    token_lists = tokenize_prompts(prompts, tokenizer, max_prompt_length)
     pad_id = resolve_pad_id(tokenizer, None)
     config = _generation_config(model, tokenizer, pad_id, max_new_tokens, do_sample, temperature, top_p)
     device = next(model.parameters()).device

@@ -35,6 +35,10 @@ from ..utils import check_choice, check_int
 
 
 TRUNCATION_MODES = ("keep_start", "keep_end")
+NO_TEMPLATE = (
+    "conversational {what} (lists of messages) need the tokenizer's chat template, and this tokenizer has none: set "
+    "`tokenizer.chat_template` or give text {what}"
+)
 
 
 def _records(pairs) -> list[dict]:
@@ -83,6 +87,8 @@ def tokenize_pairs(tokenizer, pairs) -> list[dict]:
         )
     records = [maybe_extract_prompt(r) for r in records]
     conversational = _is_conversational(records[0])  # TRL decides from the first example whether to append EOS
+    if conversational and getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(NO_TEMPLATE.format(what="pairs"))
     eos = tokenizer.eos_token
     out = []
     for example in records:
