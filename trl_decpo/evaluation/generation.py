@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..monosemanticity.probes import resolve_pad_id, tokenize_prompts
+from ..monosemanticity.probes import input_device, resolve_pad_id, tokenize_prompts
 from ..utils import check_int
 from .preference import NO_TEMPLATE
 
@@ -77,7 +77,7 @@ def generate_completions(
     token_lists = tokenize_prompts(prompts, tokenizer, max_prompt_length)
     pad_id = resolve_pad_id(tokenizer, None)
     config = _generation_config(model, tokenizer, pad_id, max_new_tokens, do_sample, temperature, top_p)
-    device = next(model.parameters()).device
+    device = input_device(model)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     completions: list[str | None] = [None] * len(token_lists)
     was_training = model.training

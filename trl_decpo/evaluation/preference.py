@@ -200,7 +200,7 @@ def batch_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
     Logits are computed only from the first completion position on (``logits_to_keep``) when the model allows it, and
     are log-softmaxed in float32 at the completion positions only."""
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device
     input_ids = batch["input_ids"].to(device)
     completion_mask = batch["completion_mask"].to(device)
     width = input_ids.shape[1]
