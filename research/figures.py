@@ -1,0 +1,80 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""The main job's figures: FD and its control by depth for base / DPO / DecPO, and the held-out margin over training
+steps (the paper's margin-during-training view).
+
+    from research.figures import plot_fd_by_depth, plot_margin_curves
+"""
+
+from __future__ import annotations
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_fd_by_depth(base, arms: dict, path: str, hooked: int | None = None) -> str:
+    """Two panels (FD, control) against the layer index; one line per arm (seed mean), thin lines per seed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {"base": "0.4", "dpo": "tab:blue", "decpo": "tab:red"}
+    labels = {"base": "base", "dpo": "DPO", "decpo": "DecPO"}
+    for ax, metric, title in zip(
+        axes, ("fd", "control"), ("FD (1 - mean cosine)", "control (1 - mean centred cos^2)"), strict=True
+    ):
+        layers = base.report.layers
+        ax.plot(layers, [getattr(base.report, metric)[i] for i in layers], color=colours["base"], label="base")
+        for kind, results in arms.items():
+            per_seed = [[getattr(r.report, metric)[i] for i in layers] for r in results]
+            for values in per_seed:
+                ax.plot(layers, values, color=colours[kind], alpha=0.3, linewidth=0.8)
+            mean = [sum(v[j] for v in per_seed) / len(per_seed) for j in range(len(layers))]
+            ax.plot(layers, mean, color=colours[kind], label=f"{labels[kind]} (mean of {len(per_seed)} seeds)")
+        if hooked is not None:
+            ax.axvline(hooked, color="k", linestyle=":", linewidth=0.8, label=f"hooked layer {hooked}")
+        ax.set_xlabel("decoder layer")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Held-out prompts, SmolLM2-135M-Instruct: higher = more decorrelated")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_margin_curves(arms: dict, path: str) -> str:
+    """Held-out DPO reward margin (left) and accuracy (right) against the training step, per arm and seed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {"dpo": "tab:blue", "decpo": "tab:red"}
+    labels = {"dpo": "DPO", "decpo": "DecPO"}
+    styles = ["-", "--", ":", "-."]
+    for kind, results in arms.items():
+        for k, result in enumerate(results):
+            steps = [0] + [c[0] for c in result.curve]
+            for ax, column, start in ((axes[0], 1, 0.0), (axes[1], 2, 0.0)):
+                ax.plot(
+                    steps,
+                    [start] + [c[column] for c in result.curve],
+                    color=colours[kind],
+                    linestyle=styles[k % len(styles)],
+                    marker="o",
+                    markersize=3,
+                    label=f"{labels[kind]} seed {result.seed}",
+                )
+    axes[0].set_title("held-out reward margin")
+    axes[1].set_title("held-out reward accuracy (0 at step 0: all rewards tie)")
+    axes[1].axhline(0.5, color="0.5", linewidth=0.8, linestyle=":")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,146 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""The main job (`make demo` = `python -m research.demo`): its task, its statistics and the whole pipeline on a tiny
+model (the real run needs SmolLM2 and the offline scorer, see docs/demo.md)."""
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import CHAT_TEMPLATE
+from research import evidence, task
+
+from trl_decpo.evaluation.preference import PairRewards
+from trl_decpo.evaluation.stats import NO_DIFFERENCE
+
+
+class TemplateTokenizer:
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "<user>" + messages[-1]["content"] + "<assistant>"
+
+
+def test_pairs_follow_the_rule_and_the_split_is_clean_and_stratified():
+    meta, records = task.read_records()
+    assert len(records) == 200 and meta["samples"] == 6
+    loaded = task.load_task(TemplateTokenizer(), min_gap=0.1)
+    by_prompt = {"<user>" + r["prompt"] + "<assistant>": r for r in records}
+    for split in (loaded.train, loaded.heldout):
+        for row in split:
+            scores = dict(zip(by_prompt[row["prompt"]]["samples"], by_prompt[row["prompt"]]["scores"], strict=True))
+            assert scores[row["chosen"]] == min(scores.values()) and scores[row["rejected"]] == max(scores.values())
+            assert scores[row["rejected"]] - scores[row["chosen"]] >= 0.1
+    kept = sum(task.make_pair(r, 0.1) is not None for r in records)
+    assert len(loaded.train) + len(loaded.heldout) == kept
+    assert not set(loaded.train["prompt"]) & set(loaded.heldout["prompt"])
+    toxic = {"<user>" + r["prompt"] + "<assistant>" for r in records if r["is_toxic"]}
+    share = lambda split: sum(p in toxic for p in split["prompt"]) / len(split)  # noqa: E731
+    assert abs(share(loaded.heldout) - share(loaded.train)) < 0.05
+    assert [c[0]["content"] for c in loaded.heldout_chats] == [
+        by_prompt[p]["prompt"] for p in loaded.heldout["prompt"]
+    ]
+    assert task.load_task(TemplateTokenizer(), min_gap=0.1).heldout["prompt"] == loaded.heldout["prompt"]
+
+
+class FakeReport:
+    def __init__(self, rows: dict):
+        self.rows, self.layers = rows, sorted(rows)
+
+    def gram(self, layer):
+        z = self.rows[layer].double()
+        return z @ z.T
+
+    def row_sparsity(self, layer):
+        return self.rows[layer].double().var(dim=1, correction=0)
+
+
+def fake_arm(seed, shift=0.0, shared=1.0, offense=0.0):
+    generator = torch.Generator().manual_seed(seed)
+    rows = {i: torch.randn(12, 6, generator=generator) + shared * torch.ones(6) for i in range(3)}
+    chosen = torch.randn(20, generator=generator, dtype=torch.float64)
+    rewards = PairRewards(chosen + shift, chosen - shift, beta=0.1)
+    scores = (torch.rand(15, generator=generator) + offense).tolist()
+    return SimpleNamespace(seed=seed, rewards=rewards, report=FakeReport(rows), scores=scores)
+
+
+def test_compare_pools_seeds_and_says_no_detectable_difference_for_identical_arms():
+    dpo = [fake_arm(0), fake_arm(1)]
+    rows = {r["key"]: r for r in evidence.compare(dpo, dpo, hooked=1, num_resamples=200)}
+    assert set(rows) == {m.key for m in evidence.MEASURES}
+    for row in rows.values():
+        assert row["difference"] == 0 and row["low"] == 0 and row["high"] == 0
+        assert row["verdict"] == NO_DIFFERENCE and not row["against_paper"] and len(row["per_seed"]) == 2
+
+
+def test_compare_finds_planted_effects_and_flags_the_ones_against_the_paper():
+    dpo = [fake_arm(0), fake_arm(1)]
+    # DecPO: same units, the shared direction shrunk (FD up), wider margins, more offensive replies
+    decpo = [fake_arm(0, shift=0.5, shared=0.2, offense=0.5), fake_arm(1, shift=0.5, shared=0.2, offense=0.5)]
+    rows = {r["key"]: r for r in evidence.compare(dpo, decpo, hooked=1, num_resamples=300)}
+    assert rows["fd_hooked"]["verdict"] == "higher" and not rows["fd_hooked"]["against_paper"]
+    assert rows["reward_margin"]["difference"] == pytest.approx(1.0) and rows["reward_margin"]["verdict"] == "higher"
+    assert rows["offensiveness"]["verdict"] == "higher" and rows["offensiveness"]["against_paper"]
+    # FD rose because one shared direction shrank; the centred control sees (almost) the same rows
+    assert abs(rows["control_hooked"]["difference"]) < rows["fd_hooked"]["difference"] / 5
+    for key, row in rows.items():
+        assert row["low"] <= row["difference"] <= row["high"], key
+        seeds = [s["difference"] for s in row["per_seed"]]
+        assert row["difference"] == pytest.approx(sum(seeds) / 2), key  # pooled = mean of per-seed differences
+        assert row["a"] == pytest.approx(evidence.value(dpo, key, 1)) and row["b"] == pytest.approx(
+            evidence.value(decpo, key, 1)
+        )
+
+
+def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
+    from research import demo
+    from transformers import AutoTokenizer
+
+    from trl_decpo.testing import tiny_model_dir
+
+    model_dir = tiny_model_dir(folder=str(tmp_path / "tiny"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(model_dir)
+    monkeypatch.setattr(task, "score_texts", lambda texts: [len(t) / 100 for t in texts])
+    monkeypatch.setattr("research.arms.score_texts", lambda texts: [len(t) / 100 for t in texts])
+    out = tmp_path / "demo"
+    demo.main(
+        [
+            "--model-dir",
+            model_dir,
+            "--output-dir",
+            str(out),
+            "--steps",
+            "3",
+            "--curve-steps",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--num-resamples",
+            "50",
+            "--min-gap",
+            "0.3",
+            "--fp32",
+        ]
+    )
+    results = json.load(open(out / "results.json"))
+    assert results["task"]["heldout_pairs"] == len(open(out / "heldout_prompts.jsonl").readlines())
+    assert [r["seed"] for r in results["arms"]["dpo"]] == [0, 1] == [r["seed"] for r in results["arms"]["decpo"]]
+    for arm in results["arms"]["dpo"] + results["arms"]["decpo"]:
+        assert [c[0] for c in arm["curve"]] == [2, 3]
+        assert os.path.isfile(os.path.join(arm["adapter_dir"], "adapter_config.json"))
+    for arm in results["arms"]["decpo"]:
+        assert all(entry["penalty"] is not None for entry in arm["log"])
+    report = open(out / "report.md").read()
+    for row in results["comparisons"]:
+        assert row["label"] in report and row["verdict"] in ("higher", "lower", NO_DIFFERENCE)
+    for name in ("fd_by_depth.png", "heldout_margin_by_step.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the adapters load on the base, and differ from it
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tuned = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dir), results["arms"]["dpo"][0]["adapter_dir"]
+    )
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in tuned.named_parameters())
