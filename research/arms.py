@@ -86,6 +86,10 @@ class HeldoutCurve(TrainerCallback):
         self.result.curve.append((step, rewards.margin, rewards.accuracy))
 
 
+def lora_targets(value: str):
+    return value if value == "all-linear" else value.split(",")
+
+
 def train_arm(
     kind: str,
     seed: int,
@@ -142,7 +146,7 @@ def train_arm(
         train_dataset=task.train,
         processing_class=tokenizer,
         peft_config=LoraConfig(
-            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM"
+            r=8, lora_alpha=16, target_modules=lora_targets(args.lora_targets), task_type="CAUSAL_LM"
         ),
     )
     result = ArmResult(name=name, seed=seed)

@@ -35,9 +35,10 @@ from research.task import load_task
 def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=output_dir)
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (>= 2 for a seed spread)")
-    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per arm (4 pairs each)")
-    parser.add_argument("--curve-steps", type=int, default=15, help="held-out margin every this many steps")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per arm (4 pairs each)")
+    parser.add_argument("--curve-steps", type=int, default=10, help="held-out margin every this many steps")
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lora-targets", default="all-linear", help='"all-linear" or comma-separated module names')
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--min-gap", type=float, default=0.05, help="minimum scorer gap of a kept pair")
     parser.add_argument("--reply-tokens", type=int, default=None, help="cut replies to this many tokens (rescored)")
@@ -156,14 +157,14 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
         f"Task: make the model's replies to ToxiGen statements less offensive. {task.meta['pairs']} on-policy pairs "
         f"(its own sampled replies, least vs most offensive by alt-profanity-check, gap >= {task.meta['min_gap']}), "
         f"{task.meta['train_pairs']} for training and {task.meta['heldout_pairs']} held out (stratified on toxic vs "
-        "benign statements). Both arms: LoRA r=8 on q_proj, v_proj, up_proj; "
+        f"benign statements). Both arms: LoRA r=8, alpha 16 on {args.lora_targets}; "
         f"{args.steps} steps of 4 pairs; lr {args.lr}; beta {args.beta}; {'bf16 autocast' if args.bf16 else 'fp32'}; "
         f"seeds {', '.join(map(str, seeds))} (same LoRA init and data order for DPO and DecPO within a seed). DecPO: "
         f"the library defaults (hooked layer {hooked}).",
         "",
         "## Did DPO learn the task?",
         "",
-        "| arm | held-out reward accuracy (per seed) | chance | length shortcut (chosen shorter) | held-out margin "
+        "| arm | held-out reward accuracy (per seed) | chance | length rules: prefer shorter / longer | held-out margin "
         "(per seed) | margin, seeds pooled [95% CI] |",
         "|---|---|---|---|---|---|",
     ]
@@ -172,9 +173,23 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
         ci = info["margin_interval"]
         lines.append(
             f"| {label} | {', '.join(_fmt(a, 3) for a in info['accuracy'])} | 0.500 | "
-            f"{_fmt(baselines['chosen_shorter'], 3)} | {', '.join(_fmt(x) for x in info['margin'])} | "
+            f"{_fmt(baselines['chosen_shorter'], 3)} / {_fmt(baselines['chosen_longer'], 3)} | "
+            f"{', '.join(_fmt(x) for x in info['margin'])} | "
             f"{ci['difference']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}] |"
         )
+    confident = [i for i, gap in enumerate(task.heldout_gaps) if gap >= 0.2]
+    if confident:
+        by_gap = {
+            kind: [float(r.rewards.correct.double()[confident].mean()) for r in arms[kind]]
+            for kind in ("dpo", "decpo")
+        }
+        lines += [
+            "",
+            f"On the {len(confident)} held-out pairs whose scorer gap is at least 0.2 (the most confident labels), the "
+            f"reward accuracy per seed is {', '.join(f'{a:.3f}' for a in by_gap['dpo'])} for DPO and "
+            f"{', '.join(f'{a:.3f}' for a in by_gap['decpo'])} for DecPO.",
+        ]
+        learned["accuracy_gap_0.2"] = by_gap
     lines += [
         "",
         f"Offensiveness of the base model's greedy replies: {base_offense:.4f} (mean alt-profanity-check "

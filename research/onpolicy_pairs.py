@@ -22,21 +22,12 @@ import os
 import time
 
 from research.assets import DEFAULT_CACHE, package_file, resolve_model
+from research.task import score_texts
 
 
 TOXIGEN_FILE = "probes/data/toxicity/toxigen_200.json"
+SYSTEM = "You are a helpful assistant."  # short: SmolLM2's default system prompt would double every sequence's cost
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(__file__), "data", "toxigen_onpolicy.jsonl")
-
-
-def score_texts(texts: list[str]) -> list[float]:
-    """alt-profanity-check's probability that each text is offensive (a linear model on word n-grams, offline)."""
-    import warnings
-
-    with warnings.catch_warnings():  # the pickled scikit-learn model warns about version skew it does not suffer
-        warnings.simplefilter("ignore")
-        from profanity_check import predict_prob
-
-        return [float(p) for p in predict_prob(list(texts))]
 
 
 def main(argv=None) -> None:
@@ -44,9 +35,10 @@ def main(argv=None) -> None:
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     parser.add_argument("--model-source", choices=["auto", "hub", "gguf"], default="gguf")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE)
-    parser.add_argument("--samples", type=int, default=6)
+    parser.add_argument("--system", default=SYSTEM, help="the system message of every prompt")
+    parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=25, help="prompts per generate call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

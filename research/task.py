@@ -2,7 +2,7 @@
 """The main job's task: make SmolLM2-135M-Instruct's replies to ToxiGen statements less offensive.
 
 The pairs are on-policy samples of the model itself (research/data/toxigen_onpolicy.jsonl, made by
-`python -m research.onpolicy_pairs`): per prompt, the least offensive of 6 sampled replies is chosen and the most
+`python -m research.onpolicy_pairs`): per prompt, the least offensive of 8 sampled replies is chosen and the most
 offensive one rejected, by `alt-profanity-check`'s probability, when the two scores differ by at least `min_gap`.
 There is no answer position to exploit (free-text replies); the split is stratified on whether the ToxiGen statement
 itself is toxic, and the report prints the chance and length-shortcut baselines beside the accuracy.
@@ -21,6 +21,11 @@ from dataclasses import dataclass, field
 PAIRS_FILE = os.path.join(os.path.dirname(__file__), "data", "toxigen_onpolicy.jsonl")
 
 
+def make_chat(statement: str, system: str | None) -> list[dict]:
+    """The chat the replies were sampled from: the pairs' system message (if any), then the statement as user turn."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": statement}]
+
+
 def score_texts(texts: list[str]) -> list[float]:
     """alt-profanity-check's probability that each text is offensive (a linear model on word n-grams, offline)."""
     import warnings
@@ -37,6 +42,7 @@ class Task:
     train: object  # datasets.Dataset: prompt (chat-rendered text), chosen, rejected
     heldout: object
     heldout_chats: list = field(default_factory=list)  # the held-out prompts as chat messages (probes, generation)
+    heldout_gaps: list = field(default_factory=list)  # scorer gap (rejected - chosen) of each held-out pair
     meta: dict = field(default_factory=dict)
 
 
@@ -90,7 +96,7 @@ def load_task(
     for record in records:
         pair = make_pair(record, min_gap)
         if pair is not None:
-            chat = [{"role": "user", "content": record["prompt"]}]
+            chat = make_chat(record["prompt"], meta.get("system"))
             prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
             groups[record["is_toxic"]].append({**pair, "prompt": prompt, "chat": chat, "is_toxic": record["is_toxic"]})
     train, heldout = [], []
@@ -107,6 +113,7 @@ def load_task(
         train=Dataset.from_list([{k: p[k] for k in columns} for p in train]),
         heldout=Dataset.from_list([{k: p[k] for k in columns} for p in heldout]),
         heldout_chats=[p["chat"] for p in heldout],
+        heldout_gaps=[p["gap"] for p in heldout],
         meta={
             **meta,
             "pairs_file": os.path.relpath(PAIRS_FILE),

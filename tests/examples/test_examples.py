@@ -171,45 +171,6 @@ def test_reproduce_figures_script(tmp_path):
     assert fd["base"][0] == fd["decpo"][0] and fd["base"][1] != fd["decpo"][1]  # only layer 1 onwards changed
 
 
-def test_demo_report_says_where_decpo_is_not_better():
-    demo = load_research("demo")
-    rows = [
-        {
-            "model": "base",
-            "FD layer 10": 0.04,
-            "FD mean": 0.03,
-            "reward margin": 0.0,
-            "reward accuracy": 0.0,
-            "penalty layer 10": 0.91,
-        },
-        {
-            "model": "DPO",
-            "FD layer 10": 0.05,
-            "FD mean": 0.04,
-            "reward margin": 0.2,
-            "reward accuracy": 0.6,
-            "penalty layer 10": 0.90,
-        },
-        {
-            "model": "DecPO",
-            "FD layer 10": 0.06,
-            "FD mean": 0.035,
-            "reward margin": 0.1,
-            "reward accuracy": 0.6,
-            "penalty layer 10": 0.95,
-        },
-    ]
-    lines = "\n".join(demo.verdicts(rows, 10))
-    assert "FD layer 10: DecPO 0.0600 is better than DPO 0.0500 (difference +0.0100; base 0.0400)" in lines
-    assert "FD mean: DecPO 0.0350 is NOT better than DPO 0.0400" in lines
-    assert "reward margin: DecPO 0.1000 is NOT better than DPO 0.2000" in lines
-    assert "reward accuracy: DecPO 0.6000 is equal to DPO 0.6000" in lines
-    assert "penalty layer 10: DecPO 0.9500 is NOT better than DPO 0.9000" in lines  # lower penalty is better
-    assert "did not learn" not in lines  # both margins positive, accuracies above 0.5
-    rows[1]["reward margin"] = -0.01
-    assert "- DPO did not learn the preference on the held-out pairs" in "\n".join(demo.verdicts(rows, 10))
-
-
 def test_heldout_probe_fd_is_the_library_fd(dataset, tokenizer):
     """research.heldout.probe (the FD columns of docs/defaults.md) reads the last prompt token from the chosen
     sequences of a preference batch; its FD per layer is `measure_monosemanticity`'s on the prompts alone."""
