@@ -343,3 +343,17 @@ def test_push_to_hub_uploads_the_folder_with_the_card(tmp_path, pairs_file, monk
     assert "- decpo" in pushed["card"] and "yan2024encourage" in pushed["card"]
     assert "## DecPO settings" in pushed["card"] and "## Monosemanticity" in pushed["card"]
     assert pushed["card"].count("## Monosemanticity") == 1  # the card is rewritten, not appended twice
+
+
+def test_monosemanticity_pooling_option_reaches_the_callback(tmp_path, pairs_file):
+    from trl_decpo import MonosemanticityCallback
+
+    args = ["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--dataset_test_size", "0.25"]
+    args += ["--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--bf16", "false", "--use_cpu", "true"]
+    args += ["--report_to", "none", "--monosemanticity_pooling", "mean"]
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args)
+    trainer = run(script_args, training_args, model_args)
+    callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MonosemanticityCallback))
+    assert callback.pooling == "mean" and callback.history[-1]["pooling"] == "mean"
+    with pytest.raises((ValueError, SystemExit)):
+        make_parser().parse_args_and_config([*args[:-1], "first"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser
 
+from ..monosemanticity.probes import POOLING_CHOICES
 from ..trainer import DecPOConfig
 from ..trainer.compat import ignore_bool_buffers_in_ddp
 from ..utils import check_choice, check_int, check_layers
@@ -56,6 +57,14 @@ class DecPOScriptArguments(ScriptArguments):
         default=None, metadata={"help": "Layers the callback measures (default: all)."}
     )
     monosemanticity_max_samples: int = field(default=1000, metadata={"help": "At most this many probe prompts."})
+    monosemanticity_pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "Which probe tokens the callback measures: 'last', 'mean', 'last_content' (the last token before "
+            "the chat template's constant suffix) or 'auto' (last_content for chat probes, last otherwise).",
+            "choices": list(POOLING_CHOICES),
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -70,6 +79,7 @@ class DecPOScriptArguments(ScriptArguments):
         if not 0.0 <= self.dataset_test_size < 1.0:
             raise ValueError(f"`dataset_test_size` must be in [0, 1), got {self.dataset_test_size}")
         check_int("monosemanticity_max_samples", self.monosemanticity_max_samples, 2)
+        check_choice("monosemanticity_pooling", self.monosemanticity_pooling, POOLING_CHOICES)
         # YAML values skip argparse's type conversion
         self.monosemanticity_layers = check_layers("monosemanticity_layers", self.monosemanticity_layers)
 
@@ -166,6 +176,7 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
                 probes=script_args.monosemanticity_probes,
                 layers=script_args.monosemanticity_layers,
                 max_samples=script_args.monosemanticity_max_samples,
+                pooling=script_args.monosemanticity_pooling,
             )
         )
     if script_args.ignore_bias_buffers:  # as `trl dpo` does, for DDP
