@@ -22,7 +22,7 @@ class TemplateTokenizer:
 
 def test_pairs_follow_the_rule_and_the_split_is_clean_and_stratified():
     meta, records = task.read_records()
-    assert len(records) == 200 and meta["samples"] == 6
+    assert len(records) == 200 and all(len(r["samples"]) == len(r["scores"]) == meta["samples"] for r in records)
     loaded = task.load_task(TemplateTokenizer(), min_gap=0.1)
     by_prompt = {"<user>" + r["prompt"] + "<assistant>": r for r in records}
     for split in (loaded.train, loaded.heldout):
@@ -36,9 +36,10 @@ def test_pairs_follow_the_rule_and_the_split_is_clean_and_stratified():
     toxic = {"<user>" + r["prompt"] + "<assistant>" for r in records if r["is_toxic"]}
     share = lambda split: sum(p in toxic for p in split["prompt"]) / len(split)  # noqa: E731
     assert abs(share(loaded.heldout) - share(loaded.train)) < 0.05
-    assert [c[0]["content"] for c in loaded.heldout_chats] == [
+    assert [c[-1]["content"] for c in loaded.heldout_chats] == [
         by_prompt[p]["prompt"] for p in loaded.heldout["prompt"]
     ]
+    assert all(c[0] == {"role": "system", "content": meta["system"]} for c in loaded.heldout_chats)
     assert task.load_task(TemplateTokenizer(), min_gap=0.1).heldout["prompt"] == loaded.heldout["prompt"]
 
 
