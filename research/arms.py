@@ -41,8 +41,10 @@ class ArmResult:
     adapter_dir: str | None = None
 
 
-def evaluate_model(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> ArmResult:
-    """Fill ``result`` with the held-out rewards (when ``ref_logps`` is given), the measurement and the task score."""
+def evaluate_model(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
+    """Fill ``result`` with the held-out rewards (against ``ref_logps``; ``None``: against the model itself, all 0),
+    the measurement and the task score. Returns ``result`` and the model's held-out log-probs (the base model's are
+    the reference of every other arm)."""
     from trl_decpo import dpo_pair_rewards, generate_completions, measure_monosemanticity, preference_logps
 
     logps = preference_logps(model, tokenizer, task.heldout, batch_size=args.eval_batch_size)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 from research.arms import ArmResult, evaluate_model, say, train_arm
@@ -46,6 +47,7 @@ def main(argv=None):
     parser.add_argument("--reuse", default=None, help="a main-job output folder: its DPO and default DecPO arms")
     parser.set_defaults(save_adapters=False)
     args = parser.parse_args(argv)
+    args.command = " ".join(["python -m research.defaults_sweep", *(sys.argv[1:] if argv is None else argv)])
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,7 +123,7 @@ def write(args, source, task, rows, dpo_accuracy, seconds):
     lines = [
         "# DecPO settings against DPO on the main job's task",
         "",
-        f"`python -m research.defaults_sweep --output-dir {args.output_dir} --threads 2` ({seconds / 60:.0f} min). "
+        f"`{args.command}` ({seconds / 60:.0f} min). "
         f"Model: {source}. {task.meta['train_pairs']} training / {task.meta['heldout_pairs']} held-out pairs; "
         f"{args.steps} steps of 4 pairs, lr {args.lr}, beta {args.beta}, seeds {args.seeds}; intervals pooled over "
         f"seeds, {args.num_resamples} paired bootstrap resamples of the held-out units. DPO reward accuracy per seed: "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 from research.arms import ArmResult, evaluate_model, say, train_arm
@@ -55,6 +56,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argpa
 def main(argv=None):
     parser = add_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), "outputs/demo")
     args = parser.parse_args(argv)
+    args.command = " ".join(["python -m research.demo", *(sys.argv[1:] if argv is None else argv)])
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -151,7 +153,8 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
     lines = [
         "# trl-decpo main job: base vs DPO vs DecPO on SmolLM2-135M-Instruct",
         "",
-        f"Command: `make demo` (`python -m research.demo --output-dir {out} --threads 2`); {seconds / 60:.1f} minutes "
+        f"Command: `{args.command}` (`make demo` runs it with `--output-dir outputs/demo --threads 2`); "
+        f"{seconds / 60:.1f} minutes "
         f"on this machine. Model: {source}.",
         "",
         f"Task: make the model's replies to ToxiGen statements less offensive. {task.meta['pairs']} on-policy pairs "
