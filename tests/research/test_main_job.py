@@ -43,6 +43,23 @@ def test_pairs_follow_the_rule_and_the_split_is_clean_and_stratified():
     assert task.load_task(TemplateTokenizer(), min_gap=0.1).heldout["prompt"] == loaded.heldout["prompt"]
 
 
+class RecordingTokenizer:
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        assert add_generation_prompt and not tokenize
+        return "|".join(f"{m['role']}:{m['content']}" for m in messages) + "|assistant:"
+
+
+def test_training_prompts_are_the_prompts_the_pairs_were_sampled_from():
+    # on-policy: research/onpolicy_pairs renders each statement with `render_prompt` and the pairs file's system
+    # message; the training and held-out prompts must be that same text
+    meta, records = task.read_records()
+    assert meta["system"]
+    loaded = task.load_task(RecordingTokenizer(), min_gap=0.1)
+    sampled = {task.render_prompt(RecordingTokenizer(), r["prompt"], meta["system"]) for r in records}
+    assert set(loaded.train["prompt"]) | set(loaded.heldout["prompt"]) <= sampled
+    assert all(p.startswith(f"system:{meta['system']}|user:") for p in loaded.heldout["prompt"])
+
+
 class FakeReport:
     def __init__(self, rows: dict):
         self.rows, self.layers = rows, sorted(rows)
@@ -129,6 +146,8 @@ def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert [r["seed"] for r in results["arms"]["dpo"]] == [0, 1] == [r["seed"] for r in results["arms"]["decpo"]]
     for arm in results["arms"]["dpo"] + results["arms"]["decpo"]:
         assert [c[0] for c in arm["curve"]] == [2, 3]
+        # the curve's last point is the final held-out evaluation itself, not a second pass over the same pairs
+        assert arm["curve"][-1][1:] == [arm["reward_margin"], arm["reward_accuracy"]]
         assert os.path.isfile(os.path.join(arm["adapter_dir"], "adapter_config.json"))
     for arm in results["arms"]["decpo"]:
         assert all(entry["penalty"] is not None for entry in arm["log"])
