@@ -9,7 +9,7 @@ replies). Each DecPO setting is compared with the DPO run of the same seed (`res
     python -m research.defaults_sweep --reuse outputs/demo --output-dir outputs/defaults --threads 2
 
 `--reuse` takes the DPO and default-DecPO arms of a `make demo` run (same settings, checked) instead of training them
-again: 4 more runs, about 20 minutes on 2 CPU cores; without it, about 40.
+again: 4 more runs, 15 minutes on 2 CPU cores; without it, about 30.
 
 Writes `<output-dir>/sweep.md` (the table of docs/defaults.md) and `sweep.json`.
 """
