@@ -22,6 +22,7 @@ One JSON line per arm on stdout, then a summary line with the ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -73,6 +74,9 @@ def build(arm: str, model_dir: str, data, args, num_layers: int):
     from trl_decpo import DecPOConfig, DecPOTrainer
 
     layers = {"dpo": None, "decpo_one_layer": None, "decpo_all_layers": list(range(num_layers))}[arm]
+    # checkpointing off, under transformers 5's name for it when it has one (the old name warns)
+    fields = {f.name for f in dataclasses.fields(DecPOConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     config = DecPOConfig(
         output_dir=tempfile.mkdtemp(prefix=f"decpo-bench-{arm}-"),
         decorrelation_coef=0.0 if arm == "dpo" else 1.0,
@@ -86,7 +90,7 @@ def build(arm: str, model_dir: str, data, args, num_layers: int):
         seed=0,
         dataloader_num_workers=0,
         disable_tqdm=True,
-        gradient_checkpointing=False,
+        **{checkpointing: False},
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

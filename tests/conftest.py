@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models built from configs and a tokenizer built locally (no Hub access)."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -12,14 +13,14 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, TrainingArguments
 
 from trl_decpo import DecPOConfig
 from trl_decpo.testing import PAIRS, VOCAB_SIZE, WORDS, tiny_config, tiny_model_dir, tiny_preference_dataset
 from trl_decpo.testing import tiny_tokenizer as make_tokenizer
 
 
-__all__ = ["PAIRS", "VOCAB", "WORDS", "make_tokenizer", "tiny_config"]
+__all__ = ["PAIRS", "VOCAB", "WORDS", "checkpointing", "make_tokenizer", "tiny_config"]
 
 VOCAB = VOCAB_SIZE
 _SAVED: dict = {}
@@ -50,6 +51,19 @@ FAST_TRAIN_ARGS = [
 ]
 
 
+# transformers 5 renamed `gradient_checkpointing*` to `activation_checkpointing*` (the old names warn, and go in v6)
+CHECKPOINTING = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+    else "gradient_checkpointing"
+)
+
+
+def checkpointing(enabled: bool, kwargs: dict | None = None) -> dict:
+    """Training arguments that turn activation checkpointing on or off, under the names this transformers has."""
+    return {CHECKPOINTING: enabled, **({f"{CHECKPOINTING}_kwargs": kwargs} if kwargs is not None else {})}
+
+
 def base_kwargs(tmp_path) -> dict:
     """TrainingArguments for fast, deterministic CPU runs (no decorrelation fields)."""
     return dict(
@@ -60,7 +74,7 @@ def base_kwargs(tmp_path) -> dict:
         learning_rate=1e-3,
         bf16=False,
         use_cpu=True,
-        gradient_checkpointing=False,
+        **checkpointing(False),
         report_to="none",
         logging_steps=1,
         save_strategy="no",

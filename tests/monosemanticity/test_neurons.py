@@ -91,7 +91,7 @@ def test_weight_proxy_change_against_base():
     b_fc = base.transformer.h[1].mlp.c_fc
 
     def med(fc_module):
-        s = sorted(float(fc_module.weight[:, j].norm() * fc_module.bias[j]) for j in changed)
+        s = sorted(float(fc_module.weight[:, j].detach().norm() * fc_module.bias[j].detach()) for j in changed)
         return (s[1] + s[2]) / 2
 
     assert report.change[1] == pytest.approx((med(fc) - med(b_fc)) / abs(med(b_fc)), rel=1e-6)

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import base_kwargs, decpo_config, make_dataset, make_model, make_tokenizer
+from conftest import base_kwargs, checkpointing, decpo_config, make_dataset, make_model, make_tokenizer
 from datasets import Dataset
 from peft import LoraConfig
 from trl import DPOConfig
@@ -46,8 +46,7 @@ COMBINATION_CASES = [  # values valid alone, invalid together
     ({"decorrelation_pooling": "mean", "decorrelation_max_rows": 64}, r"decorrelation_max_rows.*only applies"),
     (
         {
-            "gradient_checkpointing": True,
-            "gradient_checkpointing_kwargs": {"use_reentrant": True},
+            **checkpointing(True, {"use_reentrant": True}),
             "decorrelation_coef": 1.0,
             "_trainer": True,
         },
@@ -200,7 +199,7 @@ def test_peft_with_zero3_forced_reentrant_checkpointing_is_refused(tmp_path):
     refuses that setup before any work. A stand-in plugin (`zero_stage=3`) stands for DeepSpeed, which CI lacks."""
     from types import SimpleNamespace
 
-    args = decpo_config(tmp_path, gradient_checkpointing=True)
+    args = decpo_config(tmp_path, **checkpointing(True))
     args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
     peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")
     with pytest.raises(ValueError, match=r"reentrant.*which TRL forces for PEFT with DeepSpeed ZeRO-3"):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from conftest import base_kwargs, make_dataset, make_model, make_tokenizer
+from conftest import base_kwargs, checkpointing, make_dataset, make_model, make_tokenizer
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
@@ -135,10 +135,11 @@ def test_5_log_outside_step_keeps_should_log_and_the_training_metrics(tmp_path):
 
 
 def test_6_checkpointing_settings_under_either_name(tmp_path):
-    args = DPOConfig(
-        **{**base_kwargs(tmp_path), "gradient_checkpointing": True},
-        gradient_checkpointing_kwargs={"use_reentrant": True},
-    )
+    kwargs = {k: v for k, v in base_kwargs(tmp_path).items() if "checkpointing" not in k}
+    with pytest.warns(
+        FutureWarning, match="`gradient_checkpointing(_kwargs)?` is deprecated"
+    ):  # old names, on purpose
+        args = DPOConfig(**kwargs, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True})
     assert compat.checkpointing_settings(args) == (True, {"use_reentrant": True}), "assumption 6 broken"
     assert args.gradient_checkpointing_kwargs is args.activation_checkpointing_kwargs, "assumption 6: not aliases"
     compat.set_checkpointing_kwargs(args, {"use_reentrant": False})
@@ -156,10 +157,7 @@ def test_7_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path
 
     from accelerate.state import AcceleratorState
 
-    args = DPOConfig(
-        **{**base_kwargs(tmp_path), "gradient_checkpointing": True},
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
+    args = DPOConfig(**{**base_kwargs(tmp_path), **checkpointing(True, {"use_reentrant": False})})
     args.deepspeed_plugin = SimpleNamespace(zero_stage=3)
     compat.set_checkpointing_kwargs(args, {"use_reentrant": False})  # as DecPOTrainer does before TRL runs
     peft = LoraConfig(r=2, target_modules=["q_proj", "up_proj"], task_type="CAUSAL_LM")

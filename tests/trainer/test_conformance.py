@@ -134,6 +134,10 @@ def run(tmp_path, config_class, trainer_class, overrides, builders, evaluate, **
     return trainer, moved, metrics
 
 
+# The `compute_metrics` case makes TRL recompute the logits, which it deprecates (and says so) for both trainers alike
+@pytest.mark.filterwarnings(
+    "ignore:`return_outputs=True`, and the logits it passes to `compute_metrics`:FutureWarning"
+)
 @pytest.mark.parametrize("case", list(CASES))
 def test_decpo_does_what_dpo_does(tmp_path, case):
     overrides, builders, evaluate = CASES[case]
@@ -216,6 +220,7 @@ def test_activation_offloading_behaves_as_with_dpo(tmp_path):
         assert results == ["ok", "ok"]
 
 
+@pytest.mark.filterwarnings("ignore:`use_liger_kernel=True` is deprecated:FutureWarning")  # the option under test
 def test_liger_kernels_fail_the_same_way_without_liger(tmp_path):
     """Liger kernels need the `liger-kernel` package (and a GPU to matter): where it is missing, DecPOTrainer fails as
     DPOTrainer does, at construction (docs/reliability.md lists what CPU cannot run)."""
