@@ -2,7 +2,8 @@
 """From TRL's DPO to DecPO: a plain DPO script in which only the imports change.
 
 Everything else (model, tokenizer, preference data, config fields, `train()`) is what a `trl.DPOTrainer` script
-already has. The penalty is logged as `decorrelation/penalty` next to DPO's loss and rewards. It trains on CPU, on a
+already has. TRL's `loss` is then the optimised total, DPO's loss plus the weighted penalty; the two parts are logged
+as `decorrelation/dpo_loss` and `decorrelation/penalty`, next to DPO's rewards. It trains on CPU, on a
 small preference dataset from `trl_decpo.testing`, with a tiny random Llama from there too (offline) or `--model`:
 
     python examples/dpo_to_decpo.py
@@ -48,9 +49,9 @@ def main(argv=None):
     coef = training_args.decorrelation_coef
     for log in trainer.state.log_history:
         if "loss" in log:
-            penalty = log["decorrelation/penalty"]
             print(
-                f"step {log['step']}: loss {log['loss']:.4f} (DPO + {coef:g} x penalty), decorrelation/penalty {penalty:.4f}"
+                f"step {log['step']}: loss {log['loss']:.4f} = DPO loss {log['decorrelation/dpo_loss']:.4f} + "
+                f"{coef:g} x penalty {log['decorrelation/penalty']:.4f}"
             )
     return trainer
 

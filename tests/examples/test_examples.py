@@ -67,12 +67,11 @@ def test_dpo_to_decpo_runs_as_a_script(tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    logged = re.findall(
-        r"^step (\d+): loss (\S+) \(DPO \+ 1 x penalty\), decorrelation/penalty (\S+)$", done.stdout, re.M
-    )
-    assert [int(step) for step, _, _ in logged] == [1, 2], done.stdout
-    for _, loss, penalty in logged:
-        assert 0 < float(penalty) < float("inf") and float(loss) > float(penalty)  # DPO's loss is > 0 too
+    logged = re.findall(r"^step (\d+): loss (\S+) = DPO loss (\S+) \+ 1 x penalty (\S+)$", done.stdout, re.M)
+    assert [int(step) for step, *_ in logged] == [1, 2], done.stdout
+    for _, loss, dpo_loss, penalty in logged:
+        assert 0 < float(penalty) < float("inf") and 0 < float(dpo_loss)
+        assert float(loss) == pytest.approx(float(dpo_loss) + float(penalty), abs=2e-4)
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "adapter"])

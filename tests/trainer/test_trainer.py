@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import base_kwargs, decpo_config, make_dataset, make_model, make_tokenizer
+from conftest import base_kwargs, checkpointing, decpo_config, make_dataset, make_model, make_tokenizer
 from peft import LoraConfig
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
@@ -12,6 +12,7 @@ from trl import DPOConfig, DPOTrainer
 from trl_decpo import DecPOConfig, DecPOTrainer, count_decpo_hooks
 from trl_decpo.capture import ActivationCapture, build_row_index, resolve_sites
 from trl_decpo.penalty import decorrelation_penalty
+from trl_decpo.trainer.compat import checkpointing_settings
 
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM")
@@ -120,15 +121,13 @@ def test_gradient_reaches_weights_peft_lora_without_ref_model(tmp_path):
 
 def test_gradient_with_non_reentrant_checkpointing_equals_without(tmp_path):
     plain = assert_penalty_gradient(tmp_path / "a")
-    checkpointed = assert_penalty_gradient(
-        tmp_path / "b", gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
-    )
+    checkpointed = assert_penalty_gradient(tmp_path / "b", **checkpointing(True, {"use_reentrant": False}))
     for name in plain:
         assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
 
 
 def test_gradient_with_checkpointing_and_peft(tmp_path):
-    assert_penalty_gradient(tmp_path, peft=True, gradient_checkpointing=True)
+    assert_penalty_gradient(tmp_path, peft=True, **checkpointing(True))
 
 
 def test_gradient_with_precomputed_reference(tmp_path):
@@ -140,20 +139,23 @@ def test_gradient_accumulation_scales_penalty_like_dpo_loss(tmp_path):
 
 
 def test_reentrant_checkpointing_is_refused_at_construction(tmp_path):
-    args = decpo_config(tmp_path, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True})
+    args = decpo_config(tmp_path, **checkpointing(True, {"use_reentrant": True}))
     with pytest.raises(ValueError, match="reentrant"):
         DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer())
 
 
 def test_default_checkpointing_is_made_non_reentrant(tmp_path):
-    args = decpo_config(tmp_path, gradient_checkpointing=True)
+    args = decpo_config(tmp_path, **checkpointing(True))
     DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer())
-    assert args.gradient_checkpointing_kwargs["use_reentrant"] is False
+    assert checkpointing_settings(args) == (True, {"use_reentrant": False})
 
 
 def test_reentrant_checkpointing_enabled_on_the_model_fails_the_first_step(tmp_path):
     model = make_model()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 renamed it (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     trainer = DecPOTrainer(
         model=model, args=decpo_config(tmp_path), train_dataset=make_dataset(), processing_class=make_tokenizer()
     )
@@ -234,7 +236,7 @@ def test_peft_reference_forward_is_ignored_and_rows_are_the_policy(tmp_path):
 
 
 def test_checkpoint_recomputation_and_later_forwards_are_not_captured(tmp_path):
-    args = decpo_config(tmp_path, max_steps=2, gradient_checkpointing=True)
+    args = decpo_config(tmp_path, max_steps=2, **checkpointing(True))
     ref = make_model()
     trainer = DecPOTrainer(
         model=make_model(), ref_model=ref, args=args, train_dataset=make_dataset(), processing_class=make_tokenizer()
@@ -314,6 +316,10 @@ def test_metrics_logged_in_train_and_eval_per_layer(tmp_path):
             assert prefix + key in log, (prefix + key, sorted(log))
         total = log[prefix + "decorrelation/penalty"]
         assert total == pytest.approx(log[prefix + "decorrelation/layer_0"] + log[prefix + "decorrelation/layer_3"])
+        # TRL's `loss` is the optimised total; the DPO loss alone is logged next to it
+        dpo_loss = log[prefix + "decorrelation/dpo_loss"]
+        assert log[prefix + "loss"] == pytest.approx(dpo_loss + args.decorrelation_coef * total, rel=1e-5)
+        assert 0 < dpo_loss < log[prefix + "loss"]
     # eval runs without gradient and is still regularised: eval_loss includes the penalty
     metrics = trainer.evaluate()
     assert metrics["eval_decorrelation/penalty"] > 0
@@ -448,7 +454,7 @@ def test_model_card_and_push_to_hub(tmp_path, monkeypatch):
 
 def test_one_gather_and_one_host_sync_per_step_for_all_layers(tmp_path, monkeypatch):
     """The penalty of every layer, and whether the DPO loss and each layer's rows were finite, go through one gather of
-    a [1, 2 + 2 * layers] tensor and one `.tolist()` per step."""
+    a [1, 3 + 2 * layers] tensor (the DPO loss, the total, each layer; the flags) and one `.tolist()` per step."""
     trainer = DecPOTrainer(
         model=make_model(),
         args=decpo_config(tmp_path, decorrelation_layers=[0, 1, 2, 3], max_steps=2),
@@ -467,5 +473,5 @@ def test_one_gather_and_one_host_sync_per_step_for_all_layers(tmp_path, monkeypa
 
     monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
     trainer.train()
-    assert gathered.count((1, 10)) == 2  # one per step: total + 4 layers, then finite flags: loss + 4 layers
-    assert calls.count((10,)) == 2  # one host sync per step for all of them
+    assert gathered.count((1, 11)) == 2  # one per step: DPO loss, total + 4 layers, then finite flags: loss + 4 layers
+    assert calls.count((11,)) == 2  # one host sync per step for all of them

@@ -36,8 +36,9 @@ class DecPOTrainer(DPOTrainer):
 
     The constructor is `DPOTrainer`'s. With a [`DecPOConfig`] whose `decorrelation_coef > 0`, every `compute_loss`
     captures the activations of the policy forward at the configured sites, pools them into one row per sequence (or
-    token), and adds `decorrelation_coef * sum_layers penalty` to the DPO loss. The penalty (total and per layer) is
-    logged as `decorrelation/penalty` and `decorrelation/layer_<i>` next to DPO's metrics, in train and eval.
+    token), and adds `decorrelation_coef * sum_layers penalty` to the DPO loss. TRL's `loss` is that total, the loss
+    that is optimised; the DPO loss alone is logged as `decorrelation/dpo_loss`, and the penalty (total and per layer)
+    as `decorrelation/penalty` and `decorrelation/layer_<i>`, next to DPO's metrics, in train and eval.
 
     With a plain `DPOConfig`, or `decorrelation_coef=0`, no hook is registered and the trainer is `DPOTrainer`.
 
@@ -146,8 +147,9 @@ class DecPOTrainer(DPOTrainer):
         finite = torch.stack(
             [loss.detach().isfinite().all()] + [rows[s.layer].isfinite().all() for s in self.decorrelation_sites]
         )
+        dpo_loss = loss.detach()
         loss = loss + args.decorrelation_coef * penalty.to(loss.dtype)
-        self._log_decorrelation(penalty, per_layer, finite)
+        self._log_decorrelation(dpo_loss, penalty, per_layer, finite)
         return (loss, outputs) if return_outputs else loss
 
     def decorrelation_penalty(self, rows: dict[int, torch.Tensor], training: bool = False):
@@ -181,13 +183,23 @@ class DecPOTrainer(DPOTrainer):
             per_layer = torch.stack([decorrelation_penalty(r, **options) for r in layer_rows])
         return per_layer.sum(), per_layer
 
-    def _log_decorrelation(self, penalty: torch.Tensor, per_layer: torch.Tensor, finite: torch.Tensor) -> None:
-        """Log the penalty (total and per layer) and react to non-finite values, with one gather and one host sync
-        for everything (the values, and whether the DPO loss and each layer's rows were finite)."""
+    def _log_decorrelation(
+        self, dpo_loss: torch.Tensor, penalty: torch.Tensor, per_layer: torch.Tensor, finite: torch.Tensor
+    ) -> None:
+        """Log the DPO loss and the penalty (total and per layer) and react to non-finite values, with one gather and
+        one host sync for everything (the values, and whether the DPO loss and each layer's rows were finite)."""
         mode = "train" if self.model.training else "eval"
         layers = [site.layer for site in self.decorrelation_sites]
-        values = torch.cat((penalty.detach().reshape(1), per_layer.detach(), finite.float())).float().unsqueeze(0)
+        values = torch.cat(
+            (
+                dpo_loss.reshape(1).float(),
+                penalty.detach().reshape(1).float(),
+                per_layer.detach().float(),
+                finite.float(),
+            )
+        ).unsqueeze(0)
         values = self.accelerator.gather(values).mean(dim=0).tolist()  # as TRL aggregates its rewards across ranks
+        dpo_value, values = values[0], values[1:]
         total, per_layer_values = values[0], values[1 : 1 + len(layers)]
         loss_finite, rows_finite = values[1 + len(layers)] == 1.0, values[2 + len(layers) :]
         if not all(math.isfinite(v) for v in per_layer_values):  # checked on the host values above: no extra sync
@@ -211,6 +223,7 @@ class DecPOTrainer(DPOTrainer):
                     "rather than fp16."
                 )
         metrics = metrics_store(self, mode)
+        metrics["decorrelation/dpo_loss"].append(dpo_value)
         metrics["decorrelation/penalty"].append(total)
         for layer, value in zip(layers, per_layer_values, strict=True):
             metrics[f"decorrelation/layer_{layer}"].append(value)
