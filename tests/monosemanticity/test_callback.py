@@ -62,9 +62,9 @@ def test_keys_reach_log_history_and_json(tmp_path, kind):
             logged = [h[f"eval_monosemanticity/{metric}/layer_{i}"] for i in range(4)]
             assert [e[metric] for e in record["layers"]] == logged
         assert record["pooling"] == "last"
-    with open(os.path.join(out, "monosemanticity.png"), "rb") as f:
+    with open(os.path.join(out, "monosemanticity_by_step.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert os.path.getsize(os.path.join(out, "monosemanticity.png")) > 5000
+    assert os.path.getsize(os.path.join(out, "monosemanticity_by_step.png")) > 5000
     assert count_decpo_hooks(trainer.model) == 0
     # The last logged values are those of the trained model on the eval prompts (independent measurement).
     final = measure_monosemanticity(trainer.model, trainer.eval_dataset["prompt_ids"], make_tokenizer())
@@ -169,7 +169,7 @@ def test_probes_given_and_several_eval_sets_measured_once_per_step(tmp_path):
     logs = monosemanticity_logs(trainer)
     assert [h["step"] for h in logs] == [1, 2]
     assert callback.history[0]["num_prompts"] == 3
-    assert not os.path.exists(os.path.join(trainer.args.output_dir, "monosemanticity.png"))
+    assert not os.path.exists(os.path.join(trainer.args.output_dir, "monosemanticity_by_step.png"))
 
 
 def test_callback_errors(tmp_path):

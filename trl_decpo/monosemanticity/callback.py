@@ -38,7 +38,7 @@ class MonosemanticityCallback(TrainerCallback):
     ``1 - mean cos^2`` of the mean-centred rows), ``participation_ratio`` and ``sparsity``, their ``.../mean`` over the
     measured layers and, for a ``DecPOTrainer`` with the penalty on, ``.../hooked`` (mean over the penalised layers). The
     history goes to ``<output_dir>/monosemanticity.json`` after every measurement and, at the end of training, the
-    per-layer curves to ``<output_dir>/monosemanticity.png``.
+    per-layer curves against the step to ``<output_dir>/monosemanticity_by_step.png``.
 
     Args:
         trainer: a ``trl.DPOTrainer`` (``DecPOTrainer`` included).
@@ -78,7 +78,7 @@ class MonosemanticityCallback(TrainerCallback):
         measure_steps: int | None = None,
         plot: bool = True,
         history_file: str = "monosemanticity.json",
-        plot_file: str = "monosemanticity.png",
+        plot_file: str = "monosemanticity_by_step.png",
         pooling: str = "auto",
     ):
         check_choice("pooling", pooling, POOLING_CHOICES)
@@ -235,9 +235,9 @@ class MonosemanticityCallback(TrainerCallback):
         if self.measure_on_train_end and self._last_step != state.global_step:
             self.measure(args, state)
         if self.plot and self.history and state.is_world_process_zero:
-            from .plotting import plot_training_curves
+            from .plotting import plot_proxies_by_step
 
-            plot_training_curves(
+            plot_proxies_by_step(
                 self.history,
                 os.path.join(args.output_dir, self.plot_file),
                 title=f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))} ({self.site_name})",

@@ -29,7 +29,7 @@ def _pyplot():
     return plt
 
 
-def plot_training_curves(history: Sequence[Mapping], path: str, title: str | None = None) -> str:
+def plot_proxies_by_step(history: Sequence[Mapping], path: str, title: str | None = None) -> str:
     """FD, its control (when recorded) and sparsity against the training step, one line per layer (coloured by depth)
     and their mean (black).
 
