@@ -68,6 +68,7 @@ def main():
         args.device,
     )
     records += run("penalty", "--rows", *args.penalty_rows.split(), *common)
+    records += run("cli_startup", "--repeats", "5")
     if args.real:
         # 30 paired turns of ~2 s: fewer left the ratio at the mercy of the shared machine (1.006 to 1.031 over 9 turns)
         records += run("step_time", "--model", args.model, "--rounds", "10", *common)
@@ -90,6 +91,11 @@ def main():
                 f"{'fd_cost':<22} {r['model'][-10:]:<10} {r['num_prompts']} prompts, {r['layers_measured']} layers: "
                 f"{r['ratio_vs_bare_last_logits']:.3f}x a bare forward; state {r['state_bytes_per_layer']} B/layer "
                 f"({r['state_bytes_per_layer_10_prompts']} B with 10 prompts)"
+            )
+        elif r["benchmark"] == "cli_startup":
+            print(
+                f"{'startup ' + r['case']:<22} {r['median_s']:.2f} s median, {r['min_s']:.2f} s fastest of "
+                f"{r['repeats']}: {r['command']}"
             )
         elif r["benchmark"] == "penalty":
             print(

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import warnings
 
 import pytest
 import yaml
@@ -78,6 +79,12 @@ def test_train_lora_from_the_command_line(tmp_path, pairs_file, capsys):
     printed = capsys.readouterr().out
     assert "Model saved to" in printed
     assert "penalty on decoder layers [1] at mlp.up_proj:output, coefficient 0.5" in printed
+    # one line per logged step: the optimised loss as DPO's loss plus the weighted penalty
+    steps = re.findall(r"^step (\d)/2: loss (\S+) = DPO loss (\S+) \+ 0.5 x penalty (\S+)$", printed, re.M)
+    assert [int(step) for step, *_ in steps] == [1, 2], printed
+    for _, loss, dpo_loss, penalty in steps:
+        assert float(loss) == pytest.approx(float(dpo_loss) + 0.5 * float(penalty), abs=2e-4)
+        assert float(penalty) > 0
 
 
 def test_yaml_config_and_command_line_override(tmp_path, pairs_file):
@@ -357,3 +364,43 @@ def test_monosemanticity_pooling_option_reaches_the_callback(tmp_path, pairs_fil
     assert callback.pooling == "mean" and callback.history[-1]["pooling"] == "mean"
     with pytest.raises((ValueError, SystemExit)):
         make_parser().parse_args_and_config([*args[:-1], "first"])
+
+
+def parse(argv):
+    return make_parser().parse_args_and_config(["--model_name_or_path", model_path(), "--output_dir", "x", *argv])
+
+
+def test_without_a_gpu_mixed_precision_is_turned_off_in_one_line(monkeypatch, capsys):
+    from trl_decpo.cli import train_parser
+
+    has_gpu = train_parser.gpu_available()
+    monkeypatch.setattr(train_parser, "gpu_available", lambda: False)
+    for argv, turned_off in (([], "bf16"), (["--bf16", "true"], "bf16"), (["--fp16", "true"], "fp16")):
+        _, training_args, _ = parse(argv)
+        assert not training_args.bf16 and not training_args.fp16 and not training_args.use_cpu
+        assert capsys.readouterr().err == (
+            f"trl-decpo train: no GPU found: {turned_off} turned off, training in float32 on the CPU "
+            "(--use_cpu true keeps your precision settings on the CPU)\n"
+        )
+    _, training_args, _ = parse(["--use_cpu", "true"])  # asked for the CPU: TRL's settings (bf16 autocast) as given
+    assert training_args.bf16 and capsys.readouterr().err == ""
+    _, training_args, _ = parse(["--bf16", "false"])
+    assert not training_args.bf16 and capsys.readouterr().err == ""
+    if not has_gpu:  # this machine has no GPU: without the check, transformers refuses
+        monkeypatch.setattr(train_parser, "gpu_available", lambda: True)
+        with pytest.raises(ValueError, match="doesn't support bf16/gpu"):
+            parse([])
+
+
+def test_checkpointing_options_reach_their_new_names_without_a_deprecation_warning():
+    from trl_decpo.trainer.compat import checkpointing_settings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, default, _ = parse(["--use_cpu", "true"])
+        _, off, _ = parse(["--use_cpu", "true", "--gradient_checkpointing", "false"])
+        _, kwargs, _ = parse(["--use_cpu", "true", "--gradient_checkpointing_kwargs", '{"use_reentrant": false}'])
+    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
+    assert checkpointing_settings(default) == (True, {})  # TRL's default: on
+    assert checkpointing_settings(off)[0] is False
+    assert checkpointing_settings(kwargs) == (True, {"use_reentrant": False})

@@ -1,20 +1,50 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""What every ``trl-decpo`` subcommand shares: its parser (a subparser of ``trl-decpo``, or standalone as TRL's
-scripts allow) and how it runs (one-line errors, exit status 2)."""
+"""What every ``trl-decpo`` subcommand shares: its parser and how it runs (one-line errors, exit status 2)."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Callable
 
 from trl import TrlParser
 
+from .commands import COMMANDS
 
-def command_parser(subparsers, name: str, help_text: str, dataclass_types: tuple, prog: str | None = None):
-    """The parser of subcommand ``name``: added to ``subparsers`` when given, else standalone (``prog`` names it)."""
-    if subparsers is not None:
-        return subparsers.add_parser(name, help=help_text, description=help_text, dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog or f"trl-decpo {name}", description=help_text)
+
+class CommandParser(TrlParser):
+    """``TrlParser`` (dataclasses with ``metadata["help"]``, a YAML file through ``--config``) for a ``trl-decpo``
+    command, with a short usage line, and with unknown options reported as argparse reports its errors: the usage, then
+    ``PROG: error: unrecognized arguments: ...`` with the closest known option, before any dataclass is built (so
+    before any other check). A command's parser therefore never returns unknown strings."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(self.unknown_message(unknown))
+        return namespace, unknown
+
+    def unknown_message(self, unknown: list[str]) -> str:
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        options = [option for action in self._actions for option in action.option_strings]
+        for flag in unknown:
+            if flag.startswith("--"):
+                close = difflib.get_close_matches(flag.split("=")[0], options, n=1, cutoff=0.75)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        return message
+
+
+def command_parser(
+    name: str, dataclass_types: tuple, prog: str | None = None, parser_class=CommandParser, **kwargs
+) -> CommandParser:
+    """The parser of command ``name``, named ``trl-decpo NAME`` (or ``prog``, for a script of one's own); ``kwargs`` go
+    to ``parser_class``."""
+    command = COMMANDS[name]
+    return parser_class(
+        dataclass_types, prog=prog or f"trl-decpo {name}", description=command.help, usage=command.usage, **kwargs
+    )
 
 
 def run_command(name: str, parser, argv: list[str], command: Callable) -> int:
@@ -23,6 +53,8 @@ def run_command(name: str, parser, argv: list[str], command: Callable) -> int:
     try:
         *parsed, positional = parser.parse_args_into_dataclasses(argv)
         command(positional, *parsed)
+    except SystemExit as done:  # --help, or argparse's own error (usage, then the message)
+        return done.code if isinstance(done.code, int) else 2
     except ValueError as err:
         print(f"trl-decpo {name}: error: {err}", file=sys.stderr)
         return 2

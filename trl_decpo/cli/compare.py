@@ -8,15 +8,9 @@ import sys
 from dataclasses import dataclass, field
 
 from .base import command_parser, run_command
-from .loading import LoadArguments, adapter_base, is_adapter_folder
+from .loading import LoadArguments, adapter_base, check_models, is_adapter_folder
 from .measure import ProbeArguments, measure_model, probe_token_ids, report_summary, require_prompts
 from .output import OutputArguments, format_table, prepare_output, unique_names, write_results
-
-
-HELP = (
-    "FD, its control and sparsity of a BASE model and TUNED models (checkpoints or PEFT adapters), with changes "
-    "against BASE."
-)
 
 
 @dataclass
@@ -49,10 +43,11 @@ def compare_command(
             "`base_model` is not used by `compare`: PEFT adapters among TUNED are applied to BASE (the "
             "first model); put the model they were trained on first"
         )
-    out_dir = prepare_output(output)
+    check_models(models, load, adapters_on_first=True)
     names = unique_names(models)
     base_path = models[0]
     token_ids, tokenizer = probe_token_ids(base_path, probes, load)
+    out_dir = prepare_output(output)
     base_model, base_report = measure_model(base_path, token_ids, tokenizer, probes, load)
     reports = {names[0]: base_report}
     proxies: dict = {}
@@ -128,11 +123,9 @@ def compare_command(
     return result
 
 
-def make_parser(subparsers=None, prog: str | None = None):
-    """The `compare` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
-    parser = command_parser(
-        subparsers, "compare", HELP, (ProbeArguments, LoadArguments, OutputArguments, CompareArguments), prog
-    )
+def make_parser(prog: str | None = None):
+    """The `compare` parser (`prog` names it in a script of one's own)."""
+    parser = command_parser("compare", (ProbeArguments, LoadArguments, OutputArguments, CompareArguments), prog)
     parser.add_argument(
         "models",
         nargs="+",

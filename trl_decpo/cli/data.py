@@ -21,6 +21,7 @@ import os
 
 from ..trainer.checks import check_preference_columns
 from ..utils import DATA_FILE_BUILDERS, check_choice, load_data_file
+from .sources import hub_offline, offline_dataset_error
 
 
 DATASET_FORMATS = ("preference", "toxicity", "cognitive_reframing", "sycophancy")
@@ -111,7 +112,12 @@ def load_preference_dataset(
             raise ValueError(
                 f"`dataset_format={dataset_format!r}` needs a map-style dataset; unset `dataset_streaming`"
             )
-        loaded = datasets.load_dataset(name, name=config, streaming=streaming)
+        try:
+            loaded = datasets.load_dataset(name, name=config, streaming=streaming)
+        except ConnectionError as err:  # offline mode, and not in the cache
+            if hub_offline():
+                raise offline_dataset_error(name, "`dataset_name`", err) from err
+            raise
         if streaming:
             return loaded
     return datasets.DatasetDict({split: to_preference(ds, dataset_format) for split, ds in loaded.items()})

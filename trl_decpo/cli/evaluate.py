@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 from ..utils import check_choice, check_int
 from .base import command_parser, run_command
 from .data import DATASET_FORMATS, PREFERENCE_FILE_SUFFIXES, load_preference_dataset
-from .loading import LoadArguments, adapter_base, is_adapter_folder, load_model, load_tokenizer
+from .loading import LoadArguments, adapter_base, check_models, is_adapter_folder, load_model, load_tokenizer
 from .output import prepare_output, unique_names
 
 
-HELP = (
-    "Reward accuracy, margin and a task score of a BASE model and MODELS (checkpoints or PEFT adapters on BASE), "
-    "with paired bootstrap differences."
-)
 TRUNCATION_MODES = ("keep_start", "keep_end")
 
 
@@ -170,6 +166,7 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
     if load.base_model is not None:
         raise ValueError("`--base_model` is not used by `evaluate`: PEFT adapters among MODELS are applied to BASE")
     names = model_names(models, args.names)
+    check_models(models, load, adapters_on_first=True)
     pairs = load_pairs(args) if args.dataset is not None else None
     prompts = load_task_prompts(args, pairs) if args.scorer is not None else None
     if prompts is not None and not prompts:
@@ -275,9 +272,9 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
     return result
 
 
-def make_parser(subparsers=None, prog: str | None = None):
-    """The `evaluate` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
-    parser = command_parser(subparsers, "evaluate", HELP, (EvaluateArguments, LoadArguments), prog)
+def make_parser(prog: str | None = None):
+    """The `evaluate` parser (`prog` names it in a script of one's own)."""
+    parser = command_parser("evaluate", (EvaluateArguments, LoadArguments), prog)
     parser.add_argument(
         "models",
         nargs="+",

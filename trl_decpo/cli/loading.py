@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..utils import check_choice
+from .notices import release_bitsandbytes_notice
+from .sources import check_model_source
 
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
@@ -64,6 +66,18 @@ def adapter_base(path: str) -> str | None:
         return json.load(f).get("base_model_name_or_path")
 
 
+def check_models(paths: list[str], args: LoadArguments, adapters_on_first: bool = False) -> None:
+    """Each model (and the base model of each PEFT adapter folder, unless adapters are applied to the first model)
+    is an existing local folder or a Hub id that can be had: a one-line ``ValueError`` otherwise, before anything
+    loads or any output folder is made."""
+    for path in paths:
+        check_model_source(path, "model")
+        if is_adapter_folder(path) and not adapters_on_first:
+            base = args.base_model or adapter_base(path)
+            if base:
+                check_model_source(base, f"the base model of adapter {path!r}")
+
+
 def load_model(path: str, args: LoadArguments, base_model: str | None = None):
     """A causal LM in eval mode; a PEFT adapter folder is loaded on ``base_model`` (or ``args.base_model``, or the
     adapter's recorded base)."""
@@ -75,6 +89,7 @@ def load_model(path: str, args: LoadArguments, base_model: str | None = None):
     device = args.resolved_device()
     kwargs = {"dtype": dtype, "trust_remote_code": args.trust_remote_code}
     if args.load_in_4bit:
+        release_bitsandbytes_notice()
         compute = torch.float32 if dtype == "auto" else dtype
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type, bnb_4bit_compute_dtype=compute

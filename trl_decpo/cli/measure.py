@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 
 from ..utils import check_choice, check_int
 from .base import command_parser, run_command
-from .loading import LoadArguments, load_model, load_tokenizer
+from .loading import LoadArguments, check_models, load_model, load_tokenizer
 from .output import OutputArguments, display_name, format_table, prepare_output, write_results
 
-
-HELP = "Per-layer feature decorrelation (FD), its anisotropy-free control and activation sparsity of one model."
 
 POOLING_HELP = (
     "Which tokens of a probe make its row: 'last' (its last token), 'mean' (the mean over its tokens, chat template "
@@ -108,8 +106,9 @@ def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, out
     from ..monosemanticity.measure import METRICS
 
     require_prompts(probes)
-    out_dir = prepare_output(output)
+    check_models([model], load)
     token_ids, tokenizer = probe_token_ids(model, probes, load)
+    out_dir = prepare_output(output)  # once the prompts and the tokenizer are there: no empty folder on an error
     _, report = measure_model(model, token_ids, tokenizer, probes, load)
     headers = ["layer", "relative_depth", *METRICS]
     rows = [[e[key] for key in headers] for e in report.to_dict()["layers"]]
@@ -127,9 +126,9 @@ def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, out
     return result
 
 
-def make_parser(subparsers=None, prog: str | None = None):
-    """The `measure` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
-    parser = command_parser(subparsers, "measure", HELP, (ProbeArguments, LoadArguments, OutputArguments), prog)
+def make_parser(prog: str | None = None):
+    """The `measure` parser (`prog` names it in a script of one's own)."""
+    parser = command_parser("measure", (ProbeArguments, LoadArguments, OutputArguments), prog)
     parser.add_argument("model", metavar="MODEL", help="Model folder, Hub id, or PEFT adapter folder.")
     return parser
 

@@ -8,16 +8,9 @@ from dataclasses import dataclass, field
 
 from ..utils import check_int
 from .base import command_parser, run_command
-from .loading import LoadArguments, load_model, load_tokenizer
+from .loading import LoadArguments, check_models, load_model, load_tokenizer
 from .measure import ProbeArguments
 from .output import OutputArguments, format_table, prepare_output, write_results
-
-
-HELP = (
-    "The top vocabulary tokens of a layer's most predominant hidden dimensions (paper Table 1): ranked by mean "
-    "|activation| over the probe tokens `--pooling` picks in `--prompts`, or by input-weight change against `--base` "
-    "(then `--pooling` does not apply)."
-)
 
 
 @dataclass
@@ -58,8 +51,9 @@ def top_tokens_command(
             f"`pooling` ({probes.pooling!r}) chooses the probe tokens whose mean |activation| ranks the dimensions; "
             "with `--base` they are ranked by weight change, on no probe: drop `--pooling`"
         )
-    out_dir = prepare_output(output)
+    check_models([model_path] + ([top.base] if top.base is not None else []), load)
     tokenizer = load_tokenizer(model_path, load)
+    out_dir = prepare_output(output)
     model = load_model(model_path, load)
     kwargs = {}
     if top.base is not None:
@@ -90,11 +84,9 @@ def top_tokens_command(
     return result
 
 
-def make_parser(subparsers=None, prog: str | None = None):
-    """The `top-tokens` parser: a subcommand of `trl-decpo` when `subparsers` is given, else a standalone one."""
-    parser = command_parser(
-        subparsers, "top-tokens", HELP, (TopTokenArguments, ProbeArguments, LoadArguments, OutputArguments), prog
-    )
+def make_parser(prog: str | None = None):
+    """The `top-tokens` parser (`prog` names it in a script of one's own)."""
+    parser = command_parser("top-tokens", (TopTokenArguments, ProbeArguments, LoadArguments, OutputArguments), prog)
     parser.add_argument("model", metavar="MODEL", help="Model folder, Hub id, or PEFT adapter folder.")
     return parser
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from trl import ModelConfig, ScriptArguments, TrlParser
+from transformers import TrainerCallback
+from trl import DPOConfig, ModelConfig, ScriptArguments
 
 from ..monosemanticity.probes import POOLING_CHOICES
 from ..trainer import DecPOConfig
@@ -21,7 +22,10 @@ from ..trainer.compat import ignore_bool_buffers_in_ddp
 from ..utils import check_choice, check_int, check_layers
 from .base import command_parser
 from .data import DATASET_FORMATS, load_preference_dataset
+from .notices import release_bitsandbytes_notice
 from .output_dir import prepare_output_dir
+from .sources import check_dataset_source, check_model_source
+from .train_parser import TrainParser, own_fields
 
 
 @dataclass
@@ -84,13 +88,39 @@ class DecPOScriptArguments(ScriptArguments):
         self.monosemanticity_layers = check_layers("monosemanticity_layers", self.monosemanticity_layers)
 
 
-HELP = "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's), measured and saved."
+def make_parser(prog: str | None = None) -> TrainParser:
+    """The `train` parser, as TRL's scripts build theirs (`prog` names it in a script of one's own): short `--help`,
+    full `--help-all`, mixed precision off without a GPU (:mod:`.train_parser`)."""
+    return command_parser(
+        "train",
+        (DecPOScriptArguments, DecPOConfig, ModelConfig),
+        prog,
+        TrainParser,
+        decpo_fields=own_fields(DecPOConfig, DPOConfig),
+        data_fields=[f.name for f in fields(DecPOScriptArguments)],
+    )
 
 
-def make_parser(subparsers=None, prog: str | None = None) -> TrlParser:
-    """The `train` parser, as TRL's scripts build theirs: a subcommand of `trl-decpo` when `subparsers` is given,
-    else a standalone parser (e.g. for a script of one's own)."""
-    return command_parser(subparsers, "train", HELP, (DecPOScriptArguments, DecPOConfig, ModelConfig), prog)
+class LossLine(TrainerCallback):
+    """One console line per logged step: the optimised loss, TRL's `loss`, as DPO's loss plus the weighted penalty
+    (`decorrelation/dpo_loss` and `decorrelation/penalty` in the logs)."""
+
+    def __init__(self, coef: float):
+        self.coef = coef
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        for prefix, what in (("", "step"), ("eval_", "eval at step")):
+            values = [
+                logs.get(f"{prefix}{key}") for key in ("loss", "decorrelation/dpo_loss", "decorrelation/penalty")
+            ]
+            if None not in values:
+                loss, dpo_loss, penalty = values
+                print(
+                    f"{what} {state.global_step}/{state.max_steps}: loss {loss:.4f} = DPO loss {dpo_loss:.4f} + "
+                    f"{self.coef:g} x penalty {penalty:.4f}"
+                )
 
 
 def load_splits(script_args: DecPOScriptArguments, seed: int):
@@ -129,6 +159,11 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
+    check_model_source(model_args.model_name_or_path, "`model_name_or_path`", model_args.model_revision)
+    if script_args.dataset_name:
+        check_dataset_source(script_args.dataset_name, "`dataset_name`")
+    if model_args.load_in_4bit:
+        release_bitsandbytes_notice()
     _ = training_args.device  # set up the processes with the run's own settings (use_cpu, backend) before deciding
     resume = prepare_output_dir(
         training_args.output_dir,
@@ -169,6 +204,7 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
             f"trl-decpo train: penalty on decoder layers {settings['decorrelation_layers']} at "
             f"{settings['decorrelation_site']}, coefficient {settings['decorrelation_coef']}"
         )
+        trainer.add_callback(LossLine(settings["decorrelation_coef"]))
     if script_args.monosemanticity:
         trainer.add_callback(
             MonosemanticityCallback(
@@ -195,12 +231,12 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
     return trainer
 
 
-def main(parser: TrlParser, argv: list[str]) -> int:
+def main(parser: TrainParser, argv: list[str]) -> int:
     """Parse `argv` (the options after `train`) with `parser`, train, and finish as `trl dpo` does."""
     try:
         try:
             script_args, training_args, model_args = parser.parse_args_and_config(argv)
-        except SystemExit as done:  # --help, or argparse's own error message (unknown option, invalid choice)
+        except SystemExit as done:  # --help, or argparse's error: the usage line, then the message
             return done.code if isinstance(done.code, int) else 2
         trainer = run(script_args, training_args, model_args)
     except (ValueError, OSError) as err:  # bad options, missing files or datasets: one line, before training

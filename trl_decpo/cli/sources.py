@@ -1,0 +1,116 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Where models and datasets come from, checked before anything loads: a local path that does not exist, or a Hub id
+that cannot be had (offline mode and not in the cache, or the Hub unreachable), is one line saying what to do, instead
+of transformers' "Repo id must be in the form ..." or a minute of network retries."""
+
+from __future__ import annotations
+
+import os
+
+
+OFFLINE_VARIABLES = "HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1"
+_PROBES: dict[str, str | None] = {}  # endpoint -> why it cannot be reached (None: reachable), probed once a process
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` has the form of a Hub repository id (``name`` or ``namespace/name``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "~", os.sep)) or (os.altsep and os.altsep in name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_offline() -> bool:
+    """Offline mode, as huggingface_hub reads it from ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hub endpoint cannot be reached (one request, no retries; proxies as huggingface_hub uses them), or
+    ``None`` when it answers (any HTTP status counts as an answer)."""
+    from huggingface_hub import constants, get_session
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _PROBES:
+        try:
+            get_session().head(endpoint, timeout=timeout)
+            _PROBES[endpoint] = None
+        except Exception as err:  # DNS, refused, timeout, proxy, TLS: the libraries would retry it for a minute
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            _PROBES[endpoint] = f"{type(err).__name__}{': ' + reason[:160] if reason else ''}"
+    return _PROBES[endpoint]
+
+
+def in_hub_cache(repo_id: str, revision: str | None = None) -> bool:
+    """Whether the model ``repo_id`` has a config (model or adapter) in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name, revision=revision), str)
+        for name in ("config.json", "adapter_config.json")
+    )
+
+
+def check_model_source(name: str, option: str, revision: str | None = None) -> None:
+    """Raise a one-line ``ValueError`` when model ``name`` (given as ``option``) cannot load: a local path that does not
+    exist, or a Hub id that is not in the cache while offline, or whose Hub cannot be reached."""
+    if os.path.exists(os.path.expanduser(name)):
+        return
+    if not is_hub_id(name):
+        raise ValueError(f"{option} {name!r} does not exist: no such folder (from {os.getcwd()})")
+    cached = in_hub_cache(name, revision)
+    if hub_offline():
+        if cached:
+            return
+        raise ValueError(
+            f"{option} {name!r} does not exist as a local folder, and as a Hub id it is not in the Hugging Face cache "
+            f"while offline mode is on ({OFFLINE_VARIABLES}): give a local model folder, or download it first with "
+            "the Hub reachable and those variables unset"
+        )
+    problem = hub_unreachable()
+    if problem is not None:
+        todo = (
+            "it is in the cache: set HF_HUB_OFFLINE=1 to load it from there without network retries"
+            if cached
+            else "it is not in the cache either: give a local model folder, or download it where the Hub is reachable "
+            "(and set HF_HUB_OFFLINE=1 to work offline afterwards)"
+        )
+        raise ValueError(
+            f"{option} {name!r} does not exist as a local folder, and the Hub ({hub_endpoint()}) cannot be reached "
+            f"({problem}); {todo}"
+        )
+
+
+def check_dataset_source(name: str, option: str) -> None:
+    """As :func:`check_model_source` for a Hub dataset id, online: an unreachable Hub is one line (offline, datasets
+    itself reads its cache at once)."""
+    if os.path.exists(os.path.expanduser(name)) or not is_hub_id(name) or hub_offline():
+        return
+    problem = hub_unreachable()
+    if problem is not None:
+        raise ValueError(
+            f"{option} {name!r} does not exist as a local file or folder, and the Hub ({hub_endpoint()}) cannot be "
+            f"reached ({problem}): give a local data file, or set HF_HUB_OFFLINE=1 to use a copy in the datasets cache"
+        )
+
+
+def offline_dataset_error(name: str, option: str, err: Exception) -> ValueError:
+    """The one line for a Hub dataset that offline mode cannot find in the cache."""
+    return ValueError(
+        f"{option} {name!r} does not exist as a local file or folder, and as a Hub dataset it is not in the cache while offline mode "
+        f"is on ({OFFLINE_VARIABLES}): give a local data file or folder, or download it first with the Hub reachable "
+        f"and those variables unset ({err})"
+    )
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
