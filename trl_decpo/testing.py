@@ -34,6 +34,7 @@ PAIRS = [
 ]
 
 ARCHITECTURES = ("llama", "llama64", "mistral", "qwen2", "gpt2", "gpt_neox")
+NEGATIVE_WORDS = frozenset(("bad", "sad", "no", "not", "disagree", "slow"))
 
 
 def tiny_tokenizer():
@@ -93,3 +94,14 @@ def tiny_preference_dataset(n: int = 8):
     return Dataset.from_dict(
         {"prompt": [r[0] for r in rows], "chosen": [" " + r[1] for r in rows], "rejected": [" " + r[2] for r in rows]}
     )
+
+
+def negative_word_rate(texts: list[str]) -> list[float]:
+    """A task scorer for the tiny vocabulary (``load_scorer("trl_decpo.testing:negative_word_rate")``): the fraction of
+    each text's words in :data:`NEGATIVE_WORDS`, 0 for an empty text. A stand-in for a real scorer such as
+    ``profanity_check:predict_prob`` in examples that must run anywhere."""
+    rates = []
+    for text in texts:
+        words = text.split()
+        rates.append(sum(word in NEGATIVE_WORDS for word in words) / len(words) if words else 0.0)
+    return rates
