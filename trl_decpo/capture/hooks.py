@@ -29,9 +29,9 @@ def _identity(tensor):
 class ActivationCapture:
     """Captures pooled rows at the resolved sites during the first forward pass inside :meth:`capture`.
 
-    ``stats`` counts, over the object's life, the hook calls that were captured (``"captured"``) and those ignored
+    ``stats`` counts, over the object's life, the hook calls that were captured (``"captured"``), those ignored
     because their module had already been captured in the same block (``"ignored"``: e.g. the reference forward of a
-    PEFT model with its adapter disabled).
+    PEFT model with its adapter disabled), and those skipped inside :meth:`paused` (``"paused"``).
     """
 
     def __init__(self, sites: list[ResolvedSite]):
@@ -40,6 +40,18 @@ class ActivationCapture:
         self.sites = sites
         self.stats: Counter = Counter()
         self._active = False
+        self._paused = False
+
+    @contextmanager
+    def paused(self):
+        """Inside :meth:`capture`, the forwards of this block are skipped: not captured, and not the "first call" either
+        (counted as ``"paused"``), e.g. KTO's no-grad policy forward over its KL batch, which precedes the policy forward
+        with gradients."""
+        was_paused, self._paused = self._paused, True
+        try:
+            yield
+        finally:
+            self._paused = was_paused
 
     @contextmanager
     def capture(self, row_index: RowIndex):
@@ -67,6 +79,9 @@ class ActivationCapture:
         stats = self.stats
 
         def take(tensor):
+            if self._paused:
+                stats["paused"] += 1
+                return
             if layer in rows:
                 stats["ignored"] += 1
                 return

@@ -44,6 +44,22 @@ def settings_section(settings: dict) -> str:
     )
 
 
+def trainer_settings_section(settings: dict, trainer_name: str) -> str:
+    """Markdown: the penalty's settings on the card of a decorrelated trainer other than DecPO (``trainer_name``, e.g.
+    ``"SFT"``), whose own citation TRL already wrote."""
+    rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in settings.items())
+    return (
+        "\n\n## Decorrelation settings\n\n"
+        f"The {trainer_name} loss was regularised with the DecPO activation decorrelation penalty "
+        f"([{DECPO_PAPER['title']}](https://huggingface.co/papers/{DECPO_PAPER['id']})), "
+        "computed by [trl-decpo](https://pypi.org/project/trl-decpo/):\n\n"
+        "| setting | value |\n|---|---|\n"
+        f"| `trainer` | `{trainer_name}` |\n"
+        f"{rows}\n\n"
+        f"```bibtex\n{DECPO_PAPER['citation']}\n```\n"
+    )
+
+
 def callback_sections(trainer) -> str:
     """The card sections of the trainer's callbacks that offer one (``card_section()``)."""
     return "".join(

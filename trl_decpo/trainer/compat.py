@@ -34,6 +34,14 @@ assumption) when an upgrade breaks it:
     :func:`trl_decpo.trainer.checks.check_preference_columns` refuses up front.
 12. torch's DDP skips the parameters and buffers named in ``module._ddp_params_and_buffers_to_ignore``
     (:func:`ignore_bool_buffers_in_ddp`).
+13. ``Trainer.training_step`` divides the loss by ``current_gradient_accumulation_steps`` unless the trainer's
+    ``loss_is_scaled_for_ga`` (or, when it is ``None``, ``model_accepts_loss_kwargs`` with a ``num_items_in_batch``, or
+    a ``compute_loss_func``) says ``compute_loss`` already did (:func:`loss_is_scaled_for_ga`): a penalty added to an
+    already scaled loss is scaled the same way.
+14. ``KTOTrainer._compute_kl_logps(model, batch)`` runs the policy's no-grad forward over the KL batch, before the
+    policy forward with gradients, inside ``compute_loss`` (``trl_decpo.trainers.kto`` pauses the capture around it).
+15. SFT, KTO, Reward, GRPO and RLOO trainers keep the same ``_metrics[mode]`` store as DPO (assumption 4) and the
+    model-card identity attributes ``_tag_names`` / ``_name`` / ``_paper`` (assumption 8).
 """
 
 from __future__ import annotations
@@ -155,3 +163,16 @@ def ignore_bool_buffers_in_ddp(model) -> None:
     model._ddp_params_and_buffers_to_ignore = [
         name for name, buffer in model.named_buffers() if buffer.dtype == torch.bool
     ]
+
+
+def loss_is_scaled_for_ga(trainer, num_items_in_batch) -> bool:
+    """Whether ``trainer.compute_loss`` already divided its loss for gradient accumulation, so that
+    ``Trainer.training_step`` will not (assumption 13): ``loss_is_scaled_for_ga`` when the trainer sets it (GRPO: True;
+    DPO, KTO, Reward, RLOO: False), else decided per call as ``Trainer.training_step`` does (SFT)."""
+    scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
+    if scaled is not None:
+        return bool(scaled)
+    return bool(
+        (getattr(trainer, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None)
+        or getattr(trainer, "compute_loss_func", None) is not None
+    )

@@ -1,16 +1,15 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`DecPOConfig`: `trl.DPOConfig` plus the decorrelation penalty's settings."""
+"""`DecPOConfig`: `trl.DPOConfig` plus the decorrelation penalty's settings (the shared
+`DecorrelationArguments`, with DPO's wording for the coefficient and the sequences)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from ..capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
-from ..penalty import REDUCTION_CHOICES, TARGET_CHOICES
-from ..utils import check_choice, check_int, check_layers
+from ..capture import SEQUENCES_CHOICES
+from .fields import DecorrelationArguments
 
 
 # The paper's formula read literally, with its coefficient: `1e-4 * ||z z^T - I||_F^2` on raw activations.
@@ -24,7 +23,7 @@ PAPER_RECIPE = {
 
 
 @dataclass
-class DecPOConfig(DPOConfig):
+class DecPOConfig(DecorrelationArguments, DPOConfig):
     r"""
     Configuration class for [`DecPOTrainer`]: every [`~trl.DPOConfig`] field, plus the decorrelation penalty of
     Yan et al. (arXiv 2406.17969), `loss = loss_DPO + decorrelation_coef * sum_layers ||M - I||_F^2`.
@@ -68,30 +67,6 @@ class DecPOConfig(DPOConfig):
             "help": "Weight of the DecPO decorrelation penalty added to the DPO loss. 0 turns it off (plain DPO)."
         },
     )
-    decorrelation_layers: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "Decoder layers whose activations are decorrelated; negative indices count from the end. "
-            "Default: of the layers that hold the site, the one nearest to num_layers // 3."
-        },
-    )
-    decorrelation_site: str | None = field(
-        default=None,
-        metadata={
-            "help": "Module path inside a decoder layer whose output is captured, e.g. 'mlp.up_proj'; append ':input' "
-            "to capture its input instead (e.g. 'mlp.down_proj:input'). Default: a rule per layer: 'mlp.up_proj' "
-            "for gated MLPs (Llama, Mistral, Qwen2, Gemma), 'mlp.act' for GPT-2 / GPT-NeoX, else the input of the MLP's "
-            "output projection, a shared expert's, or a fused MoE block's output."
-        },
-    )
-    decorrelation_pooling: str = field(
-        default="last",
-        metadata={
-            "help": "How token activations become rows: 'last' (last real token of each sequence), 'mean' (mean over "
-            "completion tokens) or 'tokens' (every completion token is a row).",
-            "choices": list(POOLING_CHOICES),
-        },
-    )
     decorrelation_sequences: str = field(
         default="both",
         metadata={
@@ -99,66 +74,3 @@ class DecPOConfig(DPOConfig):
             "choices": list(SEQUENCES_CHOICES),
         },
     )
-    decorrelation_normalize: bool = field(
-        default=True,
-        metadata={
-            "help": "L2-normalise the rows (cosine Gram; for the 'features' target, standardise the features). "
-            "False uses raw activations, the paper's formula read literally."
-        },
-    )
-    decorrelation_reduction: str = field(
-        default="mean",
-        metadata={
-            "help": "'sum' (squared Frobenius norm, the paper) or 'mean' (divided by the number of matrix entries).",
-            "choices": list(REDUCTION_CHOICES),
-        },
-    )
-    decorrelation_target: str = field(
-        default="samples",
-        metadata={
-            "help": "'samples' (n x n Gram of the rows, the paper) or 'features' (d x d feature correlation, never "
-            "materialised when d > n).",
-            "choices": list(TARGET_CHOICES),
-        },
-    )
-    decorrelation_max_rows: int | None = field(
-        default=None,
-        metadata={
-            "help": "Cap on the rows per layer with 'tokens' pooling (evenly subsampled). Required for 'tokens' "
-            "pooling with the 'samples' target."
-        },
-    )
-
-    def __post_init__(self):
-        self._validate_decorrelation()
-        super().__post_init__()
-
-    def _validate_decorrelation(self):
-        coef = self.decorrelation_coef
-        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef) or coef < 0:
-            raise ValueError(f"`decorrelation_coef` must be a finite number >= 0 (0 turns it off), got {coef!r}")
-        self.decorrelation_layers = check_layers("decorrelation_layers", self.decorrelation_layers)
-        if self.decorrelation_site is not None:
-            Site.parse(self.decorrelation_site)  # raises with the expected format
-        for name, allowed in (
-            ("decorrelation_pooling", POOLING_CHOICES),
-            ("decorrelation_sequences", SEQUENCES_CHOICES),
-            ("decorrelation_reduction", REDUCTION_CHOICES),
-            ("decorrelation_target", TARGET_CHOICES),
-        ):
-            check_choice(name, getattr(self, name), allowed)
-        if not isinstance(self.decorrelation_normalize, bool):
-            raise ValueError(f"`decorrelation_normalize` must be True or False, got {self.decorrelation_normalize!r}")
-        cap = self.decorrelation_max_rows
-        check_int("decorrelation_max_rows", cap, 2, allow_none=True)
-        if self.decorrelation_pooling == "tokens" and self.decorrelation_target == "samples" and cap is None:
-            raise ValueError(
-                "`decorrelation_pooling='tokens'` with `decorrelation_target='samples'` builds an n x n Gram over every "
-                "completion token of the batch; set `decorrelation_max_rows` (e.g. 1024) to cap n, or use "
-                "`decorrelation_pooling` in ['last', 'mean'] or `decorrelation_target='features'`."
-            )
-        if self.decorrelation_pooling != "tokens" and cap is not None:
-            raise ValueError(
-                "`decorrelation_max_rows` only applies to `decorrelation_pooling='tokens'`; "
-                f"got decorrelation_pooling={self.decorrelation_pooling!r}"
-            )

@@ -1,0 +1,101 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""What every decorrelated trainer (SFT, Reward, KTO, GRPO, RLOO) shares with DecPOTrainer: coefficient 0 is the TRL
+trainer, the penalty reaches the gradients, the same refusals, hooks never left behind, metrics and model card."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import checkpointing, model_path
+from decorrelated_helpers import KINDS, LAYERS, GradRecorder, build, tiny_causal_lm
+from transformers import AutoModelForSequenceClassification
+
+from trl_decpo import MonosemanticityCallback
+from trl_decpo.capture import RowIndex, count_decpo_hooks
+
+
+UPSTREAM = "model.layers.0.mlp.up_proj.weight"  # before the hooked layer 1, in the causal LM and the reward model
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_coefficient_zero_is_exactly_the_trl_trainer(tmp_path, kind):
+    plain = build(kind, tmp_path / "plain", plain=True)
+    plain.train()
+    zero = build(kind, tmp_path / "zero", coef=0.0)
+    zero.train()
+    assert zero.decorrelation_capture is None and not zero.decorrelation_enabled
+    assert zero._tag_names == plain._tag_names
+    assert not any("decorrelation" in key for log in zero.state.log_history for key in log)
+    for (name, a), b in zip(plain.model.named_parameters(), zero.model.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_penalty_reaches_the_gradient_and_is_logged_and_carded(tmp_path, kind):
+    grads = {}
+    for coef in (0.0, 1.0):
+        trainer = build(kind, tmp_path / str(coef), coef=coef)
+        recorder = GradRecorder(trainer, UPSTREAM)
+        trainer.add_callback(recorder)
+        trainer.train()
+        grads[coef] = recorder.grads[0]
+        assert count_decpo_hooks(trainer.model) == 0
+    assert not torch.allclose(grads[0.0], grads[1.0])
+    logged = [log for log in trainer.state.log_history if "decorrelation/penalty" in log]
+    assert logged and logged[0]["decorrelation/penalty"] > 0
+    assert logged[0]["decorrelation/layer_1"] == pytest.approx(logged[0]["decorrelation/penalty"])
+    trainer.create_model_card()
+    with open(os.path.join(trainer.args.output_dir, "README.md"), encoding="utf-8") as handle:
+        card = handle.read()
+    assert (
+        "- decpo" in card
+        and "- decorrelation" in card
+        and f"- {kind if kind != 'reward' else 'reward-trainer'}" in card
+    )
+    assert "## Decorrelation settings" in card and f"| `trainer` | `{trainer._name}` |" in card
+    assert "| `decorrelation_layers` | `[1]` |" in card
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reentrant_checkpointing_is_refused(tmp_path, kind):
+    with pytest.raises(ValueError, match="reentrant activation checkpointing"):
+        build(kind, tmp_path, **checkpointing(True, {"use_reentrant": True}))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_trainable_parameter_before_the_hooked_layer_is_refused(tmp_path, kind):
+    if kind == "reward":
+        model = AutoModelForSequenceClassification.from_pretrained(model_path("llama", LAYERS), num_labels=1)
+    else:
+        model = tiny_causal_lm()
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(f"model.layers.{LAYERS - 1}.") or "score" in name)
+    with pytest.raises(ValueError, match="No trainable parameter lies at or before decoder layer 0"):
+        build(kind, tmp_path, model=model, decorrelation_layers=[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_finite_penalty_stops_before_the_step_and_leaves_no_hook(tmp_path, kind, monkeypatch):
+    trainer = build(kind, tmp_path, decorrelation_normalize=False)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    original = RowIndex.pool
+    monkeypatch.setattr(RowIndex, "pool", lambda self, acts: original(self, acts) * 0.0 + 1e30)  # squares overflow
+    with pytest.raises(FloatingPointError, match="decorrelation penalty at layer 1 is not finite"):
+        trainer.train()
+    assert count_decpo_hooks(trainer.model) == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_monosemanticity_callback_measures_each_trainer(tmp_path, kind):
+    trainer = build(kind, tmp_path)
+    probes = ["the cat sat on", "i think you are", "do you agree", "the dog ran"]
+    callback = MonosemanticityCallback(trainer, probes=probes, plot=False)
+    trainer.add_callback(callback)
+    trainer.train()
+    assert callback.hooked_layers == [1]
+    assert [record["step"] for record in callback.history] == [0, 1]
+    assert any("eval_monosemanticity/fd/layer_1" in log for log in trainer.state.log_history)
+    assert os.path.exists(os.path.join(trainer.args.output_dir, "monosemanticity.json"))
