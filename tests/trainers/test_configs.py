@@ -1,0 +1,101 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""The decorrelated configs: TRL's fields plus the shared ones, validated at construction; and the TRL behaviour the
+decorrelated trainers rely on, pinned so that an upgrade that changes it fails here by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+from decorrelated_helpers import CLASSES, KINDS, config
+from trl import DPOConfig, GRPOTrainer, KTOTrainer, RewardTrainer, RLOOTrainer, SFTTrainer
+
+from trl_decpo import DecPOConfig
+from trl_decpo.trainer.fields import DecorrelationArguments
+
+
+SHARED = [f.name for f in dataclasses.fields(DecorrelationArguments)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_is_the_trl_config_plus_the_shared_fields(tmp_path, kind):
+    _, plain_config, _, decorrelated_config = CLASSES[kind]
+    names = [f.name for f in dataclasses.fields(decorrelated_config)]
+    assert names == [f.name for f in dataclasses.fields(plain_config)] + SHARED
+    assert issubclass(decorrelated_config, plain_config)
+    assert all(f.metadata.get("help") for f in dataclasses.fields(decorrelated_config) if f.name in SHARED)
+    positional = decorrelated_config(str(tmp_path / "out"), bf16=False, use_cpu=True)
+    assert positional.output_dir == str(tmp_path / "out") and positional.decorrelation_coef == 1.0
+
+
+def test_decpo_config_keeps_its_fields_order_and_dpo_wording():
+    names = [f.name for f in dataclasses.fields(DecPOConfig)]
+    assert names == [f.name for f in dataclasses.fields(DPOConfig)] + SHARED
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(DecPOConfig)}
+    assert "added to the DPO loss" in helps["decorrelation_coef"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"decorrelation_coef": -1.0}, "`decorrelation_coef` must be a finite number >= 0"),
+        ({"decorrelation_pooling": "max"}, "decorrelation_pooling"),
+        ({"decorrelation_pooling": "tokens"}, "set `decorrelation_max_rows`"),
+        ({"decorrelation_site": "mlp.up_proj:bad"}, "decorrelation_site|mlp.up_proj:bad"),
+    ],
+)
+def test_shared_fields_are_validated_at_construction(tmp_path, kind, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config(kind, tmp_path, **overrides)
+
+
+@pytest.mark.parametrize("kind", ["sft", "kto", "grpo", "rloo"])
+def test_chosen_or_rejected_sequences_are_refused_without_pairs(tmp_path, kind):
+    with pytest.raises(ValueError, match=r"`decorrelation_sequences='chosen'` has no meaning.*allowed: \['both'\]"):
+        config(kind, tmp_path, decorrelation_sequences="chosen")
+
+
+def test_reward_config_accepts_each_half(tmp_path):
+    assert config("reward", tmp_path, decorrelation_sequences="rejected").decorrelation_sequences == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"packing": True, "packing_strategy": "wrapped"}, "packing_strategy='wrapped'"),
+        ({"packing": True, "pad_to_multiple_of": 8}, "pad_to_multiple_of=8"),
+    ],
+)
+def test_sft_packing_without_sequence_boundaries_is_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config("sft", tmp_path, **overrides)
+    config("sft", tmp_path, coef=0.0, **overrides)  # without the penalty, TRL's own choice
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# TRL behaviour the decorrelated trainers rely on (trl_decpo/trainer/compat.py, assumptions 13 to 15)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_trl_gradient_accumulation_scaling_is_as_assumed():
+    """Assumption 13: GRPO scales its loss for gradient accumulation; DPO-like trainers leave it to the Trainer; SFT
+    decides per call. If this changes, the penalty's scaling in DecorrelationMixin.compute_loss must follow."""
+    assert GRPOTrainer.loss_is_scaled_for_ga is True
+    assert KTOTrainer.loss_is_scaled_for_ga is False
+    assert RewardTrainer.loss_is_scaled_for_ga is False
+    assert RLOOTrainer.loss_is_scaled_for_ga is False
+    assert SFTTrainer.loss_is_scaled_for_ga is None
+
+
+def test_trl_kto_kl_forward_is_a_method_of_model_and_batch():
+    """Assumption 14: DecorrelatedKTOTrainer pauses the capture around `KTOTrainer._compute_kl_logps(model, batch)`."""
+    assert list(inspect.signature(KTOTrainer._compute_kl_logps).parameters) == ["self", "model", "batch"]
+
+
+@pytest.mark.parametrize("trainer_class", [SFTTrainer, KTOTrainer, RewardTrainer, GRPOTrainer, RLOOTrainer])
+def test_trl_card_identity_and_constructor_are_as_assumed(trainer_class):
+    """Assumption 15: the model-card identity attributes and the `model` / `args` / `peft_config` constructor names."""
+    assert isinstance(trainer_class._tag_names, list) and isinstance(trainer_class._name, str)
+    assert {"model", "args", "peft_config"} <= set(inspect.signature(trainer_class.__init__).parameters)
