@@ -87,13 +87,18 @@ def config(kind: str, tmp_path, coef: float | None = 1.0, **overrides):
     return decorrelated_config(**{"decorrelation_layers": [1], "decorrelation_coef": coef, **values})
 
 
-def build(kind: str, tmp_path, coef: float | None = 1.0, model=None, plain: bool = False, **overrides):
-    """A tiny trainer of ``kind``: decorrelated (``plain=False``) or TRL's own class with a plain config."""
+def build(
+    kind: str, tmp_path, coef: float | None = 1.0, model=None, plain: bool = False, evaluate: bool = False, **overrides
+):
+    """A tiny trainer of ``kind``: decorrelated (``plain=False``) or TRL's own class with a plain config; with
+    ``evaluate``, the training data is also its ``eval_dataset``."""
     plain_trainer, _, decorrelated_trainer, _ = CLASSES[kind]
     trainer_class = plain_trainer if plain else decorrelated_trainer
     args = config(kind, tmp_path, None if plain else coef, **overrides)
     torch.manual_seed(0)  # the reward head is initialised when the model loads; generation samples
     kwargs = dict(args=args, train_dataset=dataset(kind), processing_class=make_tokenizer())
+    if evaluate:
+        kwargs["eval_dataset"] = dataset(kind)
     if kind in ("grpo", "rloo"):
         kwargs["reward_funcs"] = reward_len
     return trainer_class(model=model if model is not None else model_path("llama", LAYERS), **kwargs)

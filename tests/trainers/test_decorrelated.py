@@ -89,10 +89,12 @@ def test_non_finite_penalty_stops_before_the_step_and_leaves_no_hook(tmp_path, k
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_monosemanticity_callback_measures_each_trainer(tmp_path, kind):
-    trainer = build(kind, tmp_path)
-    probes = ["the cat sat on", "i think you are", "do you agree", "the dog ran"]
+@pytest.mark.parametrize("given", [True, False], ids=["given-probes", "eval-dataset-prompts"])
+def test_monosemanticity_callback_measures_each_trainer(tmp_path, kind, given):
+    trainer = build(kind, tmp_path, evaluate=not given)
+    probes = ["the cat sat on", "i think you are", "do you agree", "the dog ran"] if given else None
     callback = MonosemanticityCallback(trainer, probes=probes, plot=False)
+    assert len(callback.probes) == (4 if given else 8)
     trainer.add_callback(callback)
     trainer.train()
     assert callback.hooked_layers == [1]
