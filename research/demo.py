@@ -37,7 +37,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argpa
     parser.add_argument("--output-dir", default=output_dir)
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (>= 2 for a seed spread)")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per arm (4 pairs each)")
-    parser.add_argument("--curve-steps", type=int, default=10, help="held-out margin every this many steps")
+    parser.add_argument("--curve-steps", type=int, default=15, help="held-out margin every this many steps")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--lora-targets", default="all-linear", help='"all-linear" or comma-separated module names')
     parser.add_argument("--beta", type=float, default=0.1)
