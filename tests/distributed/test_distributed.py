@@ -255,6 +255,9 @@ def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
                 *base,
                 *extra,
             ],
+            # a retry after a slow first attempt that already wrote its checkpoint would resume from that one: give
+            # each attempt the time a loaded 2-core machine needs
+            timeout=600,
             check=False,
         )
 
