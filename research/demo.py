@@ -104,16 +104,16 @@ def main(argv=None):
     seconds = time.perf_counter() - start
     write_outputs(args, source, task, tokenizer, base_result, arms, rows, hooked, seconds)
     say(f"done in {seconds / 60:.1f} min; report: {os.path.abspath(os.path.join(args.output_dir, 'report.md'))}")
-    print_next_steps(args, model_dir, seeds)
+    print_next_steps(args, model_dir, seeds, hooked)
 
 
-def print_next_steps(args, model_dir: str, seeds) -> None:
+def print_next_steps(args, model_dir: str, seeds, hooked: int) -> None:
     out, s = args.output_dir, seeds[0]
     print(
         "\nNext, on the adapters this run saved:\n"
         f"  trl-decpo compare {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
         f"  trl-decpo measure {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
-        f"  trl-decpo top-tokens {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
+        f"  trl-decpo top-tokens {out}/decpo_seed{s} --layer {hooked} --prompts {out}/heldout_prompts.jsonl\n"
         f"  trl-decpo evaluate {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} --dataset {out}/heldout_pairs.jsonl "
         "--scorer profanity_check:predict_prob --names base,dpo,decpo\n",
         flush=True,

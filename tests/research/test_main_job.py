@@ -109,7 +109,7 @@ def test_compare_finds_planted_effects_and_flags_the_ones_against_the_paper():
         )
 
 
-def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
+def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     from research import demo
     from transformers import AutoTokenizer
 
@@ -142,6 +142,9 @@ def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
         ]
     )
     results = json.load(open(out / "results.json"))
+    # the next-step commands name what they need: `top-tokens` requires the layer, the hooked one
+    top_tokens = [line for line in capsys.readouterr().out.splitlines() if "trl-decpo top-tokens" in line]
+    assert len(top_tokens) == 1 and f"--layer {results['hooked_layer']} " in top_tokens[0]
     assert results["task"]["heldout_pairs"] == len(open(out / "heldout_prompts.jsonl").readlines())
     assert [r["seed"] for r in results["arms"]["dpo"]] == [0, 1] == [r["seed"] for r in results["arms"]["decpo"]]
     for arm in results["arms"]["dpo"] + results["arms"]["decpo"]:
