@@ -12,7 +12,6 @@ from trl import DPOTrainer
 
 from ..capture import ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
 from ..capture.sites import KEPT_DEFAULTS, is_moe_block
-from ..penalty import decorrelation_penalty
 from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
 from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant, check_preference_columns
 from .compat import (
@@ -26,6 +25,7 @@ from .compat import (
     use_dpo_card_identity,
 )
 from .config import DecPOConfig
+from .penalties import layer_penalties
 
 
 logger = logging.get_logger(__name__)
@@ -155,33 +155,7 @@ class DecPOTrainer(DPOTrainer):
     def decorrelation_penalty(self, rows: dict[int, torch.Tensor], training: bool = False):
         """Total penalty (summed over layers) and the per-layer values (a 1-D tensor, in `decorrelation_sites` order),
         from the rows captured by `compute_loss`."""
-        missing = [site.name for site in self.decorrelation_sites if site.layer not in rows]
-        if missing:
-            raise RuntimeError(
-                f"The policy forward never reached the hooked modules {missing}; the decorrelation penalty cannot be "
-                "computed. Check `decorrelation_site` / `decorrelation_layers`."
-            )
-        if training and torch.is_grad_enabled():
-            no_grad = [site.name for site in self.decorrelation_sites if not rows[site.layer].requires_grad]
-            if no_grad:
-                raise RuntimeError(
-                    f"The activations captured at {no_grad} carry no gradient, so the decorrelation penalty would "
-                    "silently do nothing. Usual causes: reentrant activation checkpointing enabled on the model "
-                    "(use `use_reentrant=False`), or no trainable parameter before the hooked layer."
-                )
-        args = self.args
-        options = dict(
-            normalize=args.decorrelation_normalize,
-            reduction=args.decorrelation_reduction,
-            target=args.decorrelation_target,
-        )
-        layer_rows = [rows[site.layer] for site in self.decorrelation_sites]
-        if len({tuple(r.shape) for r in layer_rows}) == 1:
-            # Same shapes at every layer (one site): one batched computation instead of one per layer
-            per_layer = decorrelation_penalty(torch.stack(layer_rows), **options)
-        else:
-            per_layer = torch.stack([decorrelation_penalty(r, **options) for r in layer_rows])
-        return per_layer.sum(), per_layer
+        return layer_penalties(self.decorrelation_sites, rows, self.args, training)
 
     def _log_decorrelation(
         self, dpo_loss: torch.Tensor, penalty: torch.Tensor, per_layer: torch.Tensor, finite: torch.Tensor

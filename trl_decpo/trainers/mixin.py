@@ -21,7 +21,6 @@ from torch import nn
 from transformers.utils import logging
 
 from ..capture import ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
-from ..penalty import decorrelation_penalty
 from ..trainer.card import append_to_card, callback_sections, trainer_settings_section
 from ..trainer.checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant
 from ..trainer.compat import (
@@ -32,6 +31,7 @@ from ..trainer.compat import (
     trl_forces_reentrant,
 )
 from ..trainer.fields import DecorrelationArguments
+from ..trainer.penalties import layer_penalties
 
 
 logger = logging.get_logger(__name__)
@@ -47,36 +47,6 @@ SETTING_NAMES = (
     "decorrelation_target",
     "decorrelation_max_rows",
 )
-
-
-def layer_penalties(sites: list[ResolvedSite], rows: dict[int, torch.Tensor], args, training: bool):
-    """Total penalty (summed over layers) and the per-layer values (in ``sites`` order) from the captured rows; refuses
-    rows that were never captured, or that carry no gradient in training."""
-    missing = [site.name for site in sites if site.layer not in rows]
-    if missing:
-        raise RuntimeError(
-            f"The policy forward never reached the hooked modules {missing}; the decorrelation penalty cannot be "
-            "computed. Check `decorrelation_site` / `decorrelation_layers`."
-        )
-    if training and torch.is_grad_enabled():
-        no_grad = [site.name for site in sites if not rows[site.layer].requires_grad]
-        if no_grad:
-            raise RuntimeError(
-                f"The activations captured at {no_grad} carry no gradient, so the decorrelation penalty would "
-                "silently do nothing. Usual causes: reentrant activation checkpointing enabled on the model "
-                "(use `use_reentrant=False`), or no trainable parameter before the hooked layer."
-            )
-    options = dict(
-        normalize=args.decorrelation_normalize,
-        reduction=args.decorrelation_reduction,
-        target=args.decorrelation_target,
-    )
-    layer_rows = [rows[site.layer] for site in sites]
-    if len({tuple(r.shape) for r in layer_rows}) == 1:
-        per_layer = decorrelation_penalty(torch.stack(layer_rows), **options)
-    else:
-        per_layer = torch.stack([decorrelation_penalty(r, **options) for r in layer_rows])
-    return per_layer.sum(), per_layer
 
 
 class DecorrelationMixin:
