@@ -11,8 +11,11 @@ import pytest
 import trl_decpo
 
 
-PUBLIC = [  # every name `from trl_decpo import ...` has offered since 0.2
+PUBLIC = [  # every name `from trl_decpo import ...` offers
     *("PAPER_RECIPE", "POOLING_CHOICES", "ActivationCapture", "Comparison", "DecPOConfig", "DecPOTrainer"),
+    *("DecorrelatedGRPOConfig", "DecorrelatedGRPOTrainer", "DecorrelatedKTOConfig", "DecorrelatedKTOTrainer"),
+    *("DecorrelatedRLOOConfig", "DecorrelatedRLOOTrainer", "DecorrelatedRewardConfig", "DecorrelatedRewardTrainer"),
+    *("DecorrelatedSFTConfig", "DecorrelatedSFTTrainer", "DecorrelationArguments", "DecorrelationMixin"),
     *("EvaluationTable", "MonosemanticityCallback", "MonosemanticityReport", "NeuronTokens", "PairLogps"),
     *("PairRewards", "ProbeSet", "ProxyAccumulator", "Scorer", "Site", "WeightProxyReport", "activation_sparsity"),
     *("build_row_index", "comparison_table", "count_decpo_hooks", "decorrelation_control", "decorrelation_penalty"),

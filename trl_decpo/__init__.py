@@ -5,7 +5,9 @@ The package reads from the bottom up (``docs/design.md``):
 
 * :mod:`trl_decpo.penalty`: the penalty as pure tensor math;
 * :mod:`trl_decpo.capture`: which module is hooked, which tokens make the rows, the hooks;
-* :mod:`trl_decpo.trainer`: ``DecPOConfig`` and ``DecPOTrainer``, thin glue over the two above;
+* :mod:`trl_decpo.trainer`: ``DecorrelationMixin`` (the penalty on any TRL trainer), ``DecPOConfig`` and
+  ``DecPOTrainer``, thin glue over the two above;
+* :mod:`trl_decpo.trainers`: the mixin on TRL's SFT, KTO, reward, GRPO and RLOO trainers;
 * :mod:`trl_decpo.monosemanticity`: the proxies, the measurement, the callback, the figures;
 * :mod:`trl_decpo.cli`: the ``trl-decpo`` command.
 
@@ -58,6 +60,18 @@ _EXPORTS = {
     "PAPER_RECIPE": "trainer",
     "DecPOConfig": "trainer",
     "DecPOTrainer": "trainer",
+    "DecorrelationArguments": "trainer",
+    "DecorrelationMixin": "trainer",
+    "DecorrelatedGRPOConfig": "trainers",
+    "DecorrelatedGRPOTrainer": "trainers",
+    "DecorrelatedKTOConfig": "trainers",
+    "DecorrelatedKTOTrainer": "trainers",
+    "DecorrelatedRLOOConfig": "trainers",
+    "DecorrelatedRLOOTrainer": "trainers",
+    "DecorrelatedRewardConfig": "trainers",
+    "DecorrelatedRewardTrainer": "trainers",
+    "DecorrelatedSFTConfig": "trainers",
+    "DecorrelatedSFTTrainer": "trainers",
 }
 
 __all__ = sorted(_EXPORTS, key=lambda name: (not name.isupper(), not name[0].isupper(), name))
@@ -108,4 +122,16 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         weight_proxy,
     )
     from .penalty import decorrelation_penalty
-    from .trainer import PAPER_RECIPE, DecPOConfig, DecPOTrainer
+    from .trainer import PAPER_RECIPE, DecorrelationArguments, DecorrelationMixin, DecPOConfig, DecPOTrainer
+    from .trainers import (
+        DecorrelatedGRPOConfig,
+        DecorrelatedGRPOTrainer,
+        DecorrelatedKTOConfig,
+        DecorrelatedKTOTrainer,
+        DecorrelatedRewardConfig,
+        DecorrelatedRewardTrainer,
+        DecorrelatedRLOOConfig,
+        DecorrelatedRLOOTrainer,
+        DecorrelatedSFTConfig,
+        DecorrelatedSFTTrainer,
+    )

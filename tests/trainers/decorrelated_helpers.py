@@ -9,6 +9,8 @@ from conftest import PAIRS, base_kwargs, make_tokenizer, model_path
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import (
+    DPOConfig,
+    DPOTrainer,
     GRPOConfig,
     GRPOTrainer,
     KTOConfig,
@@ -21,6 +23,7 @@ from trl import (
     SFTTrainer,
 )
 
+from trl_decpo import DecPOConfig, DecPOTrainer
 from trl_decpo.capture import RowIndex
 from trl_decpo.trainers import (
     DecorrelatedGRPOConfig,
@@ -37,9 +40,11 @@ from trl_decpo.trainers import (
 
 
 KINDS = ("sft", "reward", "kto", "grpo", "rloo")
+ALL_KINDS = ("dpo", *KINDS)  # DecPOTrainer is the DPO instance of the same mechanism: the shared contract holds for it
 LAYERS = 2  # tiny 2-layer Llama; the penalty sits on layer 1, layer 0 is upstream of it
 
 CLASSES = {
+    "dpo": (DPOTrainer, DPOConfig, DecPOTrainer, DecPOConfig),
     "sft": (SFTTrainer, SFTConfig, DecorrelatedSFTTrainer, DecorrelatedSFTConfig),
     "reward": (RewardTrainer, RewardConfig, DecorrelatedRewardTrainer, DecorrelatedRewardConfig),
     "kto": (KTOTrainer, KTOConfig, DecorrelatedKTOTrainer, DecorrelatedKTOConfig),
@@ -57,7 +62,7 @@ def dataset(kind: str, n: int = 8) -> Dataset:
     prompts = [r[0] for r in rows]
     if kind == "sft":
         return Dataset.from_dict({"prompt": prompts, "completion": [" " + r[1] for r in rows]})
-    if kind == "reward":
+    if kind in ("reward", "dpo"):
         return Dataset.from_dict(
             {"prompt": prompts, "chosen": [" " + r[1] for r in rows], "rejected": [" " + r[2] for r in rows]}
         )
@@ -88,7 +93,14 @@ def config(kind: str, tmp_path, coef: float | None = 1.0, **overrides):
 
 
 def build(
-    kind: str, tmp_path, coef: float | None = 1.0, model=None, plain: bool = False, evaluate: bool = False, **overrides
+    kind: str,
+    tmp_path,
+    coef: float | None = 1.0,
+    model=None,
+    plain: bool = False,
+    evaluate: bool = False,
+    peft_config=None,
+    **overrides,
 ):
     """A tiny trainer of ``kind``: decorrelated (``plain=False``) or TRL's own class with a plain config; with
     ``evaluate``, the training data is also its ``eval_dataset``."""
@@ -101,6 +113,8 @@ def build(
         kwargs["eval_dataset"] = dataset(kind)
     if kind in ("grpo", "rloo"):
         kwargs["reward_funcs"] = reward_len
+    if peft_config is not None:
+        kwargs["peft_config"] = peft_config
     return trainer_class(model=model if model is not None else model_path("llama", LAYERS), **kwargs)
 
 
@@ -120,15 +134,22 @@ class GradRecorder(TrainerCallback):
 
 
 def record_pooling(monkeypatch) -> list[dict]:
-    """Every pooling of captured activations: the flat token indices, the activations' shape, and whether grad was on."""
+    """Every pooling of captured activations: the flat token indices, the activations' shape, whether grad was on, and
+    the pooled rows."""
     calls = []
     original = RowIndex.pool
 
     def pool(self, acts):
+        rows = original(self, acts)
         calls.append(
-            dict(token_index=self.token_index.tolist(), shape=tuple(acts.shape), grad=torch.is_grad_enabled())
+            dict(
+                token_index=self.token_index.tolist(),
+                shape=tuple(acts.shape),
+                grad=torch.is_grad_enabled(),
+                rows=rows.detach().clone(),
+            )
         )
-        return original(self, acts)
+        return rows
 
     monkeypatch.setattr(RowIndex, "pool", pool)
     return calls

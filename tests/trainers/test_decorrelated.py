@@ -1,5 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""What every decorrelated trainer (SFT, Reward, KTO, GRPO, RLOO) shares with DecPOTrainer: coefficient 0 is the TRL
+"""What every decorrelated trainer (DecPO, SFT, Reward, KTO, GRPO, RLOO) shares: coefficient 0 is the TRL
 trainer, the penalty reaches the gradients, the same refusals, hooks never left behind, metrics and model card."""
 
 from __future__ import annotations
@@ -8,18 +8,19 @@ import os
 
 import pytest
 import torch
-from conftest import checkpointing, model_path
-from decorrelated_helpers import KINDS, LAYERS, GradRecorder, build, tiny_causal_lm
+from conftest import checkpointing, make_tokenizer, model_path
+from decorrelated_helpers import ALL_KINDS, CLASSES, LAYERS, GradRecorder, build, dataset, reward_len, tiny_causal_lm
 from transformers import AutoModelForSequenceClassification
 
 from trl_decpo import MonosemanticityCallback
 from trl_decpo.capture import RowIndex, count_decpo_hooks
+from trl_decpo.trainer.compat import default_output_dir
 
 
 UPSTREAM = "model.layers.0.mlp.up_proj.weight"  # before the hooked layer 1, in the causal LM and the reward model
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_coefficient_zero_is_exactly_the_trl_trainer(tmp_path, kind):
     plain = build(kind, tmp_path / "plain", plain=True)
     plain.train()
@@ -32,7 +33,7 @@ def test_coefficient_zero_is_exactly_the_trl_trainer(tmp_path, kind):
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_penalty_reaches_the_gradient_and_is_logged_and_carded(tmp_path, kind):
     grads = {}
     for coef in (0.0, 1.0):
@@ -46,6 +47,10 @@ def test_penalty_reaches_the_gradient_and_is_logged_and_carded(tmp_path, kind):
     logged = [log for log in trainer.state.log_history if "decorrelation/penalty" in log]
     assert logged and logged[0]["decorrelation/penalty"] > 0
     assert logged[0]["decorrelation/layer_1"] == pytest.approx(logged[0]["decorrelation/penalty"])
+    # the trainer's own loss is logged under its TRL name; TRL's `loss` is the optimised total
+    step = next(log for log in trainer.state.log_history if "loss" in log and "decorrelation/penalty" in log)
+    base = trainer._trl_trainer_class()._name
+    assert step["loss"] == pytest.approx(step[f"decorrelation/{base.lower()}_loss"] + step["decorrelation/penalty"])
     trainer.create_model_card()
     with open(os.path.join(trainer.args.output_dir, "README.md"), encoding="utf-8") as handle:
         card = handle.read()
@@ -54,17 +59,22 @@ def test_penalty_reaches_the_gradient_and_is_logged_and_carded(tmp_path, kind):
         and "- decorrelation" in card
         and f"- {kind if kind != 'reward' else 'reward-trainer'}" in card
     )
-    assert "## Decorrelation settings" in card and f"| `trainer` | `{trainer._name}` |" in card
+    heading = "## DecPO settings" if kind == "dpo" else "## Decorrelation settings"
+    assert card.count(heading) == 1 and f"| `trainer` | `{base}` |" in card
     assert "| `decorrelation_layers` | `[1]` |" in card
+    # the citation the card lacks: DPO's on the DecPO card (which cites DecPO as its trainer), DecPO's on the others
+    assert card.count("yan2024encourage") == 1
+    if kind == "dpo":
+        assert "Direct Preference Optimization" in card.split(heading)[1]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_reentrant_checkpointing_is_refused(tmp_path, kind):
     with pytest.raises(ValueError, match="reentrant activation checkpointing"):
         build(kind, tmp_path, **checkpointing(True, {"use_reentrant": True}))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_no_trainable_parameter_before_the_hooked_layer_is_refused(tmp_path, kind):
     if kind == "reward":
         model = AutoModelForSequenceClassification.from_pretrained(model_path("llama", LAYERS), num_labels=1)
@@ -76,7 +86,7 @@ def test_no_trainable_parameter_before_the_hooked_layer_is_refused(tmp_path, kin
         build(kind, tmp_path, model=model, decorrelation_layers=[0])
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_non_finite_penalty_stops_before_the_step_and_leaves_no_hook(tmp_path, kind, monkeypatch):
     trainer = build(kind, tmp_path, decorrelation_normalize=False)
     before = [p.detach().clone() for p in trainer.model.parameters()]
@@ -88,7 +98,7 @@ def test_non_finite_penalty_stops_before_the_step_and_leaves_no_hook(tmp_path, k
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @pytest.mark.parametrize("given", [True, False], ids=["given-probes", "eval-dataset-prompts"])
 def test_monosemanticity_callback_measures_each_trainer(tmp_path, kind, given):
     trainer = build(kind, tmp_path, evaluate=not given)
@@ -101,3 +111,27 @@ def test_monosemanticity_callback_measures_each_trainer(tmp_path, kind, given):
     assert [record["step"] for record in callback.history] == [0, 1]
     assert any("eval_monosemanticity/fd/layer_1" in log for log in trainer.state.log_history)
     assert os.path.exists(os.path.join(trainer.args.output_dir, "monosemanticity.json"))
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_without_args_the_trainer_uses_its_decorrelated_config(kind, monkeypatch):
+    """As TRL trainers build their own config when given no `args` (`<model id>-<name>`), a decorrelated trainer
+    builds its decorrelated one, so that the penalty is on."""
+    _, _, trainer_class, config_class = CLASSES[kind]
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class Recorder(config_class):
+        def __init__(self, output_dir, *args, **kwargs):
+            seen.append(output_dir)
+            raise Stop  # the configs' own defaults (bf16) would fail on CPU: which config, and its folder, is pinned
+
+    monkeypatch.setattr(trainer_class, "_decorrelation_config", Recorder)
+    model = tiny_causal_lm()
+    extra = {"reward_funcs": reward_len} if kind in ("grpo", "rloo") else {}
+    with pytest.raises(Stop):
+        trainer_class(model=model, train_dataset=dataset(kind), processing_class=make_tokenizer(), **extra)
+    assert seen == [default_output_dir(model, trainer_class._name)]
+    assert seen[0].endswith("-DecPO" if kind == "dpo" else f"-{trainer_class._trl_trainer_class()._name}")

@@ -116,3 +116,36 @@ def test_online_rows_are_the_completions_never_the_generation_forward(tmp_path, 
     assert pooled[0]["token_index"] == last_real_positions(batch["attention_mask"])
     prompt_len = batch["attention_mask"].shape[1] - batch["completion_mask"].sum(1).max().item()
     assert all(index % batch["input_ids"].shape[1] >= prompt_len for index in pooled[0]["token_index"])
+
+
+def test_kto_with_peft_captures_the_policy_never_the_adapter_disabled_reference(tmp_path, monkeypatch):
+    """With a PEFT model and no reference model, KTO's reference forward is the same module with the adapter off, run
+    after the policy forward in the same `compute_loss`: the rows are the policy's (adapter on)."""
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["up_proj"], init_lora_weights=False)  # adapter != base
+    trainer, batches, pooled = _train("kto", tmp_path, monkeypatch, peft_config=lora, learning_rate=0.0)
+    (batch,) = batches
+    assert len(pooled) == 1 and pooled[0]["grad"]
+    captured = pooled[0]["rows"]
+
+    def rows(adapter: bool) -> torch.Tensor:
+        seen = []
+        module = trainer.model.get_submodule("base_model.model.model.layers.1.mlp.up_proj")
+        handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+        trainer.model.eval()
+        try:
+            with torch.no_grad():
+                if adapter:
+                    trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                else:
+                    with trainer.model.disable_adapter():
+                        trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        finally:
+            handle.remove()
+        flat = seen[0].reshape(-1, seen[0].shape[-1])
+        return flat[pooled[0]["token_index"]]
+
+    policy, reference = rows(adapter=True), rows(adapter=False)
+    assert not torch.allclose(policy, reference, atol=1e-4)  # the two forwards differ at the hooked module ...
+    torch.testing.assert_close(captured, policy, atol=1e-5, rtol=1e-4)  # ... and the rows are the policy's

@@ -8,7 +8,7 @@ import pytest
 import torch
 from decorrelated_helpers import CLASSES, build
 
-import trl_decpo.trainers.mixin as mixin
+import trl_decpo.trainer.mixin as mixin
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """The DecPO part of the model card: the paper, the penalty's settings, and sections contributed by callbacks.
 
-``DPOTrainer.create_model_card`` writes the card (TRL's machinery: tags, citation, training procedure); DecPO appends
-its settings, DPO's citation, and the section of every callback that offers one through a ``card_section()`` method
+The TRL trainer's ``create_model_card`` writes the card (TRL's machinery: tags, citation, training procedure); a
+decorrelated trainer appends its settings (naming the trainer), the citation the card lacks (DPO's on a DecPO card,
+DecPO's on the others), and the section of every callback that offers one through a ``card_section()`` method
 (:class:`~trl_decpo.MonosemanticityCallback` does).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import textwrap
 
-from .compat import dpo_citation, trainer_callbacks
+from .compat import trainer_callbacks
 
 
 DECPO_PAPER = {
@@ -29,34 +30,21 @@ DECPO_PAPER = {
 }
 
 
-def settings_section(settings: dict) -> str:
-    """Markdown: the settings that define the penalty, and the citations DecPO builds on."""
+def settings_section(settings: dict, trainer_name: str, heading: str, citation: str | None, cite_as: str) -> str:
+    """Markdown: the settings that define the penalty on a ``trainer_name`` (e.g. ``"DPO"``, ``"SFT"``) loss, under
+    ``## <heading>``, then ``citation`` (the BibTeX entry TRL's card does not already hold) introduced by
+    ``cite_as``."""
     rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in settings.items())
+    cite = f"{cite_as}\n\n```bibtex\n{citation}\n```\n" if citation else ""
     return (
-        "\n\n## DecPO settings\n\n"
-        "The DPO loss was regularised with the DecPO activation decorrelation penalty "
-        f"([{DECPO_PAPER['title']}](https://huggingface.co/papers/{DECPO_PAPER['id']})), "
-        "computed by [trl-decpo](https://pypi.org/project/trl-decpo/):\n\n"
-        "| setting | value |\n|---|---|\n"
-        f"{rows}\n\n"
-        "DecPO builds on DPO; cite DPO as:\n\n"
-        f"```bibtex\n{dpo_citation()}\n```\n"
-    )
-
-
-def trainer_settings_section(settings: dict, trainer_name: str) -> str:
-    """Markdown: the penalty's settings on the card of a decorrelated trainer other than DecPO (``trainer_name``, e.g.
-    ``"SFT"``), whose own citation TRL already wrote."""
-    rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in settings.items())
-    return (
-        "\n\n## Decorrelation settings\n\n"
+        f"\n\n## {heading}\n\n"
         f"The {trainer_name} loss was regularised with the DecPO activation decorrelation penalty "
         f"([{DECPO_PAPER['title']}](https://huggingface.co/papers/{DECPO_PAPER['id']})), "
         "computed by [trl-decpo](https://pypi.org/project/trl-decpo/):\n\n"
         "| setting | value |\n|---|---|\n"
         f"| `trainer` | `{trainer_name}` |\n"
         f"{rows}\n\n"
-        f"```bibtex\n{DECPO_PAPER['citation']}\n```\n"
+        f"{cite}"
     )
 
 
@@ -68,7 +56,7 @@ def callback_sections(trainer) -> str:
 
 
 def append_to_card(output_dir: str, section: str) -> None:
-    """Append ``section`` to the card ``DPOTrainer.create_model_card`` wrote in ``output_dir``."""
+    """Append ``section`` to the card the TRL trainer's ``create_model_card`` wrote in ``output_dir``."""
     if section:
         with open(os.path.join(output_dir, "README.md"), "a", encoding="utf-8") as handle:
             handle.write(section)

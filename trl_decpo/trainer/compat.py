@@ -5,8 +5,9 @@ Public APIs are preferred everywhere else; what is here relies on behaviour that
 without notice. Each assumption is pinned by a test in ``tests/trainer/test_compat.py`` that fails loudly (naming the
 assumption) when an upgrade breaks it:
 
-1. ``DPOTrainer.__init__``'s signature: ``DecPOTrainer`` binds its arguments to it to inspect ``model``, ``args``,
-   ``peft_config`` and the datasets before TRL processes anything (:func:`bind_dpo_arguments`).
+1. A TRL trainer's ``__init__`` names its arguments ``model``, ``args``, ``peft_config``, ``train_dataset`` and
+   ``eval_dataset``: a decorrelated trainer binds its arguments to that signature to inspect them before TRL processes
+   anything (:func:`bind_trainer_arguments`).
 2. ``DPOTrainer.compute_loss`` runs the policy forward before any reference forward (a PEFT model with its adapter
    disabled, a PEFT model whose reference is a separate ``ref`` adapter, or a separate reference model): hooks keep the
    first call of each module inside ``compute_loss``.
@@ -23,7 +24,7 @@ assumption) when an upgrade breaks it:
    checkpointing (:func:`trl_forces_reentrant`).
 8. ``DPOTrainer`` names its model-card identity in the class attributes ``_tag_names``, ``_name`` and ``_paper``, and
    ``create_model_card`` writes ``README.md`` into ``args.output_dir`` (:func:`use_dpo_card_identity`,
-   :func:`dpo_citation`); ``Trainer.callback_handler.callbacks`` lists the callbacks (:func:`trainer_callbacks`).
+   :func:`trainer_citation`); ``Trainer.callback_handler.callbacks`` lists the callbacks (:func:`trainer_callbacks`).
 9. ``DPOTrainer``'s collator (``DataCollatorForPreference``) keeps the id it pads with in ``pad_token_id``
    (:func:`trainer_pad_token_id`).
 10. Without ``args``, ``DPOTrainer`` writes to ``<model id>-DPO``, the id from ``trl.trainer.utils.get_config_model_id``
@@ -52,12 +53,9 @@ import torch
 from trl import DPOTrainer
 
 
-DPO_INIT = inspect.signature(DPOTrainer.__init__)
-
-
-def bind_dpo_arguments(args: tuple, kwargs: dict) -> inspect.BoundArguments:
-    """``DPOTrainer.__init__``'s arguments by name (assumption 1); ``bound.args[1:]`` / ``bound.kwargs`` call it."""
-    return DPO_INIT.bind(None, *args, **kwargs)
+def bind_trainer_arguments(trainer_class: type, args: tuple, kwargs: dict) -> inspect.BoundArguments:
+    """``trainer_class.__init__``'s arguments by name (assumption 1); ``bound.args[1:]`` / ``bound.kwargs`` call it."""
+    return inspect.signature(trainer_class.__init__).bind(None, *args, **kwargs)
 
 
 def batch_masks(inputs: dict) -> dict:
@@ -147,9 +145,9 @@ def default_output_dir(model, suffix: str) -> str:
     return f"{name.rstrip('/').split('/')[-1]}-{suffix}"
 
 
-def dpo_citation() -> str:
-    """DPO's BibTeX entry as TRL writes it on model cards (assumption 8)."""
-    return DPOTrainer._paper["citation"]
+def trainer_citation(trainer_class: type) -> str | None:
+    """A TRL trainer's BibTeX entry as TRL writes it on model cards, ``None`` when it has none (assumption 8)."""
+    return (trainer_class._paper or {}).get("citation")
 
 
 def trainer_pad_token_id(trainer) -> int | None:

@@ -1,8 +1,10 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The decorrelation penalty on TRL's other trainers: one mechanism (:mod:`.mixin`), one config per trainer
+"""The decorrelation penalty on TRL's other trainers: the mechanism of `DecPOTrainer`
+(:class:`~trl_decpo.trainer.mixin.DecorrelationMixin`), one config per trainer
 (:mod:`.configs`), and per trainer its row map (:mod:`.sft`, :mod:`.kto`, :mod:`.reward`, :mod:`.online`).
 docs/trainers.md says what a row is for each."""
 
+from ..trainer.mixin import DecorrelationMixin
 from .configs import (
     DecorrelatedGRPOConfig,
     DecorrelatedKTOConfig,
@@ -11,7 +13,6 @@ from .configs import (
     DecorrelatedSFTConfig,
 )
 from .kto import DecorrelatedKTOTrainer
-from .mixin import DecorrelationMixin
 from .online import DecorrelatedGRPOTrainer, DecorrelatedRLOOTrainer
 from .reward import DecorrelatedRewardTrainer
 from .sft import DecorrelatedSFTTrainer

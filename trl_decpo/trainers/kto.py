@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from trl import KTOTrainer
 
+from ..trainer.mixin import DecorrelationMixin
 from .configs import DecorrelatedKTOConfig
-from .mixin import DecorrelationMixin
 
 
 class DecorrelatedKTOTrainer(DecorrelationMixin, KTOTrainer):

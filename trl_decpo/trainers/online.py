@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from trl import GRPOTrainer, RLOOTrainer
 
+from ..trainer.mixin import DecorrelationMixin
 from .configs import DecorrelatedGRPOConfig, DecorrelatedRLOOConfig
-from .mixin import DecorrelationMixin
 
 
 def completion_batch(inputs: dict) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from trl import RewardTrainer
 
+from ..trainer.mixin import DecorrelationMixin
 from .configs import DecorrelatedRewardConfig
-from .mixin import DecorrelationMixin
 
 
 class DecorrelatedRewardTrainer(DecorrelationMixin, RewardTrainer):

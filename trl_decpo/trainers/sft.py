@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from trl import SFTTrainer
 
+from ..trainer.mixin import DecorrelationMixin
 from .configs import DecorrelatedSFTConfig
-from .mixin import DecorrelationMixin
 
 
 class DecorrelatedSFTTrainer(DecorrelationMixin, SFTTrainer):

@@ -1,0 +1,271 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""`DecorrelationMixin`: the decorrelation penalty as a capability of any TRL trainer; `DecPOTrainer` is one instance.
+
+A decorrelated trainer is ``class X(DecorrelationMixin, trl.SomeTrainer)`` with a config that carries the shared
+``decorrelation_*`` fields (:class:`~trl_decpo.trainer.fields.DecorrelationArguments`) and one method, its *row map*:
+:meth:`DecorrelationMixin.decorrelation_batch`, the tensors of a batch that locate its sequences (``input_ids`` or a
+tensor of the same shape, ``attention_mask``, ``completion_mask``, ``position_ids``), given to
+:func:`~trl_decpo.capture.build_row_index`. The mixin wraps ``compute_loss``: hooks live only around the trainer's own
+``compute_loss``, keep the first forward of each hooked module (the policy forward with gradients; a trainer whose first
+forward is something else pauses the capture around it), and ``coef * penalty`` is added to the loss, scaled for
+gradient accumulation exactly when the trainer scales its own loss. The trainer's own loss is logged as
+``decorrelation/<name>_loss`` (``<name>`` is the TRL trainer's, lower case: ``dpo``, ``sft``, ``kto``, ...), the penalty
+as ``decorrelation/penalty`` and ``decorrelation/layer_<i>``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import TrainingArguments
+from transformers.utils import logging
+
+from ..capture import ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
+from ..capture.sites import KEPT_DEFAULTS, is_moe_block
+from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
+from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant
+from .compat import (
+    bind_trainer_arguments,
+    checkpointing_settings,
+    default_output_dir,
+    loss_is_scaled_for_ga,
+    metrics_store,
+    set_checkpointing_kwargs,
+    trainer_citation,
+    trl_forces_reentrant,
+)
+from .fields import DecorrelationArguments
+from .penalties import layer_penalties
+
+
+logger = logging.get_logger(__name__)
+
+DECORRELATION_TAGS = ["decpo", "decorrelation"]
+
+SETTING_NAMES = (
+    "decorrelation_coef",
+    "decorrelation_pooling",
+    "decorrelation_sequences",
+    "decorrelation_normalize",
+    "decorrelation_reduction",
+    "decorrelation_target",
+    "decorrelation_max_rows",
+)
+
+
+class DecorrelationMixin:
+    """Adds the decorrelation penalty to a TRL trainer's ``compute_loss`` (see the module docstring).
+
+    Subclasses set ``_decorrelation_config`` (their config class, also the default when the trainer gets no ``args``)
+    and implement :meth:`decorrelation_batch`. With any other config, or ``decorrelation_coef=0``, no hook is registered
+    and the trainer is the TRL trainer it extends.
+    """
+
+    _decorrelation_config: type = DecorrelationArguments
+
+    def __init__(self, *args, **kwargs):
+        base = self._trl_trainer_class()
+        bound = bind_trainer_arguments(base, args, kwargs)
+        model, config = bound.arguments.get("model"), bound.arguments.get("args")
+        peft_config = bound.arguments.get("peft_config")
+        if config is None and model is not None and issubclass(self._decorrelation_config, TrainingArguments):
+            config = self._decorrelation_config(default_output_dir(model, self._name))
+            bound.arguments["args"] = config
+        self.decorrelation_enabled = isinstance(config, DecorrelationArguments) and config.decorrelation_coef > 0
+        self.decorrelation_sites: list[ResolvedSite] = []
+        self.decorrelation_capture: ActivationCapture | None = None
+        self._warned_divergence = False
+        self._set_card_identity(self.decorrelation_enabled)
+        if self.decorrelation_enabled:
+            enabled, ckpt_kwargs = checkpointing_settings(config)
+            if enabled and "use_reentrant" not in ckpt_kwargs:
+                ckpt_kwargs["use_reentrant"] = False  # explicit, whatever the torch/transformers default
+                set_checkpointing_kwargs(config, ckpt_kwargs)
+            check_not_reentrant(config)
+            if trl_forces_reentrant(model, config, peft_config):
+                raise ValueError(REENTRANT_ERROR.format(why=", which TRL forces for PEFT with DeepSpeed ZeRO-3"))
+            # fail before any dataset processing; a `peft_config` with `modules_to_save` may move the site under its
+            # wrapper (e.g. `mlp.modules_to_save.default.up_proj`): resolved once TRL has applied it
+            if isinstance(model, nn.Module) and not getattr(peft_config, "modules_to_save", None):
+                resolve_sites(model, config.decorrelation_layers, config.decorrelation_site)
+        self._check_inputs(bound.arguments)
+
+        super().__init__(*bound.args[1:], **bound.kwargs)
+
+        if self.decorrelation_enabled:
+            check_not_reentrant(self.args, ", forced by TRL for PEFT with DeepSpeed ZeRO-3")
+            self.decorrelation_sites = resolve_sites(
+                self.model, self.args.decorrelation_layers, self.args.decorrelation_site
+            )
+            check_gradient_path(self.model, self.decorrelation_sites)
+            self._log_sites()
+            self.decorrelation_capture = ActivationCapture(self.decorrelation_sites)
+
+    @classmethod
+    def _trl_trainer_class(cls) -> type:
+        """The TRL trainer this class extends: the first class after the mixin in the MRO."""
+        mro = cls.__mro__
+        return mro[mro.index(DecorrelationMixin) + 1]
+
+    @property
+    def decorrelation_loss_name(self) -> str:
+        """The TRL trainer's name for its own loss, as logged in ``decorrelation/<name>_loss`` (``"dpo"``, ...)."""
+        return self._trl_trainer_class()._name.lower()
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Extension points
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def decorrelation_batch(self, inputs: dict) -> dict:
+        """The row map: ``input_ids`` (or any tensor of its ``[B, T]`` shape), ``attention_mask``, ``completion_mask``,
+        ``position_ids`` of the sequences the policy forward sees, for :func:`~trl_decpo.capture.build_row_index`."""
+        raise NotImplementedError
+
+    def _check_inputs(self, arguments: dict) -> None:
+        """Refuse, before the TRL trainer processes anything, inputs it would fail on late (the constructor's
+        arguments by name). Nothing by default."""
+
+    def _set_card_identity(self, enabled: bool) -> None:
+        """The model card's tags: the TRL trainer's, plus ``decpo`` and ``decorrelation`` when the penalty is on."""
+        if enabled:
+            self._tag_names = [*self._trl_trainer_class()._tag_names, *DECORRELATION_TAGS]
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Loss
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.decorrelation_enabled:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        args = self.args
+        row_index = build_row_index(
+            args.decorrelation_pooling,
+            args.decorrelation_sequences,
+            **self.decorrelation_batch(inputs),
+            max_rows=args.decorrelation_max_rows,
+        )
+        with self.decorrelation_capture.capture(row_index) as rows:
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        loss, outputs = result if return_outputs else (result, None)
+
+        penalty, per_layer = self.decorrelation_penalty(rows, training=model.training)
+        # Whether the run itself is finite (the trainer's loss, then each layer's rows), checked with the logging's sync
+        finite = torch.stack(
+            [loss.detach().isfinite().all()] + [rows[s.layer].isfinite().all() for s in self.decorrelation_sites]
+        )
+        base_loss = loss.detach()
+        scaled = penalty.to(loss.dtype)
+        if model.training and loss_is_scaled_for_ga(self, num_items_in_batch):
+            scaled = scaled / self.current_gradient_accumulation_steps  # as the trainer scaled its own loss
+        loss = loss + args.decorrelation_coef * scaled
+        self._log_decorrelation(base_loss, penalty, per_layer, finite)
+        return (loss, outputs) if return_outputs else loss
+
+    def decorrelation_penalty(self, rows: dict[int, torch.Tensor], training: bool = False):
+        """Total penalty (summed over layers) and the per-layer values (a 1-D tensor, in `decorrelation_sites` order),
+        from the rows captured by `compute_loss`."""
+        return layer_penalties(self.decorrelation_sites, rows, self.args, training)
+
+    def _log_decorrelation(
+        self, base_loss: torch.Tensor, penalty: torch.Tensor, per_layer: torch.Tensor, finite: torch.Tensor
+    ) -> None:
+        """Log the trainer's own loss and the penalty (total and per layer) and react to non-finite values, with one
+        gather and one host sync for everything (the values, and whether the loss and each layer's rows were finite)."""
+        mode = "train" if self.model.training else "eval"
+        layers = [site.layer for site in self.decorrelation_sites]
+        values = torch.cat(
+            (
+                base_loss.reshape(1).float(),
+                penalty.detach().reshape(1).float(),
+                per_layer.detach().float(),
+                finite.float(),
+            )
+        ).unsqueeze(0)
+        values = self.accelerator.gather(values).mean(dim=0).tolist()  # as TRL aggregates its rewards across ranks
+        base_value, values = values[0], values[1:]
+        total, per_layer_values = values[0], values[1 : 1 + len(layers)]
+        loss_finite, rows_finite = values[1 + len(layers)] == 1.0, values[2 + len(layers) :]
+        base_name = self._trl_trainer_class()._name
+        if not all(math.isfinite(v) for v in per_layer_values):  # checked on the host values above: no extra sync
+            bad = [layer for layer, v in zip(layers, per_layer_values, strict=True) if not math.isfinite(v)]
+            diverged = [layer for layer, ok in zip(layers, rows_finite, strict=True) if ok != 1.0]
+            if loss_finite and not diverged:  # the penalty is the first thing to go non-finite: stop before the step
+                raise FloatingPointError(
+                    f"The decorrelation penalty at layer {', '.join(map(str, bad))} is not finite "
+                    f"({per_layer_values}) while the {base_name} loss and the captured activations are finite; "
+                    "stopping before it reaches the weights. With `decorrelation_normalize=False` the raw Gram "
+                    "overflows float32 once activations are large (about |z| > 4e7 at width 11008): use "
+                    "`decorrelation_normalize=True` (scale-free), a lower learning rate, or bf16/fp32."
+                )
+            # The run itself diverged (as the plain trainer would): carry on as it does, and say so.
+            what = f"the {base_name} loss" if not loss_finite else f"the activations captured at layers {diverged}"
+            if not self._warned_divergence:  # once per trainer
+                self._warned_divergence = True
+                trl_class = self._trl_trainer_class().__name__
+                logger.warning(
+                    f"{what} became non-finite (the run is diverging, as it would with plain {base_name}), so the "
+                    f"decorrelation penalty is too; training carries on as {trl_class} does. Lower the learning rate, "
+                    "or train in bf16/fp32 rather than fp16."
+                )
+        metrics = metrics_store(self, mode)
+        metrics[f"decorrelation/{self.decorrelation_loss_name}_loss"].append(base_value)
+        metrics["decorrelation/penalty"].append(total)
+        for layer, value in zip(layers, per_layer_values, strict=True):
+            metrics[f"decorrelation/layer_{layer}"].append(value)
+
+    def _log_sites(self) -> None:
+        """Say which layers and site the penalty uses: at INFO level, and as a warning where the default rule chose
+        something other than the usual `mlp.up_proj` / `mlp.act` (hybrid stacks, fused MLPs, mixture-of-experts)."""
+        if not self.is_world_process_zero():
+            return
+        layers = [site.layer for site in self.decorrelation_sites]
+        message = f"DecPO penalty on decoder layers {layers} at {describe_sites(self.decorrelation_sites)}"
+        unusual = any(site.site.path not in KEPT_DEFAULTS for site in self.decorrelation_sites)
+        if self.args.decorrelation_site is not None or not unusual:
+            logger.info(message)
+            return
+        blocks = [site.layer for site in self.decorrelation_sites if is_moe_block(site.module)]
+        if blocks:
+            message += (
+                f"; layers {blocks} are mixture-of-experts blocks whose routed experts expose no hidden activation at a "
+                "module boundary, so the penalty uses the block's output"
+            )
+        logger.warning(
+            f"{message} (the default rule of docs/method.md, section 2; set `decorrelation_site` / "
+            "`decorrelation_layers` to choose otherwise)"
+        )
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Model card
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def decorrelation_settings(self) -> dict:
+        """The settings that define the penalty, as written on the model card."""
+        if not self.decorrelation_enabled:
+            return {}
+        settings = {name: getattr(self.args, name) for name in SETTING_NAMES}
+        settings["decorrelation_layers"] = [site.layer for site in self.decorrelation_sites]
+        settings["decorrelation_site"] = describe_sites(self.decorrelation_sites)
+        return settings
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        section = ""
+        if self.decorrelation_enabled:
+            base = self._trl_trainer_class()
+            if self._paper is DECPO_PAPER:  # the card cites DecPO as the trainer's paper: cite the base method too
+                citation, cite_as = trainer_citation(base), f"DecPO builds on {base._name}; cite it as:"
+                heading = f"{self._name} settings"
+            else:  # the card cites the TRL trainer's paper: cite the penalty
+                citation, cite_as = DECPO_PAPER["citation"], "Cite the penalty as:"
+                heading = "Decorrelation settings"
+            section = settings_section(self.decorrelation_settings(), base._name, heading, citation, cite_as)
+        append_to_card(self.args.output_dir, section + callback_sections(self))
