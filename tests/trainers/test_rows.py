@@ -149,3 +149,38 @@ def test_kto_with_peft_captures_the_policy_never_the_adapter_disabled_reference(
     policy, reference = rows(adapter=True), rows(adapter=False)
     assert not torch.allclose(policy, reference, atol=1e-4)  # the two forwards differ at the hooked module ...
     torch.testing.assert_close(captured, policy, atol=1e-5, rtol=1e-4)  # ... and the rows are the policy's
+
+
+def test_sft_assistant_only_rows_pool_only_the_assistant_tokens(tmp_path, monkeypatch):
+    """`assistant_only_loss=True`: SFTTrainer folds the chat template's assistant mask into `labels`; `mean` pooling then
+    averages exactly the assistant turn's tokens (never the user's)."""
+    from conftest import make_tokenizer, model_path
+    from datasets import Dataset
+    from decorrelated_helpers import LAYERS, config
+
+    from trl_decpo import DecorrelatedSFTTrainer
+
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }} <eos> "
+        "{% endgeneration %}{% else %}{{ m['content'] }} {% endif %}{% endfor %}"
+    )
+    chats = [
+        [{"role": "user", "content": "the cat sat on"}, {"role": "assistant", "content": "the mat"}],
+        [{"role": "user", "content": "do you agree"}, {"role": "assistant", "content": "yes i agree"}],
+    ] * 2
+    trainer = DecorrelatedSFTTrainer(
+        model=model_path("llama", LAYERS),
+        args=config("sft", tmp_path, decorrelation_pooling="mean", assistant_only_loss=True),
+        train_dataset=Dataset.from_dict({"messages": chats}),
+        processing_class=tokenizer,
+    )
+    batches = record_batches(trainer)
+    pooled = record_pooling(monkeypatch)
+    trainer.train()
+    (batch,) = batches
+    flat_ids = batch["input_ids"].reshape(-1)
+    pooled_tokens = tokenizer.convert_ids_to_tokens(flat_ids[pooled[0]["token_index"]].tolist())
+    assistant = [word for chat in chats for word in chat[1]["content"].split() + ["<eos>"]]
+    # every assistant token and nothing of the user turns (rows come in the sampler's order)
+    assert sorted(pooled_tokens) == sorted(assistant)
