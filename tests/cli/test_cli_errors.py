@@ -133,7 +133,7 @@ def test_train_help_lists_the_decpo_options_first_and_help_all_lists_every_optio
     assert sections == [
         "help:",
         "DecPO options (DecPOConfig):",
-        "data, probes and the output folder:",
+        "trainer, data, probes and the output folder:",
         "most used options of `trl dpo`:",
     ]
     option = "\n  --{} ".format  # an option's own line, not the usage line

@@ -20,7 +20,8 @@ class Command:
 COMMANDS = {
     "train": Command(
         "train",
-        "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's), measured and saved.",
+        "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's), measured and saved; `--trainer sft|kto|reward` "
+        "adds the penalty to SFT, KTO or reward-model training instead.",
         "%(prog)s --model_name_or_path MODEL --dataset_name DATASET --output_dir DIR [OPTIONS] [--config FILE.yaml]",
     ),
     "measure": Command(

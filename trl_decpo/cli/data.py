@@ -13,6 +13,12 @@ Each loader maps its rows to TRL's explicit-prompt preference format ``{"prompt"
 
 Completions get a leading space unless the prompt ends with whitespace (TRL concatenates prompt and completion). An
 empty or missing cell is an error naming the row and the column.
+
+:func:`to_trainer_format` gives each ``--trainer`` what it takes (:data:`TRAINER_DATA`): DPO and the reward model
+train on the pairs as they are; SFT on the preferred completions (``prompt`` / ``completion`` = ``chosen``, the usual
+stage before DPO); KTO on the pairs unpaired (TRL's ``unpair_preference_dataset``: one desirable row with ``chosen`` and
+one undesirable row with ``rejected`` per pair). A dataset already in the SFT or KTO trainer's own format is passed
+through unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +31,28 @@ from .sources import hub_offline, offline_dataset_error
 
 
 DATASET_FORMATS = ("preference", "toxicity", "cognitive_reframing", "sycophancy")
+# --trainer -> (its own column sets, passed through unchanged; what it needs, in words, for the error message)
+TRAINER_DATA = {
+    "dpo": (
+        (),
+        "the columns 'prompt', 'chosen' and 'rejected' ('prompt' may be left implicit in 'chosen' / 'rejected')",
+    ),
+    "sft": (
+        (("text",), ("messages",), ("prompt", "completion")),
+        "a 'text' column, a 'messages' column, 'prompt' and 'completion' columns, or a preference dataset "
+        "('prompt', 'chosen', 'rejected': SFT trains on the chosen completions)",
+    ),
+    "kto": (
+        (("prompt", "completion", "label"),),
+        "the columns 'prompt', 'completion' and 'label' (unpaired), or a preference dataset ('prompt', 'chosen', "
+        "'rejected': one desirable row with 'chosen' and one undesirable row with 'rejected' per pair)",
+    ),
+    "reward": (
+        (),
+        "the columns 'chosen' and 'rejected', with 'prompt' or the prompt left implicit in both (preference pairs)",
+    ),
+}
+TRAINERS = tuple(TRAINER_DATA)
 PREFERENCE_FILE_SUFFIXES = tuple(suffix for suffix in DATA_FILE_BUILDERS if suffix != ".txt")  # tables, not lines
 
 # format -> list of (prompt, chosen, rejected) column choices, tried in order
@@ -86,11 +114,86 @@ def to_preference(dataset, dataset_format: str = "preference"):
     return dataset.map(convert, batched=True, with_indices=True, remove_columns=names)
 
 
+def column_names(dataset) -> list[str]:
+    """The columns of a dataset; an ``IterableDataset`` without known features is peeked at."""
+    names = getattr(dataset, "column_names", None)
+    if names is None:
+        first = next(iter(dataset), None)
+        names = list(first) if isinstance(first, dict) else []
+    return list(names)
+
+
+def own_format(names, trainer: str) -> tuple[str, ...] | None:
+    """The column set of ``trainer``'s own data format that ``names`` holds, if any (SFT and KTO)."""
+    return next((columns for columns in TRAINER_DATA[trainer][0] if set(columns) <= set(names)), None)
+
+
+def to_trainer_format(dataset, trainer: str = "dpo", dataset_format: str = "preference"):
+    """Map a ``datasets.Dataset`` (or ``IterableDataset``) in ``dataset_format`` to what ``trainer`` trains on:
+    :func:`to_pairs` then :func:`pairs_to_trainer`.
+
+    ``dpo`` and ``reward``: prompt/chosen/rejected (:func:`to_preference`). ``sft``: prompt/completion with the chosen
+    completion. ``kto``: prompt/completion/label, one ``True`` row (chosen) and one ``False`` row (rejected) per pair.
+    A ``preference`` dataset already in the SFT (``text``, ``messages``, or ``prompt`` + ``completion``) or KTO
+    (``prompt``, ``completion``, ``label``) format is returned unchanged. Wrong columns: a ``ValueError`` naming those
+    the trainer needs.
+    """
+    return pairs_to_trainer(to_pairs(dataset, trainer, dataset_format), trainer)
+
+
+def to_pairs(dataset, trainer: str = "dpo", dataset_format: str = "preference"):
+    """The first step of :func:`to_trainer_format`: prompt/chosen/rejected pairs (:func:`to_preference`), or, for a
+    ``preference`` dataset already in ``trainer``'s own format, the dataset unchanged. ``trl-decpo train`` holds out
+    its test split between the two steps, so that both rows of an unpaired KTO pair fall on the same side."""
+    check_choice("trainer", trainer, TRAINERS)
+    check_choice("dataset_format", dataset_format, DATASET_FORMATS)
+    if dataset_format == "preference":
+        names = column_names(dataset)
+        if own_format(names, trainer) is not None:
+            return dataset
+        if not {"chosen", "rejected"} <= set(names):
+            if trainer == "dpo":
+                check_preference_columns(dataset, "dataset")  # today's message, unchanged
+            raise ValueError(
+                f"`--trainer {trainer}` needs {TRAINER_DATA[trainer][1]}; the dataset has {names}. Rename the "
+                f"columns, or map the rows (`--dataset_format` does it for the paper's tasks: "
+                f"{', '.join(DATASET_FORMATS[1:])})."
+            )
+    return to_preference(dataset, dataset_format)
+
+
+def pairs_to_trainer(dataset, trainer: str = "dpo"):
+    """The second step of :func:`to_trainer_format`: preference pairs to what ``trainer`` takes (a dataset in its own
+    format, and the pairs of ``dpo`` and ``reward``, unchanged). SFT: ``prompt`` / ``completion`` = ``chosen``; KTO:
+    TRL's ``unpair_preference_dataset``. A prompt left implicit in chosen/rejected is extracted first (TRL's
+    ``maybe_extract_prompt``); other columns are dropped."""
+    check_choice("trainer", trainer, TRAINERS)
+    if trainer in ("dpo", "reward"):
+        return dataset
+    names = column_names(dataset)
+    if own_format(names, trainer) is not None:
+        return dataset
+    from trl.data_utils import maybe_extract_prompt, unpair_preference_dataset
+
+    if "prompt" not in names:
+        dataset = dataset.map(maybe_extract_prompt)
+    dataset = dataset.select_columns(["prompt", "chosen", "rejected"])
+    if trainer == "sft":
+        return dataset.remove_columns("rejected").rename_column("chosen", "completion")
+    return unpair_preference_dataset(dataset)
+
+
 def load_preference_dataset(
-    name: str, config: str | None = None, dataset_format: str = "preference", streaming: bool = False
+    name: str,
+    config: str | None = None,
+    dataset_format: str = "preference",
+    streaming: bool = False,
+    trainer: str = "dpo",
 ):
     """A ``DatasetDict`` from a Hub id, a local data file (json/jsonl/csv/parquet/arrow, one ``train`` split), or a
-    folder saved with ``save_to_disk``, mapped to prompt/chosen/rejected by :func:`to_preference`."""
+    folder saved with ``save_to_disk``, mapped to prompt/chosen/rejected by :func:`to_preference` (with another
+    ``trainer``: :func:`to_pairs`, which passes a dataset in that trainer's own format through; then
+    :func:`pairs_to_trainer` gives the trainer its rows)."""
     import datasets
 
     suffix = os.path.splitext(name)[1].lower()
@@ -119,5 +222,9 @@ def load_preference_dataset(
                 raise offline_dataset_error(name, "`dataset_name`", err) from err
             raise
         if streaming:
-            return loaded
-    return datasets.DatasetDict({split: to_preference(ds, dataset_format) for split, ds in loaded.items()})
+            if trainer == "dpo":
+                return loaded
+            return datasets.IterableDatasetDict(
+                {split: to_pairs(ds, trainer, dataset_format) for split, ds in loaded.items()}
+            )
+    return datasets.DatasetDict({split: to_pairs(ds, trainer, dataset_format) for split, ds in loaded.items()})

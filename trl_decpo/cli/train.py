@@ -1,37 +1,76 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""``trl-decpo train``: ``trl dpo`` with the DecPO penalty and the monosemanticity callback.
+"""``trl-decpo train``: ``trl dpo`` with the DecPO penalty and the monosemanticity callback; with ``--trainer
+sft|kto|reward``, ``trl sft`` / ``trl kto`` / ``trl reward`` with the same penalty (the decorrelated trainers of
+:mod:`trl_decpo.trainers`).
 
-Same arguments as ``trl dpo`` (``ScriptArguments``, every ``DPOConfig`` field, ``ModelConfig`` with its PEFT/LoRA and
-4-bit options, a YAML file through ``--config``), parsed with ``TrlParser``, plus the ``DecPOConfig`` fields and the
-options below. Loads the model and data, attaches ``MonosemanticityCallback``, trains, saves (model card with the
-DecPO settings and the last measurements) and, with ``--push_to_hub``, pushes.
+Same arguments as the TRL script (``ScriptArguments``, every field of its config, ``ModelConfig`` with its PEFT/LoRA and
+4-bit options, a YAML file through ``--config``), parsed with ``TrlParser``, plus the ``decorrelation_*`` fields and the
+options below. The trainer is chosen before the parser is built (``--trainer`` on the command line, else ``trainer:`` in
+the ``--config`` file, else ``dpo``), so ``--help`` shows its options. Loads the model and data (a preference dataset is
+mapped to what the trainer takes: :func:`~.data.to_trainer_format`), attaches ``MonosemanticityCallback``, trains, saves
+(model card with the decorrelation settings, naming the trainer, and the last measurements) and, with
+``--push_to_hub``, pushes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
 
 from transformers import TrainerCallback
-from trl import DPOConfig, ModelConfig, ScriptArguments
+from trl import DPOConfig, KTOConfig, ModelConfig, RewardConfig, ScriptArguments, SFTConfig
 
 from ..monosemanticity.probes import POOLING_CHOICES
 from ..trainer import DecPOConfig
 from ..trainer.compat import ignore_bool_buffers_in_ddp
+from ..trainers import DecorrelatedKTOConfig, DecorrelatedRewardConfig, DecorrelatedSFTConfig
 from ..utils import check_choice, check_int, check_layers
 from .base import command_parser
-from .data import DATASET_FORMATS, load_preference_dataset
+from .data import DATASET_FORMATS, TRAINERS, column_names, load_preference_dataset, pairs_to_trainer
 from .notices import release_bitsandbytes_notice
 from .output_dir import prepare_output_dir
 from .sources import check_dataset_source, check_model_source
 from .train_parser import TrainParser, own_fields
 
 
+DESCRIPTIONS = {"sft": "SFT", "kto": "KTO", "reward": "a reward model (AutoModelForSequenceClassification, one label)"}
+DATA_HELP = {
+    "sft": "A preference dataset (--dataset_name, --dataset_format) is mapped to prompt/completion with the chosen "
+    "completion: SFT on the preferred completions, the usual stage before DPO. A 'text', 'messages' or "
+    "'prompt'/'completion' dataset is used as it is.",
+    "kto": "A preference dataset (--dataset_name, --dataset_format) is unpaired: one desirable row (chosen) and one "
+    "undesirable row (rejected) per pair. A 'prompt'/'completion'/'label' dataset is used as it is.",
+    "reward": "It trains on the chosen/rejected pairs of a preference dataset (--dataset_name, --dataset_format).",
+}
+# --trainer -> (its config, TRL's config, the decorrelated trainer's name in `trl_decpo` / `trl_decpo.trainers`)
+TRAINER_CLASSES = {
+    "dpo": (DecPOConfig, DPOConfig, "DecPOTrainer"),
+    "sft": (DecorrelatedSFTConfig, SFTConfig, "DecorrelatedSFTTrainer"),
+    "kto": (DecorrelatedKTOConfig, KTOConfig, "DecorrelatedKTOTrainer"),
+    "reward": (DecorrelatedRewardConfig, RewardConfig, "DecorrelatedRewardTrainer"),
+}
+
+
 @dataclass
 class DecPOScriptArguments(ScriptArguments):
-    """``trl``'s script arguments (``dataset_name``, ``dataset_config``, splits, ...) plus data formats and probes."""
+    """``trl``'s script arguments (``dataset_name``, ``dataset_config``, splits, ...) plus the trainer, data formats and
+    probes."""
 
+    trainer: str = field(
+        default="dpo",
+        metadata={
+            "help": "The TRL trainer the penalty is added to, and whose options this command takes (`trl-decpo train "
+            "--trainer sft --help` lists them): 'dpo' (DecPOTrainer); 'sft' (SFT on the preferred completions of a "
+            "preference dataset, prompt + chosen, the usual stage before DPO; or a 'text', 'messages' or "
+            "'prompt'/'completion' dataset); 'kto' (each pair unpaired into a desirable chosen row and an undesirable "
+            "rejected row; or a 'prompt'/'completion'/'label' dataset); 'reward' (a reward model, "
+            "AutoModelForSequenceClassification with one label, on the pairs). Give it on the command line or as "
+            "`trainer:` in the --config file.",
+            "choices": list(TRAINERS),
+        },
+    )
     dataset_format: str = field(
         default="preference",
         metadata={
@@ -79,6 +118,7 @@ class DecPOScriptArguments(ScriptArguments):
     )
 
     def __post_init__(self):
+        check_choice("trainer", self.trainer, TRAINERS)
         check_choice("dataset_format", self.dataset_format, DATASET_FORMATS)
         if not 0.0 <= self.dataset_test_size < 1.0:
             raise ValueError(f"`dataset_test_size` must be in [0, 1), got {self.dataset_test_size}")
@@ -88,39 +128,134 @@ class DecPOScriptArguments(ScriptArguments):
         self.monosemanticity_layers = check_layers("monosemanticity_layers", self.monosemanticity_layers)
 
 
-def make_parser(prog: str | None = None) -> TrainParser:
-    """The `train` parser, as TRL's scripts build theirs (`prog` names it in a script of one's own): short `--help`,
-    full `--help-all`, mixed precision off without a GPU (:mod:`.train_parser`)."""
-    return command_parser(
+def make_parser(prog: str | None = None, trainer: str = "dpo") -> TrainParser:
+    """The `train` parser of `trainer` (its config: :data:`TRAINER_CLASSES`), as TRL's scripts build theirs (`prog`
+    names it in a script of one's own): short `--help`, full `--help-all`, mixed precision off without a GPU
+    (:mod:`.train_parser`)."""
+    check_choice("trainer", trainer, TRAINERS)
+    config, trl_config, trainer_name = TRAINER_CLASSES[trainer]
+    parser = command_parser(
         "train",
-        (DecPOScriptArguments, DecPOConfig, ModelConfig),
+        (DecPOScriptArguments, config, ModelConfig),
         prog,
         TrainParser,
-        decpo_fields=own_fields(DecPOConfig, DPOConfig),
+        decpo_fields=own_fields(config, trl_config),
         data_fields=[f.name for f in fields(DecPOScriptArguments)],
+        trainer=trainer,
+        config_name=config.__name__,
+        trl_config_name=trl_config.__name__,
     )
+    if trainer != "dpo":
+        parser.description = (
+            f"`--trainer {trainer}`: {DESCRIPTIONS[trainer]} + the decorrelation penalty ({trainer_name}: `trl "
+            f"{trainer}`'s options and {config.__name__}'s), measured and saved. {DATA_HELP[trainer]}"
+        )
+    return parser
+
+
+def choose_trainer(argv: list[str]) -> str:
+    """The trainer `argv` asks for, read before the parser is built: the last ``--trainer NAME`` /
+    ``--trainer=NAME``, else ``trainer:`` in the ``--config FILE`` (when it reads as a YAML mapping; TrlParser reports
+    a bad file), else ``dpo``. An unknown name is a ``ValueError`` naming ``--trainer`` and the allowed values."""
+    chosen, source = None, "--trainer"
+    for i, arg in enumerate(argv):
+        if arg == "--trainer":
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ValueError(f"argument --trainer: expected one of {', '.join(TRAINERS)}")
+            chosen = argv[i + 1]
+        elif arg.startswith("--trainer="):
+            chosen = arg.split("=", 1)[1]
+    if chosen is None and "--config" in argv[:-1]:
+        path = argv[argv.index("--config") + 1]
+        try:
+            import yaml
+
+            with open(path, encoding="utf-8") as handle:
+                config = yaml.safe_load(handle)
+        except (OSError, ValueError, yaml.YAMLError):
+            config = None
+        if isinstance(config, dict) and config.get("trainer") is not None:
+            chosen, source = str(config["trainer"]), f"--trainer (`trainer:` in {path})"
+    chosen = "dpo" if chosen is None else chosen
+    if chosen not in TRAINERS:
+        python_only = (
+            "; GRPO and RLOO need a reward function: use DecorrelatedGRPOTrainer / DecorrelatedRLOOTrainer from "
+            "Python (docs/trainers.md)"
+            if chosen.lower() in ("grpo", "rloo")
+            else ""
+        )
+        raise ValueError(
+            f"argument {source}: invalid choice: {chosen!r} (choose from {', '.join(map(repr, TRAINERS))}){python_only}"
+        )
+    return chosen
+
+
+def base_loss_name(trainer) -> str:
+    """The name TRL gives the trainer's own loss (``"DPO"``, ``"SFT"``, ``"KTO"``, ``"Reward"``): the ``_name`` of the
+    first TRL class in its MRO (``trainer`` may be the class); the decorrelated trainers log that loss as
+    ``decorrelation/<name lower case>_loss``."""
+    for cls in (trainer if isinstance(trainer, type) else type(trainer)).__mro__:
+        if cls.__module__.startswith("trl.") and "_name" in vars(cls):
+            return cls._name
+    return getattr(trainer, "_name", "base")
 
 
 class LossLine(TrainerCallback):
-    """One console line per logged step: the optimised loss, TRL's `loss`, as DPO's loss plus the weighted penalty
-    (`decorrelation/dpo_loss` and `decorrelation/penalty` in the logs)."""
+    """One console line per logged step: the optimised loss, TRL's `loss`, as the trainer's own loss (`name`: DPO's,
+    SFT's, ...) plus the weighted penalty (`decorrelation/<name>_loss` and `decorrelation/penalty` in the logs). Where
+    the trainer does not log its own loss, the line shows the loss and the penalty."""
 
-    def __init__(self, coef: float):
+    def __init__(self, coef: float, name: str = "DPO"):
         self.coef = coef
+        self.name = name
+        self.key = f"decorrelation/{name.lower()}_loss"
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         for prefix, what in (("", "step"), ("eval_", "eval at step")):
-            values = [
-                logs.get(f"{prefix}{key}") for key in ("loss", "decorrelation/dpo_loss", "decorrelation/penalty")
-            ]
-            if None not in values:
-                loss, dpo_loss, penalty = values
-                print(
-                    f"{what} {state.global_step}/{state.max_steps}: loss {loss:.4f} = DPO loss {dpo_loss:.4f} + "
-                    f"{self.coef:g} x penalty {penalty:.4f}"
-                )
+            loss, penalty = logs.get(f"{prefix}loss"), logs.get(f"{prefix}decorrelation/penalty")
+            if loss is None or penalty is None:
+                continue
+            base = logs.get(f"{prefix}{self.key}")
+            parts = (
+                f"= {self.name} loss {base:.4f} + {self.coef:g} x penalty {penalty:.4f}"
+                if base is not None
+                else f"({self.name} loss + {self.coef:g} x penalty {penalty:.4f})"
+            )
+            print(f"{what} {state.global_step}/{state.max_steps}: loss {loss:.4f} {parts}")
+
+
+def probe_prompts(dataset, max_samples: int | None = None) -> list:
+    """The first `max_samples` distinct prompts of an eval split, as probes: its `prompt` column (an unpaired KTO split
+    holds each prompt twice), else its `text`, else each `messages` conversation without its last assistant turn."""
+    names = column_names(dataset)
+    if "prompt" in names:
+        prompt_of = lambda row: row["prompt"]  # noqa: E731
+    elif "text" in names:
+        prompt_of = lambda row: row["text"]  # noqa: E731
+    elif "messages" in names:
+
+        def prompt_of(row):
+            messages = row["messages"]
+            last = messages[-1] if messages else {}
+            return messages[:-1] if len(messages) > 1 and last.get("role") == "assistant" else messages
+
+    else:
+        raise ValueError(
+            f"the test split has no 'prompt', 'text' or 'messages' column to take probe prompts from (its columns "
+            f"are {names}): set `monosemanticity_probes`"
+        )
+    seen, unique = set(), []
+    for row in dataset:
+        prompt = prompt_of(row)
+        key = json.dumps(prompt, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            unique.append(prompt)
+            if max_samples is not None and len(unique) >= max_samples:
+                break
+    return unique
 
 
 def load_splits(script_args: DecPOScriptArguments, seed: int):
@@ -130,7 +265,11 @@ def load_splits(script_args: DecPOScriptArguments, seed: int):
             "folder saved with `save_to_disk`"
         )
     dataset = load_preference_dataset(
-        script_args.dataset_name, script_args.dataset_config, script_args.dataset_format, script_args.dataset_streaming
+        script_args.dataset_name,
+        script_args.dataset_config,
+        script_args.dataset_format,
+        script_args.dataset_streaming,
+        script_args.trainer,
     )
     if script_args.dataset_train_split not in dataset:
         raise ValueError(
@@ -147,16 +286,35 @@ def load_splits(script_args: DecPOScriptArguments, seed: int):
     if test is None and script_args.dataset_test_size > 0:
         parts = train.train_test_split(test_size=script_args.dataset_test_size, seed=seed)
         train, test = parts["train"], parts["test"]
-    return train, test
+    # the pairs (or a dataset in the trainer's own format) are split; then each side gets the trainer's rows
+    return tuple(None if part is None else pairs_to_trainer(part, script_args.trainer) for part in (train, test))
+
+
+def trainer_class(name: str):
+    """The decorrelated trainer of ``--trainer name`` (imported now)."""
+    if name == "dpo":
+        from ..trainer import DecPOTrainer
+
+        return DecPOTrainer
+    from .. import trainers
+
+    return getattr(trainers, TRAINER_CLASSES[name][2])
 
 
 def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_args: ModelConfig):
-    """Train as ``trl dpo`` does, with the penalty and the callback; returns the trainer."""
+    """Train as the TRL script of ``script_args.trainer`` does (``trl dpo`` by default), with the penalty and the
+    callback; returns the trainer. ``training_args`` is that trainer's config (:data:`TRAINER_CLASSES`)."""
     from trl import get_peft_config, get_quantization_config
 
     from ..monosemanticity import MonosemanticityCallback
-    from ..trainer import DecPOTrainer
 
+    name = script_args.trainer
+    config_class = TRAINER_CLASSES[name][0]
+    if not isinstance(training_args, config_class):
+        raise ValueError(
+            f"`--trainer {name}` trains with a {config_class.__name__}, got a {type(training_args).__name__}: build "
+            f"the parser with `make_parser(trainer={name!r})`"
+        )
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
     check_model_source(model_args.model_name_or_path, "`model_name_or_path`", model_args.model_revision)
@@ -183,6 +341,10 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
             "the monosemanticity callback needs probe prompts: set `monosemanticity_probes`, a test split "
             "(`dataset_test_split` / `dataset_test_size`), or `--monosemanticity false`"
         )
+    probes = script_args.monosemanticity_probes
+    if script_args.monosemanticity and probes is None and name != "dpo":
+        # DPO's callback reads the prompts of its eval dataset; the others get the split's distinct prompts
+        probes = probe_prompts(test, script_args.monosemanticity_max_samples)
     model_init_kwargs = dict(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
@@ -190,7 +352,12 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
         dtype=model_args.dtype,
     )
     training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
-    trainer = DecPOTrainer(
+    if name == "reward" and model_args.use_peft and model_args.lora_task_type == "CAUSAL_LM":
+        # ModelConfig's default; a reward model is a sequence classifier (its `score` head is then trained in full)
+        model_args.lora_task_type = "SEQ_CLS"
+    # The reward trainer loads the model as AutoModelForSequenceClassification with num_labels=1 and sets its pad token
+    # (as `trl reward` does); the others load a causal LM.
+    trainer = trainer_class(name)(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=train,
@@ -204,12 +371,12 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
             f"trl-decpo train: penalty on decoder layers {settings['decorrelation_layers']} at "
             f"{settings['decorrelation_site']}, coefficient {settings['decorrelation_coef']}"
         )
-        trainer.add_callback(LossLine(settings["decorrelation_coef"]))
+        trainer.add_callback(LossLine(settings["decorrelation_coef"], base_loss_name(trainer)))
     if script_args.monosemanticity:
         trainer.add_callback(
             MonosemanticityCallback(
                 trainer,
-                probes=script_args.monosemanticity_probes,
+                probes=probes,
                 layers=script_args.monosemanticity_layers,
                 max_samples=script_args.monosemanticity_max_samples,
                 pooling=script_args.monosemanticity_pooling,
@@ -228,16 +395,57 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=dataset_name)
         trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}")
+    trainer.accelerator.print(next_steps(name, script_args, training_args, model_args))
     return trainer
 
 
+def next_steps(name: str, script_args, training_args, model_args) -> str:
+    """What to run next with the saved model of ``--trainer name`` (printed after training)."""
+    out, base = training_args.output_dir, model_args.model_name_or_path
+    prompts = script_args.monosemanticity_probes or "PROMPTS"
+    adapter = " (an adapter: merge it into its base model first)" if model_args.use_peft else ""
+    compare = f"  FD and sparsity per layer against the base model: trl-decpo compare {base} {out} --prompts {prompts}"
+    if name == "reward":
+        lines = [
+            f"  score text with it: AutoModelForSequenceClassification.from_pretrained({out!r}){adapter}, one reward "
+            "per sequence",
+            f"  reward model of an online trainer: DecorrelatedGRPOTrainer(..., reward_funcs={out!r}){adapter} "
+            "(Python; docs/trainers.md)",
+        ]
+    elif name == "sft":
+        lines = [
+            compare,
+            f"  DPO from this model, the usual next stage: trl-decpo train --model_name_or_path {out}{adapter} "
+            f"--dataset_name {script_args.dataset_name} --output_dir {os.path.normpath(out)}-dpo",
+        ]
+    else:
+        lines = [
+            compare,
+            f"  reward accuracy and margin against the base model: trl-decpo evaluate {base} {out} --dataset PAIRS",
+        ]
+    return "Next steps:\n" + "\n".join(lines)
+
+
 def main(parser: TrainParser, argv: list[str]) -> int:
-    """Parse `argv` (the options after `train`) with `parser`, train, and finish as `trl dpo` does."""
+    """Parse `argv` (the options after `train`) with the parser of the trainer it asks for (`parser` itself when that
+    is its trainer), train, and finish as the TRL scripts do."""
     try:
+        try:
+            name = choose_trainer(argv)
+        except ValueError as err:  # before any parser is built or anything loads
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
+            return 2
+        if getattr(parser, "trainer", "dpo") != name:
+            parser = make_parser(parser.prog, name)
         try:
             script_args, training_args, model_args = parser.parse_args_and_config(argv)
         except SystemExit as done:  # --help, or argparse's error: the usage line, then the message
             return done.code if isinstance(done.code, int) else 2
+        if script_args.trainer != name:  # e.g. an abbreviated `--train sft`, which argparse accepts
+            raise ValueError(
+                f"the options were read for `--trainer {name}` but `trainer` is {script_args.trainer!r}: write "
+                f"`--trainer {script_args.trainer}` in full"
+            )
         trainer = run(script_args, training_args, model_args)
     except (ValueError, OSError) as err:  # bad options, missing files or datasets: one line, before training
         print(f"trl-decpo train: error: {err}", file=sys.stderr)

@@ -1,8 +1,9 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The ``trl-decpo train`` parser: ``TrlParser`` over ``trl dpo``'s dataclasses and ``DecPOConfig``, with
+"""The ``trl-decpo train`` parser: ``TrlParser`` over ``trl dpo``'s dataclasses and ``DecPOConfig`` (with ``--trainer
+sft|kto|reward``: that TRL script's config, ``DecorrelatedSFTConfig``, ...), with
 
-* a short ``--help`` (the DecPO options first, then the data options and the most used ``trl dpo`` options) and a
-  full ``--help-all`` (every option, the DecPO ones still first);
+* a short ``--help`` (the decorrelation options first, then the trainer and data options and the most used options of
+  the TRL script) and a full ``--help-all`` (every option, the decorrelation ones still first);
 * mixed precision turned off, with one line, on a machine without a GPU (TRL turns bf16 on by default, and
   transformers refuses bf16 without a GPU unless ``--use_cpu true``);
 * the deprecated ``gradient_checkpointing*`` options (TRL's defaults and documentation still use them) passed on under
@@ -25,7 +26,8 @@ CHECKPOINTING_RENAMES = (
     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
 )
 
-# `trl dpo` options shown by the short help, after the DecPO and data options (all of them: --help-all)
+# TRL script options shown by the short help, after the decorrelation and data options (all of them: --help-all); those
+# a trainer's config lacks are skipped
 COMMON_OPTIONS = (
     "model_name_or_path",
     "dtype",
@@ -37,6 +39,13 @@ COMMON_OPTIONS = (
     "output_dir",
     "beta",
     "loss_type",
+    "desirable_weight",
+    "undesirable_weight",
+    "packing",
+    "completion_only_loss",
+    "assistant_only_loss",
+    "center_rewards_coefficient",
+    "lora_task_type",
     "learning_rate",
     "num_train_epochs",
     "max_steps",
@@ -108,14 +117,28 @@ class _FullHelp(argparse.Action):
 
 
 class TrainParser(CommandParser):
-    """The ``trl-decpo train`` parser (see the module docstring). ``decpo_fields`` and ``data_fields`` name the options
-    the help lists first."""
+    """The ``trl-decpo train`` parser (see the module docstring) of one ``trainer`` (``dpo``, ``sft``, ...): the options
+    of its TRL script (``trl dpo``, config ``trl_config_name``) and of its decorrelated config (``config_name``).
+    ``decpo_fields`` and ``data_fields`` name the options the help lists first."""
 
-    def __init__(self, dataclass_types, decpo_fields=(), data_fields=(), **kwargs):
+    def __init__(
+        self,
+        dataclass_types,
+        decpo_fields=(),
+        data_fields=(),
+        trainer: str = "dpo",
+        config_name: str = "DecPOConfig",
+        trl_config_name: str = "DPOConfig",
+        **kwargs,
+    ):
         super().__init__(dataclass_types, **kwargs)
+        self.trainer = trainer
+        self.script = f"trl {trainer}"
+        self.trl_config_name = trl_config_name
+        what = "DecPO options" if trainer == "dpo" else "decorrelation options"
         self.sections = {
-            "DecPO options (DecPOConfig)": set(decpo_fields),
-            "data, probes and the output folder": set(data_fields),
+            f"{what} ({config_name})": set(decpo_fields),
+            "trainer, data, probes and the output folder": set(data_fields),
         }
         self.add_argument("--help-all", action=_FullHelp, help="Show every option (about 300) and exit.")
 
@@ -145,15 +168,21 @@ class TrainParser(CommandParser):
             else:
                 rest.append(action)
         common.sort(key=lambda action: COMMON_OPTIONS.index(action.dest))
+        for actions in groups.values():  # `--trainer` first: it decides the other options
+            actions.sort(key=lambda action: action.dest != "trainer")
+        config = self.trl_config_name
+        flag = "" if self.trainer == "dpo" else f" --trainer {self.trainer}"
         if full:
-            groups["options of `trl dpo` (DPOConfig, transformers' TrainingArguments, ModelConfig)"] = common + rest
+            groups[f"options of `{self.script}` ({config}, transformers' TrainingArguments, ModelConfig)"] = (
+                common + rest
+            )
             epilog = "Any option can also come from a YAML file: --config FILE.yaml (the command line wins)."
         else:
-            groups["most used options of `trl dpo`"] = common
+            groups[f"most used options of `{self.script}`"] = common
             epilog = (
-                f"{len(rest)} more options of `trl dpo` (DPOConfig, transformers' TrainingArguments, ModelConfig's "
-                "PEFT/LoRA and quantization): `trl-decpo train --help-all`. Any option can also come from a YAML "
-                "file: --config FILE.yaml (the command line wins)."
+                f"{len(rest)} more options of `{self.script}` ({config}, transformers' TrainingArguments, "
+                f"ModelConfig's PEFT/LoRA and quantization): `trl-decpo train{flag} --help-all`. Any option can also "
+                "come from a YAML file: --config FILE.yaml (the command line wins)."
             )
         formatter = self._get_formatter()
         formatter.add_usage(self.usage, self._actions, self._mutually_exclusive_groups)

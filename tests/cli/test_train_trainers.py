@@ -1,0 +1,356 @@
+"""`trl-decpo train --trainer sft|kto|reward`: the trainer chosen before the parser is built, the preference data
+mapped to what each trainer takes (or passed through in its own format), the decorrelated trainer trained, logged,
+printed and carded, and the errors before anything loads."""
+
+import json
+import os
+import re
+
+import pytest
+import yaml
+from conftest import FAST_TRAIN_ARGS, PAIRS, model_path
+from datasets import Dataset
+
+from trl_decpo.cli import main as cli_main
+from trl_decpo.cli.data import load_preference_dataset, to_trainer_format
+from trl_decpo.cli.train import LossLine, base_loss_name, choose_trainer, make_parser, probe_prompts, run
+
+
+FAST = [*FAST_TRAIN_ARGS, "--save_strategy", "no"]
+CHOSEN = {prompt: " " + chosen for prompt, chosen, _ in PAIRS}
+REJECTED = {prompt: " " + rejected for prompt, _, rejected in PAIRS}
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    return str(path)
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    return write_jsonl(
+        tmp_path / "pairs.jsonl", [{"prompt": p, "chosen": CHOSEN[p], "rejected": REJECTED[p]} for p in CHOSEN]
+    )
+
+
+def card(out):
+    with open(os.path.join(out, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def train_args(trainer, data, out, *extra):
+    return ["--trainer", trainer, "--model_name_or_path", model_path(), "--dataset_name", data,
+            "--dataset_test_size", "0.25", "--output_dir", str(out), "--decorrelation_layers", "1",
+            "--decorrelation_coef", "0.5", *FAST, *extra]  # fmt: skip
+
+
+def run_trainer(trainer, data, out, *extra):
+    """Parse as `trl-decpo train` does, train, and return the trainer (to look inside)."""
+    return run(*make_parser(trainer=trainer).parse_args_and_config(train_args(trainer, data, out, *extra)))
+
+
+def without_eos(trainer, texts):
+    """The texts as given: the SFT, KTO and reward trainers append EOS to those they keep in their datasets."""
+    eos = trainer.processing_class.eos_token
+    return [text.removesuffix(eos) for text in texts]
+
+
+def logged(trainer, key):
+    return [entry[key] for entry in trainer.state.log_history if key in entry]
+
+
+def check_card(out, name, tag):
+    """The saved card names the trainer, carries the decorrelation settings and tags, and the measurements."""
+    text = card(out)
+    assert f"| `trainer` | `{name}` |" in text
+    assert "| `decorrelation_coef` | `0.5` |" in text and "| `decorrelation_layers` | `[1]` |" in text
+    assert re.search(rf"tags:(\n- .*)*\n- {tag}\n", text) and re.search(r"tags:(\n- .*)*\n- decorrelation\n", text)
+    assert "## Monosemanticity" in text and "| 1 (penalised) |" in text
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training, per trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_sft_on_preference_pairs_from_the_command_line(tmp_path, pairs_file, capsys):
+    out = tmp_path / "sft"
+    assert cli_main(["train", *train_args("sft", pairs_file, out)]) == 0
+    assert os.path.isfile(out / "model.safetensors")
+    check_card(out, "SFT", "sft")
+    history = json.load(open(out / "monosemanticity.json"))
+    assert [r["step"] for r in history] == [0, 2] and history[0]["num_prompts"] == 2  # the 2 held-out pairs' prompts
+    printed = capsys.readouterr().out
+    assert "penalty on decoder layers [1] at mlp.up_proj:output, coefficient 0.5" in printed
+    steps = loss_lines(printed, "SFT")  # from `decorrelation/sft_loss`
+    assert len(steps) == 2 and all(float(penalty) > 0 for *_, penalty in steps), printed
+    assert "DPO loss" not in printed
+    next_steps = printed.split("Next steps:")[1]
+    assert f"trl-decpo train --model_name_or_path {out} --dataset_name {pairs_file}" in next_steps
+    assert f"trl-decpo compare {model_path()} {out}" in next_steps
+
+
+def test_sft_trains_on_the_chosen_completions(tmp_path, pairs_file):
+    from trl_decpo.trainers import DecorrelatedSFTTrainer
+
+    trainer = run_trainer("sft", pairs_file, tmp_path / "sft", "--max_steps", "1")
+    assert isinstance(trainer, DecorrelatedSFTTrainer)
+    rows = list(zip(trainer.train_dataset["prompt"], trainer.train_dataset["completion"], strict=True))
+    eval_prompts = trainer.eval_dataset["prompt"]
+    assert len(rows) == 6 and len(eval_prompts) == 2 and not set(eval_prompts) & {p for p, _ in rows}
+    completions = without_eos(trainer, [completion for _, completion in rows])
+    assert completions == [CHOSEN[prompt] for prompt, _ in rows]  # prompt + chosen, never rejected
+    assert logged(trainer, "decorrelation/penalty") and logged(trainer, "decorrelation/layer_1")
+
+
+def loss_lines(printed, name):
+    """The (loss, base loss, penalty) of each printed step line naming the `name` loss; each line adds up."""
+    steps = re.findall(rf"^step \d/2: loss (\S+) = {name} loss (\S+) \+ 0.5 x penalty (\S+)$", printed, re.M)
+    for loss, base, penalty in steps:
+        assert float(loss) == pytest.approx(float(base) + 0.5 * float(penalty), abs=2e-4)
+    return steps
+
+
+def test_kto_unpairs_each_pair_into_a_desirable_and_an_undesirable_row(tmp_path, pairs_file, capsys):
+    from trl_decpo import MonosemanticityCallback
+    from trl_decpo.trainers import DecorrelatedKTOTrainer
+
+    out = tmp_path / "kto"
+    trainer = run_trainer("kto", pairs_file, out)
+    assert isinstance(trainer, DecorrelatedKTOTrainer)
+    for split, pairs in ((trainer.train_dataset, 6), (trainer.eval_dataset, 2)):
+        rows = list(zip(split["prompt"], without_eos(trainer, split["completion"]), split["label"], strict=True))
+        assert len(rows) == 2 * pairs
+        assert sorted((p, c) for p, c, label in rows if label) == sorted((p, CHOSEN[p]) for p in {r[0] for r in rows})
+        assert sorted((p, c) for p, c, label in rows if not label) == sorted(
+            (p, REJECTED[p]) for p in {r[0] for r in rows}
+        )
+    # the pairs are held out before unpairing: both rows of a pair are on the same side
+    assert not set(trainer.train_dataset["prompt"]) & set(trainer.eval_dataset["prompt"])
+    callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MonosemanticityCallback))
+    assert len(callback.probes) == 2  # each held-out prompt once, not once per row
+    assert logged(trainer, "decorrelation/penalty") and logged(trainer, "decorrelation/kto_loss")
+    assert len(loss_lines(capsys.readouterr().out, "KTO")) == 2
+    check_card(out, "KTO", "kto")
+
+
+def test_reward_model_on_preference_pairs(tmp_path, pairs_file, capsys):
+    from trl_decpo.trainers import DecorrelatedRewardTrainer
+
+    out = tmp_path / "reward"
+    trainer = run_trainer("reward", pairs_file, out)
+    assert isinstance(trainer, DecorrelatedRewardTrainer)
+    assert type(trainer.model).__name__ == "LlamaForSequenceClassification" and trainer.model.config.num_labels == 1
+    assert trainer.model.config.pad_token_id == trainer.processing_class.pad_token_id is not None
+    chosen = without_eos(trainer, [*trainer.train_dataset["chosen"], *trainer.eval_dataset["chosen"]])
+    assert sorted(chosen) == sorted(p + c for p, c in CHOSEN.items())  # the pairs as they are (TRL joins the prompt)
+    assert logged(trainer, "decorrelation/penalty") and logged(trainer, "decorrelation/reward_loss")
+    printed = capsys.readouterr().out
+    assert len(loss_lines(printed, "Reward")) == 2
+    assert f"reward_funcs={str(out)!r}" in printed.split("Next steps:")[1] and "trl-decpo evaluate" not in printed
+    saved = json.load(open(out / "config.json"))
+    assert saved["architectures"] == ["LlamaForSequenceClassification"] and len(saved["id2label"]) == 1
+    check_card(out, "Reward", "reward-trainer")
+
+
+@pytest.mark.parametrize(
+    "trainer,rows",
+    [
+        ("sft", [{"text": f"{p}{CHOSEN[p]}"} for p in CHOSEN]),
+        ("kto", [{"prompt": p, "completion": c, "label": i % 3 != 0} for i, (p, c) in enumerate(CHOSEN.items())]),
+    ],
+)
+def test_a_dataset_in_the_trainers_own_format_is_used_as_it_is(tmp_path, trainer, rows):
+    data = write_jsonl(tmp_path / "own.jsonl", rows)
+    out = tmp_path / trainer
+    trained = run_trainer(trainer, data, out)
+    train, test = trained.train_dataset, trained.eval_dataset
+    assert len(train) + len(test) == len(rows)  # not unpaired, not mapped
+    for split in (train, test):
+        for column in rows[0]:
+            values = without_eos(trained, split[column]) if column != "label" else split[column]
+            assert set(values) <= {row[column] for row in rows}
+    assert logged(trained, "decorrelation/penalty")
+    check_card(out, trainer.upper(), trainer)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The data mapping
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_mapping_of_preference_data_per_trainer(pairs_file):
+    pairs = Dataset.from_dict(
+        {"prompt": ["a cat", "a dog"], "chosen": [" sat", " ran"], "rejected": [" ran", " sat"], "id": [1, 2]}
+    )
+    assert to_trainer_format(pairs, "sft").to_list() == [
+        {"prompt": "a cat", "completion": " sat"},
+        {"prompt": "a dog", "completion": " ran"},
+    ]
+    kto = to_trainer_format(pairs, "kto").to_list()
+    assert sorted((r["prompt"], r["completion"], r["label"]) for r in kto) == [
+        ("a cat", " ran", False),
+        ("a cat", " sat", True),
+        ("a dog", " ran", True),
+        ("a dog", " sat", False),
+    ]
+    assert to_trainer_format(pairs, "reward").to_list() == pairs.to_list()  # chosen/rejected as they are
+    implicit = Dataset.from_dict({"chosen": ["the cat sat"], "rejected": ["the cat ran"]})
+    assert to_trainer_format(implicit, "sft").to_list() == [{"prompt": "the cat", "completion": " sat"}]
+    reframing = Dataset.from_dict({"situation": ["I failed"], "thought": ["I am bad"], "reframe": ["I can learn"]})
+    assert to_trainer_format(reframing, "sft", "cognitive_reframing").to_list() == [
+        {"prompt": "I failed", "completion": " I can learn"}
+    ]
+    streamed = list(to_trainer_format(pairs.to_iterable_dataset(), "kto"))
+    assert sorted(r["label"] for r in streamed) == [False, False, True, True]
+    loaded = load_preference_dataset(pairs_file, trainer="sft")["train"]  # the pairs, mapped after the split
+    assert loaded.column_names == ["prompt", "chosen", "rejected"]
+
+
+@pytest.mark.parametrize(
+    "trainer,columns",
+    [
+        ("sft", {"text": ["a b"]}),
+        ("sft", {"messages": [[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]]}),
+        ("sft", {"prompt": ["a"], "completion": [" b"]}),
+        ("kto", {"prompt": ["a"], "completion": [" b"], "label": [True]}),
+    ],
+)
+def test_own_formats_pass_through_unchanged(trainer, columns):
+    dataset = Dataset.from_dict(columns)
+    assert to_trainer_format(dataset, trainer) is dataset
+
+
+def test_probe_prompts_are_the_distinct_prompts_of_the_test_split():
+    kto = Dataset.from_dict({"prompt": ["a", "b", "a", "b"], "completion": ["x", "y", "z", "w"]})
+    assert probe_prompts(kto) == ["a", "b"] and probe_prompts(kto, max_samples=1) == ["a"]
+    assert probe_prompts(Dataset.from_dict({"text": ["t1", "t2", "t1"]})) == ["t1", "t2"]
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert probe_prompts(Dataset.from_dict({"messages": [chat]})) == [chat[:1]]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The printed line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_loss_line_names_each_trainers_loss_and_falls_back_without_it(capsys):
+    from trl_decpo.trainer import DecPOTrainer
+    from trl_decpo.trainers import DecorrelatedKTOTrainer, DecorrelatedRewardTrainer, DecorrelatedSFTTrainer
+
+    names = [
+        base_loss_name(cls)
+        for cls in (DecPOTrainer, DecorrelatedSFTTrainer, DecorrelatedKTOTrainer, DecorrelatedRewardTrainer)
+    ]
+    assert names == ["DPO", "SFT", "KTO", "Reward"]
+    state = type("State", (), {"is_world_process_zero": True, "global_step": 3, "max_steps": 9})()
+    line = LossLine(2.0, "SFT")
+    line.on_log(None, state, None, logs={"loss": 1.5, "decorrelation/sft_loss": 1.0, "decorrelation/penalty": 0.25})
+    line.on_log(None, state, None, logs={"loss": 1.5, "decorrelation/penalty": 0.25})
+    line.on_log(None, state, None, logs={"loss": 1.5})  # no penalty logged: no line
+    line.on_log(None, state, None, logs={"eval_loss": 0.5, "eval_decorrelation/penalty": 0.125})
+    assert capsys.readouterr().out.splitlines() == [
+        "step 3/9: loss 1.5000 = SFT loss 1.0000 + 2 x penalty 0.2500",
+        "step 3/9: loss 1.5000 (SFT loss + 2 x penalty 0.2500)",
+        "eval at step 3/9: loss 0.5000 (SFT loss + 2 x penalty 0.1250)",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Choosing the trainer, help, errors
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_trainer_is_chosen_from_the_command_line_or_the_yaml(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"trainer": "kto", "max_steps": 3}))
+    assert choose_trainer([]) == "dpo" and choose_trainer(["--trainer", "sft"]) == "sft"
+    assert choose_trainer(["--trainer=reward"]) == "reward"
+    assert choose_trainer(["--config", str(config)]) == "kto"
+    assert choose_trainer(["--config", str(config), "--trainer", "sft"]) == "sft"  # the command line wins
+    script_args, training_args, _ = make_parser(trainer="kto").parse_args_and_config(
+        ["--config", str(config), "--use_cpu", "true"]
+    )
+    assert script_args.trainer == "kto" and type(training_args).__name__ == "DecorrelatedKTOConfig"
+    assert training_args.max_steps == 3 and hasattr(training_args, "desirable_weight")
+
+
+def test_help_shows_the_chosen_trainers_options(tmp_path, capsys):
+    def sections(text):
+        return [line for line in text.splitlines() if line and not line[0].isspace() and line.endswith(":")]
+
+    assert cli_main(["train", "--trainer", "sft", "--help"]) == 0
+    short = capsys.readouterr().out
+    assert sections(short) == [
+        "help:",
+        "decorrelation options (DecorrelatedSFTConfig):",
+        "trainer, data, probes and the output folder:",
+        "most used options of `trl sft`:",
+    ]
+    assert "\n  --packing " in short and "\n  --beta " not in short
+    assert "`trl-decpo train --trainer sft --help-all`" in " ".join(short.split())
+    assert "SFT on the preferred completions" in short
+    assert cli_main(["train", "--trainer", "kto", "--help-all"]) == 0
+    full = capsys.readouterr().out
+    assert "\n  --desirable_weight " in full and "\n  --packing " not in full and len(full.splitlines()) > 400
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"trainer": "reward"}))
+    assert cli_main(["train", "--config", str(config), "--help"]) == 0
+    assert "most used options of `trl reward`:" in capsys.readouterr().out
+    assert cli_main(["train", "--help"]) == 0  # the default is still DPO
+    assert "most used options of `trl dpo`:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["--trainer", "ppo"],
+            "argument --trainer: invalid choice: 'ppo' (choose from 'dpo', 'sft', 'kto', 'reward')",
+        ),
+        (
+            ["--trainer=grpo"],
+            "'grpo' (choose from 'dpo', 'sft', 'kto', 'reward'); GRPO and RLOO need a reward function",
+        ),
+        (["--trainer"], "argument --trainer: expected one of dpo, sft, kto, reward"),
+        (["--config", "YAML"], "argument --trainer (`trainer:` in YAML): invalid choice: 'orpo'"),
+    ],
+)
+def test_an_invalid_trainer_is_one_line_before_anything_loads(tmp_path, pairs_file, capsys, argv, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"trainer": "orpo"}))
+    argv = [str(config) if a == "YAML" else a for a in argv]
+    out = tmp_path / "out"
+    rest = ["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--output_dir", str(out), *FAST]
+    assert cli_main(["train", *argv, *rest] if argv != ["--trainer"] else ["train", *rest, *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and err[0].startswith("trl-decpo train: error: ")
+        and message.replace("YAML", str(config)) in err[0]
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "trainer,rows,needs",
+    [
+        (
+            "sft",
+            {"question": ["q"], "answer": ["a"]},
+            "a 'text' column, a 'messages' column, 'prompt' and 'completion'",
+        ),
+        ("kto", {"prompt": ["q"], "completion": ["a"]}, "the columns 'prompt', 'completion' and 'label'"),
+        ("reward", {"prompt": ["q"], "completion": ["a"]}, "the columns 'chosen' and 'rejected'"),
+    ],
+)
+def test_wrong_columns_name_what_the_trainer_needs(tmp_path, capsys, trainer, rows, needs):
+    data = write_jsonl(
+        tmp_path / "d.jsonl", [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+    )
+    out = tmp_path / "out"
+    assert cli_main(["train", *train_args(trainer, data, out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert f"`--trainer {trainer}` needs {needs}" in err[0] and f"the dataset has {list(rows)}" in err[0]
+    assert not (out / "README.md").exists() and not (out / "model.safetensors").exists()
