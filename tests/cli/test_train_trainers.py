@@ -13,7 +13,8 @@ from datasets import Dataset
 
 from trl_decpo.cli import main as cli_main
 from trl_decpo.cli.data import load_preference_dataset, to_trainer_format
-from trl_decpo.cli.train import LossLine, base_loss_name, choose_trainer, make_parser, probe_prompts, run
+from trl_decpo.cli.train import LossLine, make_parser, probe_prompts, run
+from trl_decpo.cli.trainer_choice import base_loss_name, choose_trainer
 
 
 FAST = [*FAST_TRAIN_ARGS, "--save_strategy", "no"]
@@ -354,3 +355,9 @@ def test_wrong_columns_name_what_the_trainer_needs(tmp_path, capsys, trainer, ro
     assert len(err) == 1, err
     assert f"`--trainer {trainer}` needs {needs}" in err[0] and f"the dataset has {list(rows)}" in err[0]
     assert not (out / "README.md").exists() and not (out / "model.safetensors").exists()
+
+
+def test_sft_refuses_unpaired_kto_data_which_holds_undesirable_completions():
+    kto_rows = Dataset.from_dict({"prompt": ["a", "a"], "completion": [" good", " bad"], "label": [True, False]})
+    with pytest.raises(ValueError, match=r"`--trainer sft` got unpaired KTO data .*label True.*`--trainer kto`"):
+        to_trainer_format(kto_rows, "sft")

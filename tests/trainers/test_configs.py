@@ -57,6 +57,17 @@ def test_chosen_or_rejected_sequences_are_refused_without_pairs(tmp_path, kind):
         config(kind, tmp_path, decorrelation_sequences="chosen")
 
 
+@pytest.mark.parametrize("kind", ["sft", "kto", "grpo", "rloo"])
+def test_the_command_line_offers_only_both_sequences_without_pairs(kind, capsys):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(CLASSES[kind][3])
+    assert "{both}" in parser.format_help().replace("\n", " ").split("--decorrelation_sequences", 1)[1][:40]
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--output_dir", "x", "--decorrelation_sequences", "chosen"])
+    assert "invalid choice: 'chosen'" in capsys.readouterr().err
+
+
 def test_reward_config_accepts_each_half(tmp_path):
     assert config("reward", tmp_path, decorrelation_sequences="rejected").decorrelation_sequences == "rejected"
 

@@ -149,6 +149,12 @@ def to_pairs(dataset, trainer: str = "dpo", dataset_format: str = "preference"):
     check_choice("dataset_format", dataset_format, DATASET_FORMATS)
     if dataset_format == "preference":
         names = column_names(dataset)
+        if trainer == "sft" and "label" in names and "completion" in names:
+            raise ValueError(
+                f"`--trainer sft` got unpaired KTO data (columns {names}): SFT would train on the undesirable "
+                "completions (label False) too. Keep the rows with label True (and drop the column) for SFT, or use "
+                "`--trainer kto`."
+            )
         if own_format(names, trainer) is not None:
             return dataset
         if not {"chosen", "rejected"} <= set(names):

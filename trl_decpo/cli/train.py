@@ -20,12 +20,11 @@ import sys
 from dataclasses import dataclass, field, fields
 
 from transformers import TrainerCallback
-from trl import DPOConfig, KTOConfig, ModelConfig, RewardConfig, ScriptArguments, SFTConfig
+from trl import ModelConfig, ScriptArguments
 
 from ..monosemanticity.probes import POOLING_CHOICES
 from ..trainer import DecPOConfig
 from ..trainer.compat import ignore_bool_buffers_in_ddp
-from ..trainers import DecorrelatedKTOConfig, DecorrelatedRewardConfig, DecorrelatedSFTConfig
 from ..utils import check_choice, check_int, check_layers
 from .base import command_parser
 from .data import DATASET_FORMATS, TRAINERS, column_names, load_preference_dataset, pairs_to_trainer
@@ -33,24 +32,15 @@ from .notices import release_bitsandbytes_notice
 from .output_dir import prepare_output_dir
 from .sources import check_dataset_source, check_model_source
 from .train_parser import TrainParser, own_fields
-
-
-DESCRIPTIONS = {"sft": "SFT", "kto": "KTO", "reward": "a reward model (AutoModelForSequenceClassification, one label)"}
-DATA_HELP = {
-    "sft": "A preference dataset (--dataset_name, --dataset_format) is mapped to prompt/completion with the chosen "
-    "completion: SFT on the preferred completions, the usual stage before DPO. A 'text', 'messages' or "
-    "'prompt'/'completion' dataset is used as it is.",
-    "kto": "A preference dataset (--dataset_name, --dataset_format) is unpaired: one desirable row (chosen) and one "
-    "undesirable row (rejected) per pair. A 'prompt'/'completion'/'label' dataset is used as it is.",
-    "reward": "It trains on the chosen/rejected pairs of a preference dataset (--dataset_name, --dataset_format).",
-}
-# --trainer -> (its config, TRL's config, the decorrelated trainer's name in `trl_decpo` / `trl_decpo.trainers`)
-TRAINER_CLASSES = {
-    "dpo": (DecPOConfig, DPOConfig, "DecPOTrainer"),
-    "sft": (DecorrelatedSFTConfig, SFTConfig, "DecorrelatedSFTTrainer"),
-    "kto": (DecorrelatedKTOConfig, KTOConfig, "DecorrelatedKTOTrainer"),
-    "reward": (DecorrelatedRewardConfig, RewardConfig, "DecorrelatedRewardTrainer"),
-}
+from .trainer_choice import (
+    DATA_HELP,
+    DESCRIPTIONS,
+    TRAINER_CLASSES,
+    base_loss_name,
+    choose_trainer,
+    next_steps,
+    trainer_class,
+)
 
 
 @dataclass
@@ -153,53 +143,6 @@ def make_parser(prog: str | None = None, trainer: str = "dpo") -> TrainParser:
     return parser
 
 
-def choose_trainer(argv: list[str]) -> str:
-    """The trainer `argv` asks for, read before the parser is built: the last ``--trainer NAME`` /
-    ``--trainer=NAME``, else ``trainer:`` in the ``--config FILE`` (when it reads as a YAML mapping; TrlParser reports
-    a bad file), else ``dpo``. An unknown name is a ``ValueError`` naming ``--trainer`` and the allowed values."""
-    chosen, source = None, "--trainer"
-    for i, arg in enumerate(argv):
-        if arg == "--trainer":
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise ValueError(f"argument --trainer: expected one of {', '.join(TRAINERS)}")
-            chosen = argv[i + 1]
-        elif arg.startswith("--trainer="):
-            chosen = arg.split("=", 1)[1]
-    if chosen is None and "--config" in argv[:-1]:
-        path = argv[argv.index("--config") + 1]
-        try:
-            import yaml
-
-            with open(path, encoding="utf-8") as handle:
-                config = yaml.safe_load(handle)
-        except (OSError, ValueError, yaml.YAMLError):
-            config = None
-        if isinstance(config, dict) and config.get("trainer") is not None:
-            chosen, source = str(config["trainer"]), f"--trainer (`trainer:` in {path})"
-    chosen = "dpo" if chosen is None else chosen
-    if chosen not in TRAINERS:
-        python_only = (
-            "; GRPO and RLOO need a reward function: use DecorrelatedGRPOTrainer / DecorrelatedRLOOTrainer from "
-            "Python (docs/trainers.md)"
-            if chosen.lower() in ("grpo", "rloo")
-            else ""
-        )
-        raise ValueError(
-            f"argument {source}: invalid choice: {chosen!r} (choose from {', '.join(map(repr, TRAINERS))}){python_only}"
-        )
-    return chosen
-
-
-def base_loss_name(trainer) -> str:
-    """The name TRL gives the trainer's own loss (``"DPO"``, ``"SFT"``, ``"KTO"``, ``"Reward"``): the ``_name`` of the
-    first TRL class in its MRO (``trainer`` may be the class); the decorrelated trainers log that loss as
-    ``decorrelation/<name lower case>_loss``."""
-    for cls in (trainer if isinstance(trainer, type) else type(trainer)).__mro__:
-        if cls.__module__.startswith("trl.") and "_name" in vars(cls):
-            return cls._name
-    return getattr(trainer, "_name", "base")
-
-
 class LossLine(TrainerCallback):
     """One console line per logged step: the optimised loss, TRL's `loss`, as the trainer's own loss (`name`: DPO's,
     SFT's, ...) plus the weighted penalty (`decorrelation/<name>_loss` and `decorrelation/penalty` in the logs). Where
@@ -288,17 +231,6 @@ def load_splits(script_args: DecPOScriptArguments, seed: int):
         train, test = parts["train"], parts["test"]
     # the pairs (or a dataset in the trainer's own format) are split; then each side gets the trainer's rows
     return tuple(None if part is None else pairs_to_trainer(part, script_args.trainer) for part in (train, test))
-
-
-def trainer_class(name: str):
-    """The decorrelated trainer of ``--trainer name`` (imported now)."""
-    if name == "dpo":
-        from ..trainer import DecPOTrainer
-
-        return DecPOTrainer
-    from .. import trainers
-
-    return getattr(trainers, TRAINER_CLASSES[name][2])
 
 
 def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_args: ModelConfig):
@@ -397,33 +329,6 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
         trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}")
     trainer.accelerator.print(next_steps(name, script_args, training_args, model_args))
     return trainer
-
-
-def next_steps(name: str, script_args, training_args, model_args) -> str:
-    """What to run next with the saved model of ``--trainer name`` (printed after training)."""
-    out, base = training_args.output_dir, model_args.model_name_or_path
-    prompts = script_args.monosemanticity_probes or "PROMPTS"
-    adapter = " (an adapter: merge it into its base model first)" if model_args.use_peft else ""
-    compare = f"  FD and sparsity per layer against the base model: trl-decpo compare {base} {out} --prompts {prompts}"
-    if name == "reward":
-        lines = [
-            f"  score text with it: AutoModelForSequenceClassification.from_pretrained({out!r}){adapter}, one reward "
-            "per sequence",
-            f"  reward model of an online trainer: DecorrelatedGRPOTrainer(..., reward_funcs={out!r}){adapter} "
-            "(Python; docs/trainers.md)",
-        ]
-    elif name == "sft":
-        lines = [
-            compare,
-            f"  DPO from this model, the usual next stage: trl-decpo train --model_name_or_path {out}{adapter} "
-            f"--dataset_name {script_args.dataset_name} --output_dir {os.path.normpath(out)}-dpo",
-        ]
-    else:
-        lines = [
-            compare,
-            f"  reward accuracy and margin against the base model: trl-decpo evaluate {base} {out} --dataset PAIRS",
-        ]
-    return "Next steps:\n" + "\n".join(lines)
 
 
 def main(parser: TrainParser, argv: list[str]) -> int:

@@ -8,11 +8,24 @@ Only the reward model's batch has ``[chosen; rejected]`` halves, so the other co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl import GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
 
 from ..trainer.fields import DecorrelationArguments
+
+
+def _both_only():
+    """``decorrelation_sequences`` for a trainer whose batch has no ``[chosen; rejected]`` halves: ``both`` only (in
+    the command-line help too)."""
+    return field(
+        default="both",
+        metadata={
+            "help": "Which sequences give rows: only 'both' (every sequence), since this trainer's batches have no "
+            "[chosen; rejected] halves.",
+            "choices": ["both"],
+        },
+    )
 
 
 _DOC = """
@@ -27,6 +40,7 @@ _DOC = """
 class DecorrelatedSFTConfig(DecorrelationArguments, SFTConfig):
     __doc__ = _DOC.format(trainer="DecorrelatedSFTTrainer", base="SFTConfig", name="SFT", trainer_base="SFTTrainer")
     _decorrelation_sequences = ("both",)
+    decorrelation_sequences: str = _both_only()
 
     def __post_init__(self):
         super().__post_init__()
@@ -49,6 +63,7 @@ class DecorrelatedSFTConfig(DecorrelationArguments, SFTConfig):
 class DecorrelatedKTOConfig(DecorrelationArguments, KTOConfig):
     __doc__ = _DOC.format(trainer="DecorrelatedKTOTrainer", base="KTOConfig", name="KTO", trainer_base="KTOTrainer")
     _decorrelation_sequences = ("both",)
+    decorrelation_sequences: str = _both_only()
 
 
 @dataclass
@@ -64,6 +79,7 @@ class DecorrelatedGRPOConfig(DecorrelationArguments, GRPOConfig):
         trainer="DecorrelatedGRPOTrainer", base="GRPOConfig", name="GRPO", trainer_base="GRPOTrainer"
     )
     _decorrelation_sequences = ("both",)
+    decorrelation_sequences: str = _both_only()
 
 
 @dataclass
@@ -72,3 +88,4 @@ class DecorrelatedRLOOConfig(DecorrelationArguments, RLOOConfig):
         trainer="DecorrelatedRLOOTrainer", base="RLOOConfig", name="RLOO", trainer_base="RLOOTrainer"
     )
     _decorrelation_sequences = ("both",)
+    decorrelation_sequences: str = _both_only()
