@@ -1,4 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+import math
+
 import pytest
 import torch
 
@@ -60,3 +62,19 @@ def test_bad_arguments(kwargs, message):
         paired_bootstrap(weighted_mean, torch.zeros(3), torch.zeros(3), **kwargs)
     with pytest.raises(ValueError, match="same units"):
         paired_bootstrap(weighted_mean, torch.zeros(3), torch.zeros(4))
+
+
+def test_resamples_on_which_a_pairwise_statistic_is_undefined_are_left_out():
+    """FD needs two distinct probes: with 3 probes about 1 resample in 9 draws a single one; those are left out (the
+    interval stays finite) and counted out of `num_resamples`; with 2 probes half are undefined (more than 20%): refused."""
+    from trl_decpo.monosemanticity import weighted_feature_decorrelation
+
+    torch.manual_seed(0)
+    rows_a, rows_b = torch.randn(3, 8), torch.randn(3, 8)
+    gram = lambda z: torch.nn.functional.normalize(z, dim=1) @ torch.nn.functional.normalize(z, dim=1).T  # noqa: E731
+    result = paired_bootstrap(weighted_feature_decorrelation, gram(rows_a), gram(rows_b), num_resamples=900, seed=3)
+    single = int(((bootstrap_weights(3, 900, seed=3) > 0).sum(1) == 1).sum())
+    assert single > 0 and result.num_resamples == 900 - single
+    assert math.isfinite(result.low) and math.isfinite(result.high) and result.low <= result.high
+    with pytest.raises(ValueError, match="too few units for an interval"):
+        paired_bootstrap(weighted_feature_decorrelation, gram(rows_a[:2]), gram(rows_b[:2]), num_resamples=900)

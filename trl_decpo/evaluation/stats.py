@@ -80,7 +80,8 @@ def paired_bootstrap(
     """Percentile interval of ``statistic(b) - statistic(a)`` with the same resampled units for both arms.
 
     ``a`` and ``b`` are the per-unit data of the two arms, aligned on the same units along their first dimension
-    (values ``[N]`` for means, an ``[N, N]`` Gram matrix for pairwise statistics).
+    (values ``[N]`` for means, an ``[N, N]`` Gram matrix for pairwise statistics). Resamples on which the statistic
+    is undefined (a pairwise statistic on a single drawn unit) are left out; more than 20% undefined is an error.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -92,6 +93,14 @@ def paired_bootstrap(
     value_a, value_b = float(statistic(a, observed)[0]), float(statistic(b, observed)[0])
     weights = bootstrap_weights(n, num_resamples, seed)
     differences = statistic(b, weights) - statistic(a, weights)
+    # A pairwise statistic is undefined (NaN) on a resample that drew one unit only (likely with very few units): such
+    # resamples carry no information on it and are left out; `num_resamples` counts those kept.
+    kept = differences[differences.isfinite()]
+    if kept.numel() < 0.8 * num_resamples:
+        raise ValueError(
+            f"the statistic is undefined on {num_resamples - kept.numel()} of {num_resamples} bootstrap resamples of "
+            f"{n} units (arms a={value_a}, b={value_b}): too few units for an interval"
+        )
     tail = (1 - confidence) / 2
-    low, high = torch.quantile(differences, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return Comparison(value_a, value_b, value_b - value_a, low, high, confidence, n, num_resamples)
+    low, high = torch.quantile(kept, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return Comparison(value_a, value_b, value_b - value_a, low, high, confidence, n, kept.numel())
