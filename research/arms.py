@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
@@ -42,10 +43,34 @@ class ArmResult:
     steps: int | None = None  # optimizer steps trained (None: the base model)
 
 
+@contextmanager
+def float32_forward(model):
+    """``model`` evaluated in float32, as the base model is, even right after a bf16 run.
+
+    accelerate wraps the forward of a model it prepares for bf16 mixed precision in bf16 autocast, and the wrapper
+    stays on the trainer's model after training; it keeps the original forward as ``_original_forward`` (pinned by
+    tests/research). Inside this block the model runs that original forward."""
+    original = model.__dict__.get("_original_forward")
+    if original is None:
+        yield model
+        return
+    wrapped = model.__dict__["forward"]
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
+
+
 def evaluate_model(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
     """Fill ``result`` with the held-out rewards (against ``ref_logps``; ``None``: against the model itself, all 0),
-    the measurement and the task score. Returns ``result`` and the model's held-out log-probs (the base model's are
-    the reference of every other arm)."""
+    the measurement and the task score, in float32 (:func:`float32_forward`). Returns ``result`` and the model's
+    held-out log-probs (the base model's are the reference of every other arm)."""
+    with float32_forward(model):
+        return _evaluate(model, tokenizer, task, args, ref_logps, result)
+
+
+def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
     from trl_decpo import dpo_pair_rewards, generate_completions, measure_monosemanticity, preference_logps
 
     logps = preference_logps(model, tokenizer, task.heldout, batch_size=args.eval_batch_size)
@@ -85,8 +110,10 @@ class HeldoutCurve(TrainerCallback):
             return
         from trl_decpo import dpo_pair_rewards, preference_logps
 
-        model = self.trainer.model
-        logps = preference_logps(model, self.trainer.processing_class, self.task.heldout, self.args.eval_batch_size)
+        with float32_forward(self.trainer.model) as model:  # as the base model's reference log-probs
+            logps = preference_logps(
+                model, self.trainer.processing_class, self.task.heldout, self.args.eval_batch_size
+            )
         rewards = dpo_pair_rewards(logps, self.ref_logps, self.args.beta)
         self.result.curve.append((step, rewards.margin, rewards.accuracy))
 
