@@ -14,7 +14,7 @@ from datasets import Dataset
 from trl_decpo.cli import main as cli_main
 from trl_decpo.cli.data import load_preference_dataset, to_trainer_format
 from trl_decpo.cli.train import LossLine, make_parser, probe_prompts, run
-from trl_decpo.cli.trainer_choice import base_loss_name, choose_trainer
+from trl_decpo.cli.trainer_choice import choose_trainer
 
 
 FAST = [*FAST_TRAIN_ARGS, "--save_strategy", "no"]
@@ -240,7 +240,7 @@ def test_the_loss_line_names_each_trainers_loss_and_falls_back_without_it(capsys
     from trl_decpo.trainers import DecorrelatedKTOTrainer, DecorrelatedRewardTrainer, DecorrelatedSFTTrainer
 
     names = [
-        base_loss_name(cls)
+        cls.decorrelation_base_name()
         for cls in (DecPOTrainer, DecorrelatedSFTTrainer, DecorrelatedKTOTrainer, DecorrelatedRewardTrainer)
     ]
     assert names == ["DPO", "SFT", "KTO", "Reward"]

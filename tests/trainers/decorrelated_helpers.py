@@ -99,18 +99,19 @@ def build(
     model=None,
     plain: bool = False,
     evaluate: bool = False,
+    eval_rows: int = 8,
     peft_config=None,
     **overrides,
 ):
     """A tiny trainer of ``kind``: decorrelated (``plain=False``) or TRL's own class with a plain config; with
-    ``evaluate``, the training data is also its ``eval_dataset``."""
+    ``evaluate``, the training data (``eval_rows`` rows, cycling over 8 prompts) is also its ``eval_dataset``."""
     plain_trainer, _, decorrelated_trainer, _ = CLASSES[kind]
     trainer_class = plain_trainer if plain else decorrelated_trainer
     args = config(kind, tmp_path, None if plain else coef, **overrides)
     torch.manual_seed(0)  # the reward head is initialised when the model loads; generation samples
     kwargs = dict(args=args, train_dataset=dataset(kind), processing_class=make_tokenizer())
     if evaluate:
-        kwargs["eval_dataset"] = dataset(kind)
+        kwargs["eval_dataset"] = dataset(kind, eval_rows)
     if kind in ("grpo", "rloo"):
         kwargs["reward_funcs"] = reward_len
     if peft_config is not None:

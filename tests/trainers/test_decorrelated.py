@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import checkpointing, make_tokenizer, model_path
+from conftest import PAIRS, checkpointing, make_tokenizer, model_path
 from decorrelated_helpers import ALL_KINDS, CLASSES, LAYERS, GradRecorder, build, dataset, reward_len, tiny_causal_lm
 from transformers import AutoModelForSequenceClassification
 
@@ -135,3 +135,15 @@ def test_without_args_the_trainer_uses_its_decorrelated_config(kind, monkeypatch
         trainer_class(model=model, train_dataset=dataset(kind), processing_class=make_tokenizer(), **extra)
     assert seen == [default_output_dir(model, trainer_class._name)]
     assert seen[0].endswith("-DecPO" if kind == "dpo" else f"-{trainer_class._trl_trainer_class()._name}")
+
+
+@pytest.mark.parametrize("kind", ["dpo", "kto"])
+def test_monosemanticity_callback_takes_each_eval_prompt_once(tmp_path, kind):
+    """An eval dataset that repeats its prompts (24 rows over 8 prompts; unpaired KTO data always does) gives each
+    probe once: a probe paired with its own copy would count as perfectly correlated in FD."""
+    trainer = build(kind, tmp_path, evaluate=True, eval_rows=24)
+    callback = MonosemanticityCallback(trainer, plot=False)
+    probes = MonosemanticityCallback(trainer, probes=[row[0] for row in PAIRS], plot=False).probes
+    assert len(callback.probes) == len(PAIRS) == 8
+    assert sorted(map(tuple, callback.probes.token_ids)) == sorted(map(tuple, probes.token_ids))
+    assert len(MonosemanticityCallback(trainer, plot=False, max_samples=3).probes) == 3

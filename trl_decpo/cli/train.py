@@ -14,7 +14,6 @@ mapped to what the trainer takes: :func:`~.data.to_trainer_format`), attaches ``
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from transformers import TrainerCallback
 from trl import ModelConfig, ScriptArguments
 
-from ..monosemanticity.probes import POOLING_CHOICES
+from ..monosemanticity.probes import POOLING_CHOICES, first_occurrences
 from ..trainer import DecPOConfig
 from ..trainer.compat import ignore_bool_buffers_in_ddp
 from ..utils import check_choice, check_int, check_layers
@@ -36,10 +35,8 @@ from .trainer_choice import (
     DATA_HELP,
     DESCRIPTIONS,
     TRAINER_CLASSES,
-    base_loss_name,
     choose_trainer,
     next_steps,
-    trainer_class,
 )
 
 
@@ -123,7 +120,7 @@ def make_parser(prog: str | None = None, trainer: str = "dpo") -> TrainParser:
     names it in a script of one's own): short `--help`, full `--help-all`, mixed precision off without a GPU
     (:mod:`.train_parser`)."""
     check_choice("trainer", trainer, TRAINERS)
-    config, trl_config, trainer_name = TRAINER_CLASSES[trainer]
+    config, trl_config, trainer_class = TRAINER_CLASSES[trainer]
     parser = command_parser(
         "train",
         (DecPOScriptArguments, config, ModelConfig),
@@ -137,7 +134,7 @@ def make_parser(prog: str | None = None, trainer: str = "dpo") -> TrainParser:
     )
     if trainer != "dpo":
         parser.description = (
-            f"`--trainer {trainer}`: {DESCRIPTIONS[trainer]} + the decorrelation penalty ({trainer_name}: `trl "
+            f"`--trainer {trainer}`: {DESCRIPTIONS[trainer]} + the decorrelation penalty ({trainer_class.__name__}: `trl "
             f"{trainer}`'s options and {config.__name__}'s), measured and saved. {DATA_HELP[trainer]}"
         )
     return parser
@@ -189,16 +186,8 @@ def probe_prompts(dataset, max_samples: int | None = None) -> list:
             f"the test split has no 'prompt', 'text' or 'messages' column to take probe prompts from (its columns "
             f"are {names}): set `monosemanticity_probes`"
         )
-    seen, unique = set(), []
-    for row in dataset:
-        prompt = prompt_of(row)
-        key = json.dumps(prompt, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            unique.append(prompt)
-            if max_samples is not None and len(unique) >= max_samples:
-                break
-    return unique
+    prompts = [prompt_of(row) for row in dataset]
+    return [prompts[i] for i in first_occurrences(prompts)[:max_samples]]
 
 
 def load_splits(script_args: DecPOScriptArguments, seed: int):
@@ -289,7 +278,7 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
         model_args.lora_task_type = "SEQ_CLS"
     # The reward trainer loads the model as AutoModelForSequenceClassification with num_labels=1 and sets its pad token
     # (as `trl reward` does); the others load a causal LM.
-    trainer = trainer_class(name)(
+    trainer = TRAINER_CLASSES[name][2](
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=train,
@@ -303,7 +292,7 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
             f"trl-decpo train: penalty on decoder layers {settings['decorrelation_layers']} at "
             f"{settings['decorrelation_site']}, coefficient {settings['decorrelation_coef']}"
         )
-        trainer.add_callback(LossLine(settings["decorrelation_coef"], base_loss_name(trainer)))
+        trainer.add_callback(LossLine(settings["decorrelation_coef"], trainer.decorrelation_base_name()))
     if script_args.monosemanticity:
         trainer.add_callback(
             MonosemanticityCallback(

@@ -8,8 +8,15 @@ import os
 
 from trl import DPOConfig, KTOConfig, RewardConfig, SFTConfig
 
-from ..trainer import DecPOConfig
-from ..trainers import DecorrelatedKTOConfig, DecorrelatedRewardConfig, DecorrelatedSFTConfig
+from ..trainer import DecPOConfig, DecPOTrainer
+from ..trainers import (
+    DecorrelatedKTOConfig,
+    DecorrelatedKTOTrainer,
+    DecorrelatedRewardConfig,
+    DecorrelatedRewardTrainer,
+    DecorrelatedSFTConfig,
+    DecorrelatedSFTTrainer,
+)
 from .data import TRAINERS
 
 
@@ -22,12 +29,12 @@ DATA_HELP = {
     "undesirable row (rejected) per pair. A 'prompt'/'completion'/'label' dataset is used as it is.",
     "reward": "It trains on the chosen/rejected pairs of a preference dataset (--dataset_name, --dataset_format).",
 }
-# --trainer -> (its config, TRL's config, the decorrelated trainer's name in `trl_decpo` / `trl_decpo.trainers`)
+# --trainer -> (its config, TRL's config, the decorrelated trainer)
 TRAINER_CLASSES = {
-    "dpo": (DecPOConfig, DPOConfig, "DecPOTrainer"),
-    "sft": (DecorrelatedSFTConfig, SFTConfig, "DecorrelatedSFTTrainer"),
-    "kto": (DecorrelatedKTOConfig, KTOConfig, "DecorrelatedKTOTrainer"),
-    "reward": (DecorrelatedRewardConfig, RewardConfig, "DecorrelatedRewardTrainer"),
+    "dpo": (DecPOConfig, DPOConfig, DecPOTrainer),
+    "sft": (DecorrelatedSFTConfig, SFTConfig, DecorrelatedSFTTrainer),
+    "kto": (DecorrelatedKTOConfig, KTOConfig, DecorrelatedKTOTrainer),
+    "reward": (DecorrelatedRewardConfig, RewardConfig, DecorrelatedRewardTrainer),
 }
 
 
@@ -66,24 +73,6 @@ def choose_trainer(argv: list[str]) -> str:
             f"argument {source}: invalid choice: {chosen!r} (choose from {', '.join(map(repr, TRAINERS))}){python_only}"
         )
     return chosen
-
-
-def base_loss_name(trainer) -> str:
-    """The name TRL gives the trainer's own loss (``"DPO"``, ``"SFT"``, ``"KTO"``, ``"Reward"``): that of the TRL
-    trainer a decorrelated trainer (or its class) extends, whose loss it logs as ``decorrelation/<name lower>_loss``."""
-    cls = trainer if isinstance(trainer, type) else type(trainer)
-    return cls._trl_trainer_class()._name
-
-
-def trainer_class(name: str):
-    """The decorrelated trainer of ``--trainer name`` (imported now)."""
-    if name == "dpo":
-        from ..trainer import DecPOTrainer
-
-        return DecPOTrainer
-    from .. import trainers
-
-    return getattr(trainers, TRAINER_CLASSES[name][2])
 
 
 def next_steps(name: str, script_args, training_args, model_args) -> str:

@@ -15,7 +15,7 @@ from ..capture import describe_sites, resolve_measurement_sites, unwrap_model
 from ..trainer.compat import log_outside_step, trainer_pad_token_id
 from ..utils import check_choice, check_int
 from .measure import METRICS, measure_monosemanticity
-from .probes import POOLING_CHOICES, load_prompts, prepare_probes, prompts_from_dataset
+from .probes import POOLING_CHOICES, first_occurrences, load_prompts, prepare_probes, prompts_from_dataset
 
 
 logger = logging.get_logger(__name__)
@@ -41,9 +41,10 @@ class MonosemanticityCallback(TrainerCallback):
     per-layer curves against the step to ``<output_dir>/monosemanticity_by_step.png``.
 
     Args:
-        trainer: a ``trl.DPOTrainer`` (``DecPOTrainer`` included).
+        trainer: a TRL trainer (``DPOTrainer``, ``DecPOTrainer``, the decorrelated SFT / KTO / reward / GRPO / RLOO
+            trainers, ...).
         probes: the probe prompts: ``None`` for the prompts of ``trainer.eval_dataset``; a dataset (its ``prompt_ids``
-            or ``prompt_column``); a list of strings, chat message lists or token id lists; or a path / dataset id
+            or ``prompt_column``; each distinct prompt once, as a dataset may repeat them); a list of strings, chat message lists or token id lists; or a path / dataset id
             (see :func:`trl_decpo.load_prompts`).
         layers: decoder layers to measure; ``None``: all.
         site: module path inside a decoder layer; ``None``: the trainer's ``decorrelation_site`` for a DecPO run, else
@@ -142,12 +143,15 @@ class MonosemanticityCallback(TrainerCallback):
                 "MonosemanticityCallback: `probes` is an IterableDataset; pass a map-style dataset or a "
                 "list of prompts (e.g. `list(itertools.islice(dataset, 1000))`)"
             )
-        if hasattr(probes, "column_names"):
-            if max_samples is not None and len(probes) > max_samples:
-                probes = probes.select(range(max_samples))
+        if hasattr(probes, "column_names"):  # each distinct prompt once (a KTO dataset repeats them)
+            prompts = prompts_from_dataset(probes, column, "probes")
+            keep = first_occurrences(prompts)[:max_samples]
             names = probes.column_names
-            chats = list(probes[column]) if "prompt_ids" in names and column in names else None
-            return prompts_from_dataset(probes, column, "probes"), chats
+            chats = None
+            if "prompt_ids" in names and column in names:
+                messages = probes[column]
+                chats = [messages[i] for i in keep]
+            return [prompts[i] for i in keep], chats
         if isinstance(probes, (list, tuple)):
             return list(probes)[:max_samples], None
         raise ValueError(f"`probes` must be None, a dataset, a list of prompts or a path, got {type(probes).__name__}")

@@ -103,6 +103,19 @@ def load_prompts(source: str, column: str = "prompt", split: str = "train", max_
     return prompts
 
 
+def first_occurrences(prompts: Sequence) -> list[int]:
+    """Indices of the first occurrence of each distinct prompt (a string, chat messages or token ids), in order: the
+    rows of a dataset that repeats its prompts (an unpaired KTO dataset, several pairs per prompt) give each probe
+    once, since a probe paired with its own copy would count as perfectly correlated."""
+    seen, keep = set(), []
+    for index, prompt in enumerate(prompts):
+        key = json.dumps(prompt, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            keep.append(index)
+    return keep
+
+
 def prompts_from_dataset(dataset, column: str = "prompt", source: str = "dataset") -> list:
     """The probe prompts of a dataset: its ``prompt_ids`` (already tokenized, as TRL leaves them) or ``column``."""
     names = list(dataset.column_names)

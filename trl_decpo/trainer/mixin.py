@@ -109,10 +109,11 @@ class DecorrelationMixin:
         mro = cls.__mro__
         return mro[mro.index(DecorrelationMixin) + 1]
 
-    @property
-    def decorrelation_loss_name(self) -> str:
-        """The TRL trainer's name for its own loss, as logged in ``decorrelation/<name>_loss`` (``"dpo"``, ...)."""
-        return self._trl_trainer_class()._name.lower()
+    @classmethod
+    def decorrelation_base_name(cls) -> str:
+        """The TRL trainer's name (``"DPO"``, ``"SFT"``, ``"KTO"``, ``"Reward"``, ...): its own loss is logged as
+        ``decorrelation/<name in lower case>_loss``."""
+        return cls._trl_trainer_class()._name
 
     # ------------------------------------------------------------------------------------------------------------------
     # Extension points
@@ -191,7 +192,7 @@ class DecorrelationMixin:
         base_value, values = values[0], values[1:]
         total, per_layer_values = values[0], values[1 : 1 + len(layers)]
         loss_finite, rows_finite = values[1 + len(layers)] == 1.0, values[2 + len(layers) :]
-        base_name = self._trl_trainer_class()._name
+        base_name = self.decorrelation_base_name()
         if not all(math.isfinite(v) for v in per_layer_values):  # checked on the host values above: no extra sync
             bad = [layer for layer, v in zip(layers, per_layer_values, strict=True) if not math.isfinite(v)]
             diverged = [layer for layer, ok in zip(layers, rows_finite, strict=True) if ok != 1.0]
@@ -214,7 +215,7 @@ class DecorrelationMixin:
                     "or train in bf16/fp32 rather than fp16."
                 )
         metrics = metrics_store(self, mode)
-        metrics[f"decorrelation/{self.decorrelation_loss_name}_loss"].append(base_value)
+        metrics[f"decorrelation/{self.decorrelation_base_name().lower()}_loss"].append(base_value)
         metrics["decorrelation/penalty"].append(total)
         for layer, value in zip(layers, per_layer_values, strict=True):
             metrics[f"decorrelation/layer_{layer}"].append(value)
