@@ -12,13 +12,22 @@ import trl_decpo
 
 
 PUBLIC = [  # every name `from trl_decpo import ...` offers
-    *("PAPER_RECIPE", "POOLING_CHOICES", "ActivationCapture", "Comparison", "DecPOConfig", "DecPOTrainer"),
+    *(
+        "PAPER_RECIPE",
+        "POOLING_CHOICES",
+        "PRECISION_CHOICES",
+        "ActivationCapture",
+        "Comparison",
+        "DecPOConfig",
+        "DecPOTrainer",
+    ),
     *("DecorrelatedGRPOConfig", "DecorrelatedGRPOTrainer", "DecorrelatedKTOConfig", "DecorrelatedKTOTrainer"),
     *("DecorrelatedRLOOConfig", "DecorrelatedRLOOTrainer", "DecorrelatedRewardConfig", "DecorrelatedRewardTrainer"),
     *("DecorrelatedSFTConfig", "DecorrelatedSFTTrainer", "DecorrelationArguments", "DecorrelationMixin"),
     *("EvaluationTable", "MonosemanticityCallback", "MonosemanticityReport", "NeuronTokens", "PairLogps"),
     *("PairRewards", "ProbeSet", "ProxyAccumulator", "Scorer", "Site", "WeightProxyReport", "activation_sparsity"),
-    *("build_row_index", "comparison_table", "count_decpo_hooks", "decorrelation_control", "decorrelation_penalty"),
+    *("build_row_index", "choose_precision", "comparison_table", "count_decpo_hooks", "cpu_has_native_bf16"),
+    *("decorrelation_control", "decorrelation_penalty"),
     *("dpo_pair_rewards", "feature_decorrelation", "generate_completions", "load_prompts", "load_scorer"),
     *("measure_monosemanticity", "paired_bootstrap", "participation_ratio", "preference_logps", "resolve_sites"),
     *("top_tokens", "weight_proxy"),

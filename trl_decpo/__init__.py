@@ -9,6 +9,7 @@ The package reads from the bottom up (``docs/design.md``):
   ``DecPOTrainer``, thin glue over the two above;
 * :mod:`trl_decpo.trainers`: the mixin on TRL's SFT, KTO, reward, GRPO and RLOO trainers;
 * :mod:`trl_decpo.monosemanticity`: the proxies, the measurement, the callback, the figures;
+* :mod:`trl_decpo.precision`: bf16 where the hardware runs it natively, float32 otherwise;
 * :mod:`trl_decpo.cli`: the ``trl-decpo`` command.
 
 The public names below are imported on first use (PEP 562), so that ``import trl_decpo`` and ``trl-decpo --help``
@@ -57,6 +58,9 @@ _EXPORTS = {
     "top_tokens": "monosemanticity",
     "weight_proxy": "monosemanticity",
     "decorrelation_penalty": "penalty",
+    "PRECISION_CHOICES": "precision",
+    "choose_precision": "precision",
+    "cpu_has_native_bf16": "precision",
     "PAPER_RECIPE": "trainer",
     "DecPOConfig": "trainer",
     "DecPOTrainer": "trainer",
@@ -122,6 +126,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         weight_proxy,
     )
     from .penalty import decorrelation_penalty
+    from .precision import PRECISION_CHOICES, choose_precision, cpu_has_native_bf16
     from .trainer import PAPER_RECIPE, DecorrelationArguments, DecorrelationMixin, DecPOConfig, DecPOTrainer
     from .trainers import (
         DecorrelatedGRPOConfig,

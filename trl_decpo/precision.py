@@ -1,0 +1,86 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""Training precision by what the hardware runs fast: bf16 where it is native, float32 otherwise.
+
+On a CPU, bf16 autocast is only fast where oneDNN has bf16 kernels for it (x86 with AVX-512 or AMX, Arm with the BF16
+extension). Elsewhere, e.g. on an AVX2-only x86 CPU, every bf16 matmul falls back to a slow path: on 2 AVX2 cores a
+bf16 matmul at SmolLM2's MLP shape took 755 ms against 17 ms in float32, and a DPO step 117 s against 8 s. So the
+research scripts, the benchmarks and the examples ask :func:`choose_precision` (``--precision auto``, the default),
+which picks bf16 only where it runs natively and says why in one line; ``--precision bf16`` or ``fp32`` forces either.
+
+No torch at import: ``import trl_decpo.precision`` is free, the checks import torch when called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .utils import check_choice
+
+
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively: oneDNN's own check, ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``
+    (x86 with AVX-512 or AMX, Arm with the BF16 extension). A torch without that check counts as ``False``: float32 is
+    never the slow choice. (A private torch op; ``tests/test_precision.py`` pins that it exists and returns a bool.)"""
+    import torch
+
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    if check is None:
+        return False
+    try:
+        return bool(check())
+    except RuntimeError:  # a torch built without oneDNN
+        return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a run trains in, and why (one line for the console and the report)."""
+
+    bf16: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    def describe(self) -> str:
+        what = "bf16 autocast" if self.bf16 else "float32"
+        return f"precision: {what} ({self.reason})"
+
+
+def choose_precision(requested: str = "auto", use_cpu: bool = True, field: str = "precision") -> Precision:
+    """The training precision for ``requested`` (``"auto"``, ``"bf16"`` or ``"fp32"``; ``field`` names the option in
+    the error for any other value).
+
+    ``"auto"``: bf16 on a CPU that runs it natively (:func:`cpu_has_native_bf16`), float32 on one that does not; on a
+    GPU (``use_cpu=False`` and CUDA available), bf16 where the GPU supports it. ``"bf16"`` and ``"fp32"`` are kept as
+    asked, with a reason that says when bf16 will be slow."""
+    check_choice(field, requested, PRECISION_CHOICES)
+    import torch
+
+    gpu = not use_cpu and torch.cuda.is_available()
+    if requested == "fp32":
+        return Precision(False, f"--{field} fp32")
+    if gpu:
+        supported = torch.cuda.is_bf16_supported()
+        if requested == "bf16" or supported:
+            return Precision(True, f"--{field} {requested}, on a GPU" + ("" if supported else " without bf16"))
+        return Precision(False, f"--{field} auto: this GPU has no bf16")
+    native = cpu_has_native_bf16()
+    if requested == "bf16":
+        note = (
+            "this CPU runs bf16 natively"
+            if native
+            else "this CPU has no native bf16: training will be many times slower"
+        )
+        return Precision(True, f"--{field} bf16; {note}")
+    if native:
+        return Precision(True, f"--{field} auto: this CPU runs bf16 natively; --{field} fp32 to train in float32")
+    return Precision(
+        False,
+        f"--{field} auto: this CPU has no native bf16 (oneDNN reports none), so bf16 would be many times slower; "
+        f"--{field} bf16 forces it",
+    )
