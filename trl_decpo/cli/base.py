@@ -3,13 +3,25 @@
 
 from __future__ import annotations
 
-import difflib
+import argparse
 import sys
 from collections.abc import Callable
 
 from trl import TrlParser
 
 from .commands import COMMANDS
+from .help_index import unknown_message
+
+
+HELP_WIDTH = 78  # argparse's width in an 80-column terminal: the help index (.help_index) stores text at this width
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``TrlParser``'s formatter (each option's default shown) at :data:`HELP_WIDTH` columns whatever the terminal, so
+    that the help is the same text everywhere, the stored one (:mod:`.help_index`) included."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None, **kwargs):
+        super().__init__(prog, indent_increment, max_help_position, HELP_WIDTH, **kwargs)
 
 
 class CommandParser(TrlParser):
@@ -25,23 +37,17 @@ class CommandParser(TrlParser):
         return namespace, unknown
 
     def unknown_message(self, unknown: list[str]) -> str:
-        message = f"unrecognized arguments: {' '.join(unknown)}"
-        options = [option for action in self._actions for option in action.option_strings]
-        for flag in unknown:
-            if flag.startswith("--"):
-                close = difflib.get_close_matches(flag.split("=")[0], options, n=1, cutoff=0.75)
-                if close:
-                    message += f" (did you mean {close[0]}?)"
-                    break
-        return message
+        """The message (:func:`.help_index.unknown_message`, which answers the same error without this parser)."""
+        return unknown_message(unknown, [option for action in self._actions for option in action.option_strings])
 
 
 def command_parser(
     name: str, dataclass_types: tuple, prog: str | None = None, parser_class=CommandParser, **kwargs
 ) -> CommandParser:
     """The parser of command ``name``, named ``trl-decpo NAME`` (or ``prog``, for a script of one's own); ``kwargs`` go
-    to ``parser_class``."""
+    to ``parser_class`` (the help at a fixed width: :class:`HelpFormatter`)."""
     command = COMMANDS[name]
+    kwargs.setdefault("formatter_class", HelpFormatter)
     return parser_class(
         dataclass_types, prog=prog or f"trl-decpo {name}", description=command.help, usage=command.usage, **kwargs
     )

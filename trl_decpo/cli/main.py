@@ -3,7 +3,8 @@
 command's own parser (its module's ``make_parser()``, a TrlParser) and ``main(parser, argv)`` run it.
 
 Only the command that runs is imported, so ``trl-decpo --help`` loads neither torch nor TRL (about 0.1 s instead of
-10 s; ``benchmarks/cli_startup.py``)."""
+10 s; ``benchmarks/cli_startup.py``). ``trl-decpo COMMAND --help`` and a misspelled option are answered from the help
+index (:mod:`.help_index`: what the command's parser prints, stored), without importing the command either."""
 
 from __future__ import annotations
 
@@ -46,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    rest = argv[argv.index(args.command) + 1 :]
+    from .help_index import answer
+
+    answered = answer(args.command, rest)  # --help, or an unknown option: from the help index
+    if answered is not None:
+        return answered
     module = command_module(args.command)
-    return module.main(module.make_parser(), argv[argv.index(args.command) + 1 :])
+    return module.main(module.make_parser(), rest)
 
 
 if __name__ == "__main__":
