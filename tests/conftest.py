@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import warnings
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,6 +63,30 @@ CHECKPOINTING = (
 def checkpointing(enabled: bool, kwargs: dict | None = None) -> dict:
     """Training arguments that turn activation checkpointing on or off, under the names this transformers has."""
     return {CHECKPOINTING: enabled, **({f"{CHECKPOINTING}_kwargs": kwargs} if kwargs is not None else {})}
+
+
+# The warnings a normal run must not print (tests/test_warnings.py); `environmental` ones are none of ours to change.
+RUN_WARNINGS = (FutureWarning, DeprecationWarning, UserWarning)
+
+
+def environmental(warning) -> bool:
+    """torch's own torch/utils/mkldnn.py decorates with the `torch.jit.script_method` it deprecates, when it is first
+    imported (importing bitsandbytes, through peft, compiles a kernel); Python's default filters hide it outside
+    `-W default`, and no code of transformers, TRL, PEFT or ours is involved."""
+    return issubclass(warning.category, DeprecationWarning) and "torch.jit.script_method" in str(warning.message)
+
+
+def warnings_of(call) -> tuple[object, list[str]]:
+    """``call()``'s result and the future / deprecation / user warnings it raised, every one of them (``simplefilter
+    ("always")``: the suite's own filters and Python's once-per-place rule do not hide any), as readable lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = call()
+    return result, [
+        f"{w.category.__name__} at {w.filename}:{w.lineno}: {w.message}"
+        for w in caught
+        if issubclass(w.category, RUN_WARNINGS) and not environmental(w)
+    ]
 
 
 def base_kwargs(tmp_path) -> dict:

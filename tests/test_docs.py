@@ -10,6 +10,7 @@ import os
 import re
 
 import pytest
+import torch
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +46,7 @@ def test_the_pages_hold_python_blocks_and_few_are_not_run():
 @pytest.mark.parametrize("page", PAGES_WITH_CODE)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)  # the pages build random models: the same ones on every run, so the checks below are stable
     namespace = {"__name__": "__docs__"}
     for line, code, reason in python_blocks(page):
         if reason is not None:
@@ -55,3 +57,8 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
             raise AssertionError(
                 f"the Python block at {page}, line {line}, fails: {type(err).__name__}: {err}"
             ) from err
+    if page == "README.md":  # the callback snippet prints a real before / after: two steps, two printed values
+        before, after = namespace["before"], namespace["after"]
+        assert (before["step"], after["step"]) == (0, namespace["trainer"].state.global_step) == (0, 3)
+        key = "eval_monosemanticity/fd/mean"
+        assert f"{before[key]:.4f}" != f"{after[key]:.4f}", (before[key], after[key])

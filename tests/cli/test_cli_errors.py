@@ -154,3 +154,48 @@ def test_measure_leaves_no_output_folder_when_the_model_has_no_tokenizer(tmp_pat
     line = error_line(capsys, ["measure", str(folder), "--prompts", prompts_file, "--output_dir", str(tmp_path / "o")])
     assert "no tokenizer files" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_a_refused_train_removes_the_output_folders_it_created(tmp_path, pairs_file, capsys):
+    """transformers and TRL create `output_dir` while building the trainer, before the layer is checked."""
+    argv = ["train", "--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--dataset_test_size", "0.25"]
+    argv += [*FAST_TRAIN_ARGS, "--decorrelation_layers", "99"]
+    line = error_line(capsys, [*argv, "--output_dir", str(tmp_path / "new" / "run")])
+    assert "`decorrelation_layers` entry 99 is out of range" in line
+    assert not (tmp_path / "new").exists()  # the folder, and the parent created for it
+    (tmp_path / "empty").mkdir()  # a folder that was there before stays, empty as it was
+    error_line(capsys, [*argv, "--output_dir", str(tmp_path / "empty")])
+    assert (tmp_path / "empty").is_dir()
+
+
+def test_a_failed_measure_removes_only_the_empty_output_folder_it_created(tmp_path, prompts_file, capsys):
+    argv = ["measure", model_path(), "--prompts", prompts_file, "--layers", "99"]
+    line = error_line(capsys, [*argv, "--output_dir", str(tmp_path / "new" / "out")])
+    assert "`layers` entry 99 is out of range" in line
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    error_line(capsys, [*argv, "--output_dir", str(tmp_path / "kept" / "out")])
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "out").exists()
+
+
+def test_removed_if_left_empty_never_removes_what_existed_or_holds_anything(tmp_path):
+    from trl_decpo.cli.output_dir import removed_if_left_empty
+
+    class Failed(Exception):
+        pass
+
+    def fail_after(make):
+        with pytest.raises(Failed), removed_if_left_empty(str(tmp_path / "a" / "b"), str(tmp_path / "c"), None):
+            make()
+            raise Failed
+
+    fail_after(lambda: (tmp_path / "a" / "b").mkdir(parents=True))
+    assert not (tmp_path / "a").exists()
+    fail_after(lambda: ((tmp_path / "a" / "b").mkdir(parents=True), (tmp_path / "a" / "b" / "f").write_text("x")))
+    assert (tmp_path / "a" / "b" / "f").is_file()  # something was written: kept
+    (tmp_path / "c").mkdir()
+    fail_after(lambda: None)
+    assert (tmp_path / "c").is_dir() and (tmp_path / "a" / "b" / "f").is_file()  # there before: kept
+    with removed_if_left_empty(str(tmp_path / "d")):  # no failure: nothing removed
+        (tmp_path / "d").mkdir()
+    assert (tmp_path / "d").is_dir()

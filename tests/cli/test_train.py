@@ -253,14 +253,35 @@ def test_cognitive_reframing_csv_trains(tmp_path):
     assert os.path.isfile(os.path.join(out, "model.safetensors"))
 
 
+NO_PROBES_LINE = (
+    "trl-decpo train: no 'test' split and no --monosemanticity_probes: training without the monosemanticity "
+    "measurements (--dataset_test_size 0.05 holds out pairs for them, or --monosemanticity_probes FILE)"
+)
+
+
+def test_the_usage_line_trains_a_dataset_of_one_split_without_the_callback_and_says_so(tmp_path, pairs_file, capsys):
+    """As `trl dpo` trains without evaluation when there is no test split: no probes, no callback, one line."""
+    from trl_decpo import MonosemanticityCallback
+    from trl_decpo.trainer.compat import trainer_callbacks
+
+    out = tmp_path / "run"
+    argv = ["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--output_dir", str(out), *FAST]
+    trainer = run(*make_parser().parse_args_and_config(argv))
+    assert trainer.state.global_step == 2 and (out / "model.safetensors").is_file()
+    assert not [c for c in trainer_callbacks(trainer) if isinstance(c, MonosemanticityCallback)]
+    assert not (out / "monosemanticity.json").exists()
+    assert capsys.readouterr().err.splitlines().count(NO_PROBES_LINE) == 1
+    # probes given: the callback measures them, and nothing is said
+    argv += ["--monosemanticity_probes", pairs_file, "--overwrite_output_dir", "true"]
+    trainer = run(*make_parser().parse_args_and_config(argv))
+    assert [c for c in trainer_callbacks(trainer) if isinstance(c, MonosemanticityCallback)]
+    assert (out / "monosemanticity.json").is_file() and NO_PROBES_LINE not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
         (["--model_name_or_path", "MODEL"], "`dataset_name` is required"),
-        (
-            ["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS"],
-            "the monosemanticity callback needs probe prompts",
-        ),
         (
             ["--model_name_or_path", "MODEL", "--dataset_name", "PAIRS", "--eval_strategy", "steps"],
             "`eval_strategy='steps'` needs a test split",

@@ -76,6 +76,28 @@ def test_keys_reach_log_history_and_json(tmp_path, kind):
     assert f"{history[-1]['layers'][3]['control']:.4f} |" in card.split("\n| 3")[1].split("\n")[0]
 
 
+def test_without_evaluations_it_measures_the_model_before_the_first_and_after_the_last_step(tmp_path):
+    """The README's snippet (eval_strategy "no"): two measurements, of two different models, at steps 0 and 2."""
+    probes = ["the cat sat on", "a dog ran fast", "i think you are very good", "is the cat happy", "they said"]
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, decorrelation_layers=[1]),
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(4),
+        processing_class=make_tokenizer(),
+    )
+    assert trainer.args.eval_strategy == "no"
+    run(trainer, probes=probes, plot=False)
+    first, last = monosemanticity_logs(trainer)
+    assert (first["step"], last["step"]) == (0, 2)
+    before = measure_monosemanticity(make_model(), probes, make_tokenizer())
+    after = measure_monosemanticity(trainer.model, probes, make_tokenizer())
+    for log, report in ((first, before), (last, after)):
+        logged = [log[f"eval_monosemanticity/fd/layer_{i}"] for i in range(4)]
+        assert logged == pytest.approx([report.fd[i] for i in range(4)], abs=1e-6)
+    assert first["eval_monosemanticity/fd/mean"] != pytest.approx(last["eval_monosemanticity/fd/mean"], abs=1e-4)
+
+
 def test_peft_policy_is_measured_with_its_adapter(tmp_path):
     """Before any step a fresh LoRA adapter is a no-op: step 0 equals the base model; later steps differ."""
     trainer = DecPOTrainer(

@@ -4,8 +4,11 @@ Each test names its assumption (the numbers are those of the module's docstring)
 TRL or transformers, update `compat.py` (and whatever relies on it), not the test's expectation.
 """
 
+import dataclasses
 import inspect
 import os
+import re
+import warnings
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from conftest import base_kwargs, checkpointing, make_dataset, make_model, make_
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
+from trl_decpo import DecPOConfig
 from trl_decpo.trainer import compat
 
 
@@ -244,3 +248,69 @@ def test_12_ddp_reads_the_ignore_list_attribute():
     model.register_buffer("flag", torch.zeros(2, dtype=torch.bool))
     compat.ignore_bool_buffers_in_ddp(model)
     assert model._ddp_params_and_buffers_to_ignore == ["flag"]
+
+
+def deprecated_checkpointing_calls(call) -> set[str]:
+    """The deprecated model methods whose transformers FutureWarning ``call()`` raised (every one: "always")."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    found = (re.match(compat.DEPRECATED_CHECKPOINTING_CALLS, str(w.message)) for w in caught)
+    return {match.group(1) for match, w in zip(found, caught, strict=True) if match and w.category is FutureWarning}
+
+
+def test_16_trl_configs_default_checkpointing_under_the_deprecated_name(tmp_path):
+    """If this fails, TRL moved its default to `activation_checkpointing`: drop `adopt_trl_checkpointing_default`."""
+    for config in (DPOConfig, trl.SFTConfig, trl.KTOConfig, trl.RewardConfig, trl.GRPOConfig, trl.RLOOConfig):
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        assert (defaults["gradient_checkpointing"], defaults["activation_checkpointing"]) == (True, None), (
+            f"assumption 16 broken: {config.__name__}'s checkpointing defaults changed"
+        )
+    kwargs = {k: v for k, v in base_kwargs(tmp_path).items() if "checkpointing" not in k}
+    with pytest.warns(FutureWarning, match="`gradient_checkpointing` is deprecated"):
+        DPOConfig(**kwargs)  # TRL's own config: transformers warns about TRL's default
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = DecPOConfig(**kwargs)
+    assert not [str(w.message) for w in caught if "checkpointing" in str(w.message)]
+    assert (args.activation_checkpointing, args.gradient_checkpointing) == (True, True)  # on, under both names
+    with pytest.warns(FutureWarning, match="`gradient_checkpointing` is deprecated"):  # the user's own old name warns
+        off = DecPOConfig(**kwargs, gradient_checkpointing=False)
+    assert compat.checkpointing_settings(off)[0] is False
+
+
+def test_16_trl_and_peft_call_the_deprecated_checkpointing_methods(tmp_path):
+    """If the first assertion of a pair fails, TRL or PEFT calls the new names (or transformers reworded its warning):
+    drop (or update) `quiet_deprecated_checkpointing_calls`."""
+    from peft import get_peft_model
+
+    def peft_model():
+        return get_peft_model(make_model(), LoraConfig(r=2, target_modules=["up_proj"], task_type="CAUSAL_LM"))
+
+    assert deprecated_checkpointing_calls(peft_model) == {"is_gradient_checkpointing"}, "assumption 16 (PEFT)"
+    args = DPOConfig(**{**base_kwargs(tmp_path), **checkpointing(True), "max_steps": 1})
+    trainer = dpo_trainer(tmp_path, args=args)
+
+    def step():
+        trainer.train()  # one step, with activation checkpointing on (Trainer turns it on in `train`)
+
+    methods = {"is_gradient_checkpointing", "gradient_checkpointing_disable", "gradient_checkpointing_enable"}
+    assert deprecated_checkpointing_calls(step) == methods, "assumption 16 (TRL's DPO step)"
+
+    def quiet(call):
+        with compat.quiet_deprecated_checkpointing_calls():
+            call()
+
+    assert deprecated_checkpointing_calls(lambda: quiet(peft_model)) == set()
+    assert deprecated_checkpointing_calls(lambda: quiet(step)) == set()
+
+    def others():  # the same text from another module, and another FutureWarning: still shown
+        warnings.warn_explicit(
+            "`is_gradient_checkpointing` is deprecated", FutureWarning, "mine.py", 1, module="mine", registry={}
+        )
+        warnings.warn("something else is deprecated", FutureWarning)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet(others)
+    assert len(caught) == 2

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import PAIRS, checkpointing, make_tokenizer, model_path
+from conftest import PAIRS, checkpointing, make_tokenizer, model_path, warnings_of
 from decorrelated_helpers import ALL_KINDS, CLASSES, LAYERS, GradRecorder, build, dataset, reward_len, tiny_causal_lm
 from transformers import AutoModelForSequenceClassification
 
@@ -147,3 +147,21 @@ def test_monosemanticity_callback_takes_each_eval_prompt_once(tmp_path, kind):
     assert len(callback.probes) == len(PAIRS) == 8
     assert sorted(map(tuple, callback.probes.token_ids)) == sorted(map(tuple, probes.token_ids))
     assert len(MonosemanticityCallback(trainer, plot=False, max_samples=3).probes) == 3
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_a_training_with_trls_default_checkpointing_prints_no_warning(tmp_path, kind):
+    """TRL's default (activation checkpointing on, under its deprecated name) and TRL's own calls of the deprecated
+    checkpointing methods (reference forwards, generation), with an evaluation step: no warning (compat assumption 16;
+    the decorrelated config is built inside the recorded call)."""
+
+    def train():
+        trainer = build(
+            kind, tmp_path, activation_checkpointing=None, evaluate=True, eval_strategy="steps", eval_steps=1
+        )
+        trainer.train()
+        return trainer
+
+    trainer, shown = warnings_of(train)
+    assert not shown, "\n".join(shown)
+    assert trainer.args.activation_checkpointing and trainer.state.global_step == 1

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from .base import command_parser, run_command
 from .loading import LoadArguments, adapter_base, check_models, is_adapter_folder
 from .measure import ProbeArguments, measure_model, probe_token_ids, report_summary, require_prompts
-from .output import OutputArguments, format_table, prepare_output, unique_names, write_results
+from .output import (
+    OutputArguments,
+    format_table,
+    prepare_output,
+    removes_output_dir_on_failure,
+    unique_names,
+    write_results,
+)
 
 
 @dataclass
@@ -25,6 +32,7 @@ def relative_change(tuned: float, base: float) -> float:
     return (tuned - base) / abs(base) if base != 0 else float("nan")
 
 
+@removes_output_dir_on_failure
 def compare_command(
     models: list[str], probes: ProbeArguments, load: LoadArguments, output: OutputArguments, compare: CompareArguments
 ) -> dict:

@@ -13,7 +13,7 @@ from ..utils import check_choice, check_int
 from .base import command_parser, run_command
 from .data import DATASET_FORMATS, PREFERENCE_FILE_SUFFIXES, load_preference_dataset
 from .loading import LoadArguments, adapter_base, check_models, is_adapter_folder, load_model, load_tokenizer
-from .output import prepare_output, unique_names
+from .output import prepare_output, removes_output_dir_on_failure, unique_names
 
 
 TRUNCATION_MODES = ("keep_start", "keep_end")
@@ -147,6 +147,7 @@ def load_task_prompts(args: EvaluateArguments, pairs) -> list:
     return prompts[: args.max_prompts] if args.max_prompts else prompts
 
 
+@removes_output_dir_on_failure
 def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArguments) -> dict:
     """Metrics of BASE and each MODEL, and the comparison table; see docs/evaluation.md."""
     from ..evaluation import (
@@ -204,13 +205,16 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
         if is_adapter_folder(path):
             from peft import PeftModel
 
+            from ..trainer.compat import quiet_deprecated_checkpointing_calls
+
             recorded = adapter_base(path)
             if recorded and os.path.realpath(recorded) != os.path.realpath(models[0]):
                 print(
                     f"note: adapter {path} records base {recorded!r}; it is applied to BASE {models[0]!r}",
                     file=sys.stderr,
                 )
-            model = PeftModel.from_pretrained(base_model, path)
+            with quiet_deprecated_checkpointing_calls():  # PEFT asks the model `is_gradient_checkpointing`
+                model = PeftModel.from_pretrained(base_model, path)
             model.eval()
         else:
             model = load_model(path, load)

@@ -108,7 +108,10 @@ def load_model(path: str, args: LoadArguments, base_model: str | None = None):
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        from ..trainer.compat import quiet_deprecated_checkpointing_calls
+
+        with quiet_deprecated_checkpointing_calls():  # PEFT asks the model `is_gradient_checkpointing`
+            model = PeftModel.from_pretrained(model, adapter)
     if not args.load_in_4bit:
         model = model.to(device)
     model.eval()

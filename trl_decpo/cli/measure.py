@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from ..utils import check_choice, check_int
 from .base import command_parser, run_command
 from .loading import LoadArguments, check_models, load_model, load_tokenizer
-from .output import OutputArguments, display_name, format_table, prepare_output, write_results
+from .output import (
+    OutputArguments,
+    display_name,
+    format_table,
+    prepare_output,
+    removes_output_dir_on_failure,
+    write_results,
+)
 
 
 POOLING_HELP = (
@@ -101,6 +108,7 @@ def report_summary(report) -> str:
     )
 
 
+@removes_output_dir_on_failure
 def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, output: OutputArguments) -> dict:
     """Per-layer FD, its control, the participation ratio and sparsity of one model."""
     from ..monosemanticity.measure import METRICS

@@ -1,9 +1,11 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """``trl-decpo train``'s output folder: never clobber an earlier run silently. Resume it, start over only when asked
-(``--overwrite_output_dir``), or refuse, before any loading; decided on the main process for every process."""
+(``--overwrite_output_dir``), or refuse, before any loading; decided on the main process for every process. And for
+every command: a folder that a failed command created and left empty is removed (:func:`removed_if_left_empty`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -115,3 +117,34 @@ def prepare_output_dir(output_dir: str, resume_from_checkpoint, overwrite: bool,
     if message:
         state.print(f"trl-decpo train: {message}", file=sys.stderr)
     return resume
+
+
+def _missing_folders(path: str) -> list[str]:
+    """The folders of ``path`` that do not exist yet, deepest first (``a/b/c`` where only ``a`` exists: ``a/b/c``,
+    ``a/b``)."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(*folders: str | None):
+    """Run the block; when it fails, remove each of ``folders`` that did not exist before it and is an empty folder
+    after it, with the parent folders created for it that are then empty too: a failed command leaves no empty output
+    folder behind. A folder that existed before, or that holds anything, is never removed (``os.rmdir`` removes empty
+    folders only, so a file written meanwhile, even by another process, keeps it)."""
+    created = [path for folder in folders if folder for path in _missing_folders(folder)]
+    try:
+        yield
+    except BaseException:
+        for path in created:  # deepest first: a parent is empty once its new child is gone
+            try:
+                os.rmdir(path)
+            except OSError:  # never created, not empty, not a folder, or already removed by another process
+                pass
+        raise

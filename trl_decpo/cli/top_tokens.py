@@ -10,7 +10,13 @@ from ..utils import check_int
 from .base import command_parser, run_command
 from .loading import LoadArguments, check_models, load_model, load_tokenizer
 from .measure import ProbeArguments
-from .output import OutputArguments, format_table, prepare_output, write_results
+from .output import (
+    OutputArguments,
+    format_table,
+    prepare_output,
+    removes_output_dir_on_failure,
+    write_results,
+)
 
 
 @dataclass
@@ -35,6 +41,7 @@ class TopTokenArguments:
             check_int(name, getattr(self, name))
 
 
+@removes_output_dir_on_failure
 def top_tokens_command(
     model_path: str, top: TopTokenArguments, probes: ProbeArguments, load: LoadArguments, output: OutputArguments
 ) -> dict:

@@ -28,7 +28,7 @@ from ..utils import check_choice, check_int, check_layers
 from .base import command_parser
 from .data import DATASET_FORMATS, TRAINERS, column_names, load_preference_dataset, pairs_to_trainer
 from .notices import release_bitsandbytes_notice
-from .output_dir import prepare_output_dir
+from .output_dir import prepare_output_dir, removed_if_left_empty
 from .sources import check_dataset_source, check_model_source
 from .train_parser import TrainParser, own_fields
 from .trainer_choice import (
@@ -74,7 +74,11 @@ class DecPOScriptArguments(ScriptArguments):
         },
     )
     monosemanticity: bool = field(
-        default=True, metadata={"help": "Measure FD and sparsity per layer with MonosemanticityCallback."}
+        default=True,
+        metadata={
+            "help": "Measure FD and sparsity per layer with MonosemanticityCallback, on the prompts of the test split "
+            "or on `monosemanticity_probes`; with neither, the run trains without it and says so in one line."
+        },
     )
     monosemanticity_probes: str | None = field(
         default=None,
@@ -244,6 +248,8 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
     if model_args.load_in_4bit:
         release_bitsandbytes_notice()
     _ = training_args.device  # set up the processes with the run's own settings (use_cpu, backend) before deciding
+    if training_args.device.type == "cpu":  # no accelerator to pin for (as `--use_cpu` does): no torch warning
+        training_args.dataloader_pin_memory = False
     resume = prepare_output_dir(
         training_args.output_dir,
         training_args.resume_from_checkpoint,
@@ -257,13 +263,17 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
             f"`eval_strategy={strategy!r}` needs a test split: the dataset has no "
             f"{script_args.dataset_test_split!r} split; set `dataset_test_size` or `dataset_test_split`"
         )
-    if script_args.monosemanticity and test is None and script_args.monosemanticity_probes is None:
-        raise ValueError(
-            "the monosemanticity callback needs probe prompts: set `monosemanticity_probes`, a test split "
-            "(`dataset_test_split` / `dataset_test_size`), or `--monosemanticity false`"
-        )
     probes = script_args.monosemanticity_probes
-    if script_args.monosemanticity and probes is None and name != "dpo":
+    measure = script_args.monosemanticity and (test is not None or probes is not None)
+    if script_args.monosemanticity and not measure and training_args.process_index == 0:
+        # as `trl dpo` trains without evaluation when there is no test split
+        print(
+            f"trl-decpo train: no {script_args.dataset_test_split!r} split and no --monosemanticity_probes: training "
+            "without the monosemanticity measurements (--dataset_test_size 0.05 holds out pairs for them, or "
+            "--monosemanticity_probes FILE)",
+            file=sys.stderr,
+        )
+    if measure and probes is None and name != "dpo":
         # DPO's callback reads the prompts of its eval dataset; the others get the split's distinct prompts
         probes = probe_prompts(test, script_args.monosemanticity_max_samples)
     model_init_kwargs = dict(
@@ -293,7 +303,7 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
             f"{settings['decorrelation_site']}, coefficient {settings['decorrelation_coef']}"
         )
         trainer.add_callback(LossLine(settings["decorrelation_coef"], trainer.decorrelation_base_name()))
-    if script_args.monosemanticity:
+    if measure:
         trainer.add_callback(
             MonosemanticityCallback(
                 trainer,
@@ -340,7 +350,9 @@ def main(parser: TrainParser, argv: list[str]) -> int:
                 f"the options were read for `--trainer {name}` but `trainer` is {script_args.trainer!r}: write "
                 f"`--trainer {script_args.trainer}` in full"
             )
-        trainer = run(script_args, training_args, model_args)
+        # transformers and TRL create `output_dir` while building the trainer: a run refused there leaves no empty one
+        with removed_if_left_empty(training_args.output_dir):
+            trainer = run(script_args, training_args, model_args)
     except (ValueError, OSError) as err:  # bad options, missing files or datasets: one line, before training
         print(f"trl-decpo train: error: {err}", file=sys.stderr)
         return 2

@@ -11,10 +11,10 @@ PAPER_FORMATS = "toxicity, cognitive_reframing, sycophancy"
 
 
 REENTRANT_ERROR = (
-    "DecPO cannot train with reentrant activation checkpointing (`gradient_checkpointing_kwargs="
+    "DecPO cannot train with reentrant activation checkpointing (`activation_checkpointing_kwargs="
     "{{'use_reentrant': True}}`{why}): the policy forward then runs under no_grad, the captured activations carry no "
     "gradient and the decorrelation penalty would silently do nothing. Use `use_reentrant=False` (the default), turn "
-    "`gradient_checkpointing` off, or set `decorrelation_coef=0`."
+    "`activation_checkpointing` off, or set `decorrelation_coef=0`."
 )
 
 

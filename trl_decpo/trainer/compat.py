@@ -43,11 +43,20 @@ assumption) when an upgrade breaks it:
     policy forward with gradients, inside ``compute_loss`` (``trl_decpo.trainers.kto`` pauses the capture around it).
 15. SFT, KTO, Reward, GRPO and RLOO trainers keep the same ``_metrics[mode]`` store as DPO (assumption 4) and the
     model-card identity attributes ``_tag_names`` / ``_name`` / ``_paper`` (assumption 8).
+16. TRL's configs default ``gradient_checkpointing=True``, under the name transformers 5 deprecates (so that every
+    config built without ``activation_checkpointing`` warns; :func:`adopt_trl_checkpointing_default`); and TRL
+    (``trl.models.utils.disable_gradient_checkpointing`` around the reference forwards of DPO, KTO, GRPO and RLOO,
+    ``unwrap_model_for_generation`` in GRPO and RLOO) and PEFT (``PeftModel.__init__``,
+    ``prepare_model_for_kbit_training``) call the models' deprecated ``is_gradient_checkpointing``,
+    ``gradient_checkpointing_enable`` and ``gradient_checkpointing_disable``, on which transformers warns at every
+    step: :func:`quiet_deprecated_checkpointing_calls` silences exactly those warnings around our calls into them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import warnings
 
 import torch
 from trl import DPOTrainer
@@ -108,6 +117,40 @@ def set_checkpointing_kwargs(args, kwargs: dict) -> None:
     for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
         if hasattr(args, name):
             setattr(args, name, kwargs)
+
+
+def adopt_trl_checkpointing_default(args) -> None:
+    """Before ``TrainingArguments.__post_init__`` resolves the names: TRL's default ``gradient_checkpointing=True``
+    with ``activation_checkpointing`` unset becomes ``activation_checkpointing=True`` (the same setting under its new
+    name), so that transformers does not warn on every run about a name the user never wrote (assumption 16). Any
+    other value under the old name (``False``) is left to transformers, which takes it and warns about it."""
+    if (
+        getattr(args, "activation_checkpointing", False) is None
+        and getattr(args, "gradient_checkpointing", None) is True
+    ):
+        args.activation_checkpointing, args.gradient_checkpointing = True, None
+
+
+# transformers' FutureWarnings for the model methods that TRL and PEFT still call under their deprecated names
+DEPRECATED_CHECKPOINTING_CALLS = (
+    r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated"
+)
+
+
+@contextlib.contextmanager
+def quiet_deprecated_checkpointing_calls():
+    """Silence transformers' FutureWarning about the deprecated ``is_gradient_checkpointing`` /
+    ``gradient_checkpointing_enable`` / ``gradient_checkpointing_disable`` model methods (assumption 16), and nothing
+    else, around a call into TRL or PEFT that uses them (a TRL trainer's ``__init__``, ``training_step`` and
+    ``prediction_step``; ``PeftModel.from_pretrained``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=DEPRECATED_CHECKPOINTING_CALLS,
+            category=FutureWarning,
+            module=r"transformers\.modeling_utils",
+        )
+        yield
 
 
 def trl_forces_reentrant(model, args, peft_config) -> bool:

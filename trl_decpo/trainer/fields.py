@@ -4,7 +4,9 @@
 A config class is a TRL config plus these fields: ``class Config(DecorrelationArguments, trl.SFTConfig)`` (this order
 keeps the TRL fields first, so that ``Config("out")`` still sets ``output_dir``). Validation runs before the TRL
 config's own ``__post_init__``. A trainer whose batch has no ``[chosen; rejected]`` halves narrows
-``decorrelation_sequences`` with the class attribute ``_decorrelation_sequences``.
+``decorrelation_sequences`` with the class attribute ``_decorrelation_sequences``. TRL's default
+``gradient_checkpointing=True`` reaches transformers as ``activation_checkpointing=True``, its new name
+(:func:`~trl_decpo.trainer.compat.adopt_trl_checkpointing_default`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from ..capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
 from ..penalty import REDUCTION_CHOICES, TARGET_CHOICES
 from ..utils import check_choice, check_int, check_layers
+from .compat import adopt_trl_checkpointing_default
 
 
 @dataclass
@@ -92,6 +95,7 @@ class DecorrelationArguments:
 
     def __post_init__(self):
         self._validate_decorrelation()
+        adopt_trl_checkpointing_default(self)  # TRL's default under transformers' new name: no warning on every run
         parent = getattr(super(), "__post_init__", None)
         if parent is not None:
             parent()

@@ -10,7 +10,9 @@ tensor of the same shape, ``attention_mask``, ``completion_mask``, ``position_id
 forward is something else pauses the capture around it), and ``coef * penalty`` is added to the loss, scaled for
 gradient accumulation exactly when the trainer scales its own loss. The trainer's own loss is logged as
 ``decorrelation/<name>_loss`` (``<name>`` is the TRL trainer's, lower case: ``dpo``, ``sft``, ``kto``, ...), the penalty
-as ``decorrelation/penalty`` and ``decorrelation/layer_<i>``.
+as ``decorrelation/penalty`` and ``decorrelation/layer_<i>``. Around the TRL trainer's ``__init__``, ``training_step``
+and ``prediction_step``, transformers' warnings about the deprecated checkpointing methods that TRL and PEFT call
+there are silenced (compat assumption 16), and nothing else.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .compat import (
     default_output_dir,
     loss_is_scaled_for_ga,
     metrics_store,
+    quiet_deprecated_checkpointing_calls,
     set_checkpointing_kwargs,
     trainer_citation,
     trl_forces_reentrant,
@@ -92,7 +95,8 @@ class DecorrelationMixin:
                 resolve_sites(model, config.decorrelation_layers, config.decorrelation_site)
         self._check_inputs(bound.arguments)
 
-        super().__init__(*bound.args[1:], **bound.kwargs)
+        with quiet_deprecated_checkpointing_calls():  # PEFT's `PeftModel.__init__` (compat assumption 16)
+            super().__init__(*bound.args[1:], **bound.kwargs)
 
         if self.decorrelation_enabled:
             check_not_reentrant(self.args, ", forced by TRL for PEFT with DeepSpeed ZeRO-3")
@@ -134,8 +138,17 @@ class DecorrelationMixin:
             self._tag_names = [*self._trl_trainer_class()._tag_names, *DECORRELATION_TAGS]
 
     # ------------------------------------------------------------------------------------------------------------------
-    # Loss
+    # Steps and loss
     # ------------------------------------------------------------------------------------------------------------------
+
+    def training_step(self, *args, **kwargs):
+        # TRL toggles checkpointing around its reference forwards and generation under the deprecated names
+        with quiet_deprecated_checkpointing_calls():
+            return super().training_step(*args, **kwargs)
+
+    def prediction_step(self, *args, **kwargs):
+        with quiet_deprecated_checkpointing_calls():
+            return super().prediction_step(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.decorrelation_enabled:
