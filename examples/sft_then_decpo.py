@@ -30,9 +30,10 @@ from peft import AutoPeftModelForCausalLM, LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.data_utils import maybe_extract_prompt
 
-from trl_decpo import DecPOConfig, DecPOTrainer, measure_monosemanticity
+from trl_decpo import DecPOConfig, DecPOTrainer, choose_precision, measure_monosemanticity
 from trl_decpo.evaluation import dpo_pair_rewards, paired_bootstrap, preference_logps, weighted_mean
 from trl_decpo.monosemanticity import weighted_control, weighted_feature_decorrelation
+from trl_decpo.precision import PRECISION_CHOICES
 from trl_decpo.testing import tiny_model_dir, tiny_preference_dataset
 from trl_decpo.trainers import DecorrelatedSFTConfig, DecorrelatedSFTTrainer
 
@@ -102,7 +103,12 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--coef", type=float, default=1.0, help="decorrelation_coef of both stages")
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="penalised and measured (num_layers // 3)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISION_CHOICES,
+        help="auto: bf16 autocast where the GPU or CPU runs bf16 natively, else float32; bf16 or fp32 forces one",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--output-dir", default="outputs/sft_then_decpo")
@@ -116,7 +122,9 @@ def main(argv=None):
     layers = args.layers or [model.config.num_hidden_layers // 3]
     sft_dir, decpo_dir = os.path.join(args.output_dir, "sft"), os.path.join(args.output_dir, "decpo")
     budget = dict(per_device_train_batch_size=4, learning_rate=args.lr, lr_scheduler_type="constant", max_length=256)
-    device = dict(bf16=args.bf16, use_cpu=not torch.cuda.is_available(), activation_checkpointing=False)
+    precision = choose_precision(args.precision, use_cpu=not torch.cuda.is_available())
+    print(precision.describe(), flush=True)
+    device = dict(bf16=precision.bf16, use_cpu=not torch.cuda.is_available(), activation_checkpointing=False)
     run = dict(seed=args.seed, logging_steps=1, report_to="none", save_strategy="no")
     penalty = dict(decorrelation_coef=args.coef, decorrelation_layers=layers)  # the same penalty in both stages
     common = {**budget, **device, **run, **penalty}

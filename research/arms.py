@@ -28,6 +28,24 @@ def say(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def machine(threads: int = 0) -> str:
+    """The CPU a timing was measured on, for the reports: its model name, whether it runs bf16 natively, threads."""
+    import platform
+
+    import torch
+
+    from trl_decpo.precision import cpu_has_native_bf16
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()}, {bf16}), {threads or torch.get_num_threads()} threads"
+
+
 @dataclass
 class ArmResult:
     name: str
@@ -70,19 +88,66 @@ def evaluate_model(model, tokenizer, task: Task, args, ref_logps, result: ArmRes
         return _evaluate(model, tokenizer, task, args, ref_logps, result)
 
 
+@contextmanager
+def phase(label: str):
+    """One line when a phase of the job starts and one when it ends, with its seconds: the job is never silent for
+    long, even on a slow or loaded machine."""
+    say(f"{label} ...")
+    start = time.perf_counter()
+    yield
+    say(f"{label}: {time.perf_counter() - start:.0f} s")
+
+
 def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
     from trl_decpo import dpo_pair_rewards, generate_completions, measure_monosemanticity, preference_logps
 
-    logps = preference_logps(model, tokenizer, task.heldout, batch_size=args.eval_batch_size)
+    n_pairs, n_prompts = len(task.heldout), len(task.heldout_chats)
+    with phase(f"  {result.name}: log-probs of the {n_pairs} held-out pairs"):
+        logps = preference_logps(model, tokenizer, task.heldout, batch_size=args.eval_batch_size)
     result.rewards = dpo_pair_rewards(logps, ref_logps if ref_logps is not None else logps, args.beta)
     if result.steps:  # the last point of the held-out curve is this evaluation (HeldoutCurve skips it)
         result.curve.append((result.steps, result.rewards.margin, result.rewards.accuracy))
-    result.report = measure_monosemanticity(model, task.heldout_chats, tokenizer, batch_size=args.eval_batch_size)
-    result.completions = generate_completions(
-        model, tokenizer, task.heldout_chats, max_new_tokens=args.max_new_tokens, batch_size=len(task.heldout_chats)
-    )
-    result.scores = score_texts(result.completions)
+    with phase(f"  {result.name}: FD, control and sparsity of every layer on the {n_prompts} held-out prompts"):
+        result.report = measure_monosemanticity(model, task.heldout_chats, tokenizer, batch_size=args.eval_batch_size)
+    with phase(f"  {result.name}: greedy replies ({args.max_new_tokens} tokens) to the {n_prompts} prompts, scored"):
+        result.completions = generate_completions(
+            model, tokenizer, task.heldout_chats, max_new_tokens=args.max_new_tokens, batch_size=n_prompts
+        )
+        result.scores = score_texts(result.completions)
     return result, logps
+
+
+def with_reference_logps(model, tokenizer, dataset, args):
+    """``dataset`` (training pairs) with the columns ``ref_chosen_logps`` / ``ref_rejected_logps``: ``model``'s (the
+    base model's, in float32) log-probs of each completion, computed once for every arm.
+
+    Every arm's DPO reference is the base model on the same pairs, so these are the numbers each trainer would
+    otherwise compute itself, in an extra forward of every step (the adapter disabled) or in its
+    ``precompute_ref_log_probs`` pass; computing them once saves about a quarter of each step. The trainers read them
+    through :class:`SharedReference` with ``precompute_ref_log_probs=True`` (TRL's collator passes the columns on)."""
+    from trl_decpo import preference_logps
+
+    chosen, rejected, chunk = [], [], 2 * args.eval_batch_size
+    for start in range(0, len(dataset), chunk):  # a progress line per chunk: never silent for long
+        part = dataset.select(range(start, min(start + chunk, len(dataset))))
+        logps = preference_logps(model, tokenizer, part, batch_size=args.eval_batch_size, max_length=MAX_LENGTH)
+        if logps.pair_index.tolist() != list(range(len(part))):
+            raise ValueError("a training pair fills `max_length`: its reference log-probs cannot be shared")
+        chosen += logps.chosen.float().tolist()
+        rejected += logps.rejected.float().tolist()
+        say(f"    {len(chosen)}/{len(dataset)} pairs")
+    return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+
+class SharedReference:
+    """A mixin for ``DPOTrainer`` and ``DecPOTrainer``: with ``precompute_ref_log_probs=True``, a training set that
+    already has the reference columns (:func:`with_reference_logps`) is used as it is, instead of TRL computing them
+    again. Overrides TRL's private ``_precompute_ref_logps`` (pinned by tests/research/test_main_job.py)."""
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if {"ref_chosen_logps", "ref_rejected_logps"} <= set(dataset.column_names):
+            return dataset
+        return super()._precompute_ref_logps(dataset, name, batch_size)
 
 
 class HeldoutCurve(TrainerCallback):
@@ -118,6 +183,29 @@ class HeldoutCurve(TrainerCallback):
         self.result.curve.append((step, rewards.margin, rewards.accuracy))
 
 
+@contextmanager
+def completion_tokens_scored_on_cpu():
+    """Inside the block, TRL's fused LM head scores only the completion tokens on the CPU, as it does on a GPU.
+
+    ``DPOTrainer`` replaces the LM head with a chunked log-prob kernel that, on Triton devices (CUDA, XPU), projects
+    only the positions with a label; elsewhere it projects every position, prompt included, so that compilers that
+    specialise on shapes (Neuron) see fixed tiles. On a CPU nothing is compiled, and the prompt positions cost about a
+    third of a DPO step of this job for log-probs that are then masked out. The log-probs are the same either way
+    (the first loss agrees to 1e-5: tests/research/test_main_job.py, which also pins the TRL internal this relies on:
+    the module-level ``_use_triton`` that ``trl.trainer.utils`` asks). Both arms train inside it."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+MAX_LENGTH = 256  # tokens of prompt + reply; the longest pair has far fewer
+
+
 def lora_targets(value: str):
     return value if value == "all-linear" else value.split(",")
 
@@ -140,6 +228,7 @@ def train_arm(
     from trl import DPOConfig, DPOTrainer
 
     from trl_decpo import DecPOConfig, DecPOTrainer
+    from trl_decpo.trainer.compat import quiet_deprecated_checkpointing_calls
 
     name = kind + (f"_coef{coef:g}" if coef is not None else "") + (f"_layer{layers[0]}" if layers else "")
     out = os.path.join(args.output_dir, f"{name}_seed{seed}")
@@ -152,11 +241,13 @@ def train_arm(
         learning_rate=args.lr,
         lr_scheduler_type="constant",
         beta=args.beta,
-        max_length=256,
+        max_length=MAX_LENGTH,
         seed=seed,
         data_seed=seed,
         bf16=args.bf16,
         use_cpu=True,
+        activation_checkpointing=False,  # a 135M model needs no memory saving; checkpointing costs ~20% of a step
+        precompute_ref_log_probs="ref_chosen_logps" in task.train.column_names,
         report_to="none",
         save_strategy="no",
         eval_strategy="no",
@@ -165,27 +256,34 @@ def train_arm(
         disable_tqdm=True,
     )
     if kind == "dpo":
-        config, trainer_class = DPOConfig(**common), DPOTrainer
+        config, trainer_class = DPOConfig(**common), type("DPOTrainer", (SharedReference, DPOTrainer), {})
     else:
         extra = {} if coef is None else {"decorrelation_coef": coef}
         if layers is not None:
             extra["decorrelation_layers"] = layers
-        config, trainer_class = DecPOConfig(**common, **extra), DecPOTrainer
+        config = DecPOConfig(**common, **extra)
+        trainer_class = type("DecPOTrainer", (SharedReference, DecPOTrainer), {})
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    trainer = trainer_class(
-        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-        args=config,
-        train_dataset=task.train,
-        processing_class=tokenizer,
-        peft_config=LoraConfig(
-            r=8, lora_alpha=16, target_modules=lora_targets(args.lora_targets), task_type="CAUSAL_LM"
-        ),
-    )
+    with (
+        phase(f"  {name} seed {seed}: loading the model, adding LoRA, tokenizing the {len(task.train)} pairs"),
+        quiet_deprecated_checkpointing_calls(),
+    ):
+        trainer = trainer_class(
+            model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+            args=config,
+            train_dataset=task.train,
+            processing_class=tokenizer,
+            peft_config=LoraConfig(
+                r=8, lora_alpha=16, target_modules=lora_targets(args.lora_targets), task_type="CAUSAL_LM"
+            ),
+        )
     result = ArmResult(name=name, seed=seed, steps=args.steps)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(HeldoutCurve(trainer, task, ref_logps, args, result, f"{name.upper()} seed {seed}"))
     start = time.perf_counter()
-    trainer.train()
+    # quiet: as DecPOTrainer is (plain TRL and PEFT warn about their own calls)
+    with quiet_deprecated_checkpointing_calls(), completion_tokens_scored_on_cpu():
+        trainer.train()
     result.train_seconds = time.perf_counter() - start
     if args.save_adapters:
         trainer.save_model(out)  # the LoRA adapter and the tokenizer: `trl-decpo compare/measure/evaluate` read it

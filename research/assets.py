@@ -89,7 +89,7 @@ def _convert_gguf(cache_dir: str) -> str:
     if not found:
         raise SystemExit(f"{GGUF_NAME} not found under {folder}")
     gguf_dir, gguf_file = os.path.split(found[0])
-    print(f"[model] de-quantising {found[0]} -> {cache_dir} (once)")
+    print(f"[model] de-quantising {found[0]} -> {cache_dir} (once; 517 MB on disk, delete the folder to free it)")
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
     # The weights are now plain float32 tensors; forget the GGUF "quantisation" so the model saves and trains as usual.

@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-from research.arms import ArmResult, evaluate_model, say, train_arm
+from research.arms import ArmResult, evaluate_model, say, train_arm, with_reference_logps
 from research.assets import DEFAULT_CACHE, resolve_model
-from research.demo import add_run_arguments
+from research.demo import add_run_arguments, parse_run_arguments
 from research.evidence import compare
 from research.task import load_task
 from trl_decpo import DecPOConfig
@@ -46,8 +45,7 @@ def main(argv=None):
     parser.add_argument("--layer-seeds", default="0", help="seeds of the layer runs (compared with DPO's)")
     parser.add_argument("--reuse", default=None, help="a main-job output folder: its DPO and default DecPO arms")
     parser.set_defaults(save_adapters=False)
-    args = parser.parse_args(argv)
-    args.command = " ".join(["python -m research.defaults_sweep", *(sys.argv[1:] if argv is None else argv)])
+    args = parse_run_arguments(parser, argv, "research.defaults_sweep")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,6 +62,7 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     _, ref_logps = evaluate_model(base, tokenizer, task, args, None, ArmResult("base", None))
+    task.train = with_reference_logps(base, tokenizer, task.train, args)  # every arm's reference, computed once
     del base
 
     def run(kind, coef=None, layers=None, run_seeds=seeds):

@@ -27,10 +27,11 @@ import os
 import sys
 import time
 
-from research.arms import ArmResult, evaluate_model, say, train_arm
+from research.arms import ArmResult, evaluate_model, machine, phase, say, train_arm, with_reference_logps
 from research.assets import DEFAULT_CACHE, resolve_model
 from research.evidence import compare, interval
 from research.task import load_task
+from trl_decpo.precision import PRECISION_CHOICES, choose_precision
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:
@@ -46,17 +47,32 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argpa
     parser.add_argument("--max-new-tokens", type=int, default=24, help="greedy reply length for the task score")
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--num-resamples", type=int, default=2000)
-    parser.add_argument("--fp32", dest="bf16", action="store_false", help="train in float32 (default: bf16 autocast)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISION_CHOICES,
+        help="training precision: auto (default) = bf16 autocast where this CPU runs bf16 natively, else float32; "
+        "bf16 or fp32 forces one (every arm is measured in float32 either way)",
+    )
     parser.add_argument("--no-save-adapters", dest="save_adapters", action="store_false")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--model-dir", default=None, help="a local model folder instead of SmolLM2 (tests)")
     return parser
 
 
+def parse_run_arguments(parser: argparse.ArgumentParser, argv, script: str) -> argparse.Namespace:
+    """Parse, record the command, and resolve ``--precision`` into ``args.bf16`` with its one-line reason (printed)."""
+    args = parser.parse_args(argv)
+    args.command = " ".join([f"python -m {script}", *(sys.argv[1:] if argv is None else argv)])
+    precision = choose_precision(args.precision, use_cpu=True)
+    args.bf16, args.precision_reason = precision.bf16, precision.reason
+    say(precision.describe())
+    return args
+
+
 def main(argv=None):
     parser = add_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), "outputs/demo")
-    args = parser.parse_args(argv)
-    args.command = " ".join(["python -m research.demo", *(sys.argv[1:] if argv is None else argv)])
+    args = parse_run_arguments(parser, argv, "research.demo")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -78,6 +94,8 @@ def main(argv=None):
     say("measuring the base model (the reference of every reward)")
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     base_result, ref_logps = evaluate_model(base, tokenizer, task, args, None, ArmResult("base", None))
+    with phase(f"  base: reference log-probs of the {len(task.train)} training pairs, shared by every arm"):
+        task.train = with_reference_logps(base, tokenizer, task.train, args)
     del base
     hooked = None
     arms: dict[str, list[ArmResult]] = {"dpo": [], "decpo": []}
@@ -107,15 +125,31 @@ def main(argv=None):
     print_next_steps(args, model_dir, seeds, hooked)
 
 
+def cli_command() -> str:
+    """How to call ``trl-decpo`` of this Python environment: its bare name when the shell finds that one on ``PATH``
+    (an activated environment), else its path (e.g. ``.venv/bin/trl-decpo`` after ``make demo``)."""
+    import shutil
+
+    here = os.path.join(os.path.dirname(sys.executable), "trl-decpo")
+    found = shutil.which("trl-decpo")
+    if not os.path.isfile(here) or (found and os.path.realpath(found) == os.path.realpath(here)):
+        return "trl-decpo"
+    relative = os.path.relpath(here)
+    return relative if not relative.startswith("..") else here
+
+
 def print_next_steps(args, model_dir: str, seeds, hooked: int) -> None:
-    out, s = args.output_dir, seeds[0]
+    out, s, cli = args.output_dir, seeds[0], cli_command()
+    prompts = f"--prompts {out}/heldout_prompts.jsonl"
     print(
-        "\nNext, on the adapters this run saved:\n"
-        f"  trl-decpo compare {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
-        f"  trl-decpo measure {out}/decpo_seed{s} --prompts {out}/heldout_prompts.jsonl\n"
-        f"  trl-decpo top-tokens {out}/decpo_seed{s} --layer {hooked} --prompts {out}/heldout_prompts.jsonl\n"
-        f"  trl-decpo evaluate {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} --dataset {out}/heldout_pairs.jsonl "
-        "--scorer profanity_check:predict_prob --names base,dpo,decpo\n",
+        "\nNext, on the adapters this run saved (`evaluate` with the job's settings gives its rewards and "
+        f"offensiveness for seed {s}):\n"
+        f"  {cli} compare {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} {prompts}\n"
+        f"  {cli} measure {out}/decpo_seed{s} {prompts}\n"
+        f"  {cli} top-tokens {out}/decpo_seed{s} --layer {hooked} {prompts}\n"
+        f"  {cli} evaluate {model_dir} {out}/dpo_seed{s} {out}/decpo_seed{s} --dataset {out}/heldout_pairs.jsonl "
+        f"{prompts} --scorer profanity_check:predict_prob --names base,dpo,decpo --beta {args.beta} "
+        f"--max_new_tokens {args.max_new_tokens}\n",
         flush=True,
     )
 
@@ -154,14 +188,14 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
         "# trl-decpo main job: base vs DPO vs DecPO on SmolLM2-135M-Instruct",
         "",
         f"Command: `{args.command}` (`make demo` runs it with `--output-dir outputs/demo --threads 2`); "
-        f"{seconds / 60:.1f} minutes "
-        f"on this machine. Model: {source}.",
+        f"{seconds / 60:.1f} minutes on {machine(args.threads)}. Model: {source}.",
         "",
         f"Task: make the model's replies to ToxiGen statements less offensive. {task.meta['pairs']} on-policy pairs "
         f"(its own sampled replies, least vs most offensive by alt-profanity-check, gap >= {task.meta['min_gap']}), "
         f"{task.meta['train_pairs']} for training and {task.meta['heldout_pairs']} held out (stratified on toxic vs "
         f"benign statements). Both arms: LoRA r=8, alpha 16 on {args.lora_targets}; "
-        f"{args.steps} steps of 4 pairs; lr {args.lr}; beta {args.beta}; {'bf16 autocast' if args.bf16 else 'fp32'}; "
+        f"{args.steps} steps of 4 pairs; lr {args.lr}; beta {args.beta}; {'bf16 autocast' if args.bf16 else 'float32'} "
+        f"({args.precision_reason}); reference log-probs of the base model computed once, in float32; "
         f"seeds {', '.join(map(str, seeds))} (same LoRA init and data order for DPO and DecPO within a seed). DecPO: "
         f"the library defaults (hooked layer {hooked}).",
         "",

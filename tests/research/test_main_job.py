@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import CHAT_TEMPLATE
+from conftest import CHAT_TEMPLATE, model_path
 from research import evidence, task
 
 from trl_decpo.evaluation.preference import PairRewards
@@ -138,7 +138,8 @@ def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
             "50",
             "--min-gap",
             "0.3",
-            "--fp32",
+            "--precision",
+            "fp32",
         ]
     )
     results = json.load(open(out / "results.json"))
@@ -168,3 +169,114 @@ def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
         AutoModelForCausalLM.from_pretrained(model_dir), results["arms"]["dpo"][0]["adapter_dir"]
     )
     assert any("lora_B" in n and p.abs().sum() > 0 for n, p in tuned.named_parameters())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_main_job_trains_in_bf16_only_where_the_cpu_runs_it(monkeypatch, capsys, native):
+    import argparse
+
+    from research import demo
+
+    from trl_decpo import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    parser = demo.add_run_arguments(argparse.ArgumentParser(), "out")
+    args = demo.parse_run_arguments(parser, [], "research.demo")
+    assert args.bf16 is native
+    line = [x for x in capsys.readouterr().out.splitlines() if "precision:" in x]
+    assert len(line) == 1 and ("bf16 autocast" if native else "float32") in line[0]
+    assert demo.parse_run_arguments(parser, ["--precision", "bf16"], "research.demo").bf16  # forced either way
+    assert not demo.parse_run_arguments(parser, ["--precision", "fp32"], "research.demo").bf16
+
+
+def test_shared_reference_logps_are_what_the_trainer_computes_and_are_read(tmp_path):
+    """Pins TRL's precompute path that research.arms.SharedReference relies on: `_precompute_ref_logps` is where TRL
+    computes them, and with `precompute_ref_log_probs=True` the loss reads the dataset's reference columns."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig
+    from research.arms import SharedReference, with_reference_logps
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from trl_decpo.testing import tiny_preference_dataset
+
+    path = model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = tiny_preference_dataset(8)
+    shared = with_reference_logps(
+        AutoModelForCausalLM.from_pretrained(path), tokenizer, data, SimpleNamespace(eval_batch_size=3)
+    )
+
+    def first_loss(dataset, precompute: bool):
+        config = DPOConfig(
+            str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, logging_steps=1, report_to="none",
+            save_strategy="no", use_cpu=True, bf16=False, activation_checkpointing=False,
+            precompute_ref_log_probs=precompute, seed=0,
+        )  # fmt: skip
+        trainer = type("DPOTrainer", (SharedReference, DPOTrainer), {})(
+            model=AutoModelForCausalLM.from_pretrained(path),
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+        )
+        trainer.train()
+        return trainer.state.log_history[0]["loss"]
+
+    computed = first_loss(data, precompute=False)  # the reference forward of every step
+    assert first_loss(shared, precompute=True) == pytest.approx(computed, abs=1e-5)
+    # the columns are read: a reference that favours every chosen reply moves the loss
+    shifted = shared.map(lambda row: {"ref_chosen_logps": row["ref_chosen_logps"] + 5.0})
+    assert abs(first_loss(shifted, precompute=True) - computed) > 0.1
+
+
+def test_on_the_cpu_the_fused_lm_head_scores_only_completion_tokens_inside_the_block(tmp_path, monkeypatch):
+    """Pins the TRL internal behind research.arms.completion_tokens_scored_on_cpu: `trl.trainer.utils` asks its
+    module-level `_use_triton` whether to project only the labelled positions; inside the block it does so on the CPU,
+    with the same loss."""
+    import contextlib
+
+    import trl.trainer.utils as trl_utils
+    from research.arms import completion_tokens_scored_on_cpu
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from trl_decpo.testing import tiny_preference_dataset
+
+    rows = []  # the rows the fused LM head projects, per call
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def spy(hidden, *rest):
+        rows.append(len(hidden))
+        return apply(hidden, *rest)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", spy)
+    path = model_path()
+
+    def first_step(block):
+        rows.clear()
+        config = DPOConfig(
+            str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, logging_steps=1, report_to="none",
+            save_strategy="no", use_cpu=True, bf16=False, activation_checkpointing=False, seed=0,
+        )  # fmt: skip
+        trainer = DPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(path),
+            args=config,
+            train_dataset=tiny_preference_dataset(8),
+            processing_class=AutoTokenizer.from_pretrained(path),
+        )
+        batch = next(iter(trainer.get_train_dataloader()))
+        with block():
+            trainer.train()
+        # the labelled positions of the batch: every completion token, the first token excepted (shifted)
+        labelled = int(batch["completion_mask"][:, 1:].sum())
+        sequences, width = batch["input_ids"].shape
+        return trainer.state.log_history[0]["loss"], rows[0], sequences * (width - 1), labelled
+
+    loss, scored, positions, _ = first_step(contextlib.nullcontext)
+    assert scored == positions  # TRL's default on the CPU: every (shifted) position, prompt and padding included
+    fast_loss, fast_scored, _, labelled = first_step(completion_tokens_scored_on_cpu)
+    assert fast_scored == labelled < scored
+    assert fast_loss == pytest.approx(loss, abs=1e-5)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # restored after the block
