@@ -392,6 +392,7 @@ def parse(argv):
 
 
 def test_without_a_gpu_mixed_precision_is_turned_off_in_one_line(monkeypatch, capsys):
+    from trl_decpo import precision
     from trl_decpo.cli import train_parser
 
     has_gpu = train_parser.gpu_available()
@@ -403,8 +404,17 @@ def test_without_a_gpu_mixed_precision_is_turned_off_in_one_line(monkeypatch, ca
             f"trl-decpo train: no GPU found: {turned_off} turned off, training in float32 on the CPU "
             "(--use_cpu true keeps your precision settings on the CPU)\n"
         )
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     _, training_args, _ = parse(["--use_cpu", "true"])  # asked for the CPU: TRL's settings (bf16 autocast) as given
     assert training_args.bf16 and capsys.readouterr().err == ""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # ... unless bf16 is slow on this CPU
+    _, training_args, _ = parse(["--use_cpu", "true"])
+    assert not training_args.bf16 and capsys.readouterr().err == (
+        "trl-decpo train: this CPU has no native bf16 (many times slower than float32 there): TRL's default bf16 "
+        "turned off, training in float32 (--bf16 true keeps bf16)\n"
+    )
+    _, training_args, _ = parse(["--use_cpu", "true", "--bf16", "true"])  # asked for: kept, and said to be slow
+    assert training_args.bf16 and "training will be many times slower" in capsys.readouterr().err
     _, training_args, _ = parse(["--bf16", "false"])
     assert not training_args.bf16 and capsys.readouterr().err == ""
     if not has_gpu:  # this machine has no GPU: without the check, transformers refuses

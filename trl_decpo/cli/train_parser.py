@@ -74,11 +74,37 @@ def gpu_available() -> bool:
     return any(getattr(utils, f"is_torch_{name}_available", lambda: False)() for name in checks)
 
 
+def bf16_on_the_cpu(namespace: argparse.Namespace, prog: str) -> None:
+    """``--use_cpu true``: TRL's default bf16 (``bf16`` not given) is kept only on a CPU that runs bf16 natively
+    (:func:`trl_decpo.precision.cpu_has_native_bf16`) and turned off, in one line, on one that does not, where bf16
+    autocast is many times slower than float32; an explicit ``--bf16 true`` is kept, with one line saying it is
+    slow there."""
+    if getattr(namespace, "bf16", False) is False or getattr(namespace, "fp16", False):
+        return
+    from ..precision import cpu_has_native_bf16
+
+    if cpu_has_native_bf16():
+        return
+    if namespace.bf16 is None:
+        namespace.bf16 = False
+        print(
+            f"{prog}: this CPU has no native bf16 (many times slower than float32 there): TRL's default bf16 turned "
+            "off, training in float32 (--bf16 true keeps bf16)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"{prog}: --bf16 true on a CPU without native bf16: training will be many times slower", file=sys.stderr)
+
+
 def turn_off_mixed_precision_without_gpu(namespace: argparse.Namespace, prog: str) -> None:
     """No GPU and no ``--use_cpu true``: turn bf16/fp16 off (asked for, or TRL's default bf16) and say so in one line,
     instead of transformers' "Your setup doesn't support bf16/gpu" error. With ``--use_cpu true`` the precision
-    options are kept as given (bf16 then runs as CPU autocast, as with ``trl dpo``)."""
-    if getattr(namespace, "use_cpu", False) or gpu_available():
+    options are kept as given (bf16 then runs as CPU autocast, as with ``trl dpo``), except TRL's default bf16 on a
+    CPU without native bf16 (:func:`bf16_on_the_cpu`)."""
+    if getattr(namespace, "use_cpu", False):
+        bf16_on_the_cpu(namespace, prog)
+        return
+    if gpu_available():
         return
     on = [name for name in MIXED_PRECISION if getattr(namespace, name, None)]
     if getattr(namespace, "bf16", False) is None and not getattr(namespace, "fp16", False):
