@@ -99,11 +99,11 @@ def phase(label: str):
 
 
 def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
-    from trl_decpo import dpo_pair_rewards, generate_completions, measure_monosemanticity, preference_logps
+    from trl_decpo import dpo_pair_rewards, generate_completions, measure_monosemanticity
 
     n_pairs, n_prompts = len(task.heldout), len(task.heldout_chats)
     with phase(f"  {result.name}: log-probs of the {n_pairs} held-out pairs"):
-        logps = preference_logps(model, tokenizer, task.heldout, batch_size=args.eval_batch_size)
+        logps = logps_in_chunks(model, tokenizer, task.heldout, args)
     result.rewards = dpo_pair_rewards(logps, ref_logps if ref_logps is not None else logps, args.beta)
     if result.steps:  # the last point of the held-out curve is this evaluation (HeldoutCurve skips it)
         result.curve.append((result.steps, result.rewards.margin, result.rewards.accuracy))
@@ -117,6 +117,25 @@ def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) 
     return result, logps
 
 
+def logps_in_chunks(model, tokenizer, pairs, args, max_length: int | None = None):
+    """``trl_decpo.preference_logps`` of ``pairs``, a chunk of ``2 x --eval-batch-size`` pairs at a time with a progress
+    line after each (the same batches, so the same numbers, as in one call): never silent for long."""
+    import torch
+
+    from trl_decpo.evaluation import PairLogps, preference_logps
+
+    chosen, rejected, index, chunk = [], [], [], 2 * args.eval_batch_size
+    for start in range(0, len(pairs), chunk):
+        part = pairs.select(range(start, min(start + chunk, len(pairs))))
+        logps = preference_logps(model, tokenizer, part, batch_size=args.eval_batch_size, max_length=max_length)
+        chosen.append(logps.chosen)
+        rejected.append(logps.rejected)
+        index.append(logps.pair_index + start)
+        if len(pairs) > chunk:
+            say(f"    {start + len(part)}/{len(pairs)} pairs")
+    return PairLogps(torch.cat(chosen), torch.cat(rejected), torch.cat(index))
+
+
 def with_reference_logps(model, tokenizer, dataset, args):
     """``dataset`` (training pairs) with the columns ``ref_chosen_logps`` / ``ref_rejected_logps``: ``model``'s (the
     base model's, in float32) log-probs of each completion, computed once for every arm.
@@ -125,18 +144,12 @@ def with_reference_logps(model, tokenizer, dataset, args):
     otherwise compute itself, in an extra forward of every step (the adapter disabled) or in its
     ``precompute_ref_log_probs`` pass; computing them once saves about a quarter of each step. The trainers read them
     through :class:`SharedReference` with ``precompute_ref_log_probs=True`` (TRL's collator passes the columns on)."""
-    from trl_decpo import preference_logps
-
-    chosen, rejected, chunk = [], [], 2 * args.eval_batch_size
-    for start in range(0, len(dataset), chunk):  # a progress line per chunk: never silent for long
-        part = dataset.select(range(start, min(start + chunk, len(dataset))))
-        logps = preference_logps(model, tokenizer, part, batch_size=args.eval_batch_size, max_length=MAX_LENGTH)
-        if logps.pair_index.tolist() != list(range(len(part))):
-            raise ValueError("a training pair fills `max_length`: its reference log-probs cannot be shared")
-        chosen += logps.chosen.float().tolist()
-        rejected += logps.rejected.float().tolist()
-        say(f"    {len(chosen)}/{len(dataset)} pairs")
-    return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+    logps = logps_in_chunks(model, tokenizer, dataset, args, max_length=MAX_LENGTH)
+    if logps.pair_index.tolist() != list(range(len(dataset))):
+        raise ValueError("a training pair fills `max_length`: its reference log-probs cannot be shared")
+    return dataset.add_column("ref_chosen_logps", logps.chosen.float().tolist()).add_column(
+        "ref_rejected_logps", logps.rejected.float().tolist()
+    )
 
 
 class SharedReference:
@@ -173,12 +186,11 @@ class HeldoutCurve(TrainerCallback):
         step = state.global_step
         if step % self.args.curve_steps or step == state.max_steps:  # the last point: `evaluate_model` after training
             return
-        from trl_decpo import dpo_pair_rewards, preference_logps
+        from trl_decpo import dpo_pair_rewards
 
+        say(f"{self.label} step {step}: the held-out margin curve")
         with float32_forward(self.trainer.model) as model:  # as the base model's reference log-probs
-            logps = preference_logps(
-                model, self.trainer.processing_class, self.task.heldout, self.args.eval_batch_size
-            )
+            logps = logps_in_chunks(model, self.trainer.processing_class, self.task.heldout, self.args)
         rewards = dpo_pair_rewards(logps, self.ref_logps, self.args.beta)
         self.result.curve.append((step, rewards.margin, rewards.accuracy))
 

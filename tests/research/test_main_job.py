@@ -280,3 +280,23 @@ def test_on_the_cpu_the_fused_lm_head_scores_only_completion_tokens_inside_the_b
     assert fast_scored == labelled < scored
     assert fast_loss == pytest.approx(loss, abs=1e-5)
     assert trl_utils._use_triton(torch.device("cpu")) is False  # restored after the block
+
+
+def test_log_probs_in_chunks_with_progress_are_exactly_those_of_one_call(capsys):
+    from types import SimpleNamespace
+
+    from research.arms import logps_in_chunks
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_decpo import preference_logps
+    from trl_decpo.testing import tiny_preference_dataset
+
+    path = model_path()
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    pairs = tiny_preference_dataset(11)
+    whole = preference_logps(model, tokenizer, pairs, batch_size=2)
+    chunked = logps_in_chunks(model, tokenizer, pairs, SimpleNamespace(eval_batch_size=2))
+    assert torch.equal(chunked.chosen, whole.chosen) and torch.equal(chunked.rejected, whole.rejected)
+    assert torch.equal(chunked.pair_index, whole.pair_index)
+    progress = [line for line in capsys.readouterr().out.splitlines() if "pairs" in line]
+    assert [line.split()[-2] for line in progress] == ["4/11", "8/11", "11/11"]  # a line per chunk of 2 batches
