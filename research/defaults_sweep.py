@@ -9,7 +9,8 @@ replies). Each DecPO setting is compared with the DPO run of the same seed (`res
     python -m research.defaults_sweep --reuse outputs/demo --output-dir outputs/defaults --threads 2
 
 `--reuse` takes the DPO and default-DecPO arms of a `make demo` run (same settings, checked) instead of training them
-again: 4 more runs, 15 minutes on 2 CPU cores; without it, about 30.
+again: 4 more runs, each about as long as an arm of the main job (about 2 minutes on 2 AVX2-only cores in
+float32, docs/main_job.md); without it, 8 runs.
 
 Writes `<output-dir>/sweep.md` (the table of docs/defaults.md) and `sweep.json`.
 """
