@@ -7,29 +7,27 @@ import json
 
 import pytest
 import torch
-from conftest import PAIRS, make_dataset, make_model, make_tokenizer, model_path, warnings_of
+from conftest import (
+    PAIRS,
+    checkpointing,
+    decpo_config,
+    make_dataset,
+    make_model,
+    make_tokenizer,
+    model_path,
+    warnings_of,
+)
 from peft import LoraConfig, get_peft_model
 
-from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback
+from trl_decpo import DecPOTrainer, MonosemanticityCallback
 from trl_decpo.cli import main
 
 
 @pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
 def test_a_decpo_training_with_the_callback_prints_no_warning(tmp_path, peft):
     def train():
-        args = DecPOConfig(  # no checkpointing option: TRL's default, on
-            output_dir=str(tmp_path / "out"),
-            max_steps=2,
-            per_device_train_batch_size=4,
-            per_device_eval_batch_size=4,
-            eval_strategy="steps",
-            eval_steps=1,
-            use_cpu=True,
-            bf16=False,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=1,
-        )
+        # the suite's fast settings, but activation checkpointing left to TRL's default (on)
+        args = decpo_config(tmp_path, **checkpointing(None), eval_strategy="steps", eval_steps=1)
         trainer = DecPOTrainer(
             model=model_path(),
             args=args,

@@ -3,7 +3,7 @@
 
 On a CPU, bf16 autocast is only fast where oneDNN has bf16 kernels for it (x86 with AVX-512 or AMX, Arm with the BF16
 extension). Elsewhere, e.g. on an AVX2-only x86 CPU, every bf16 matmul falls back to a slow path: on 2 AVX2 cores a
-bf16 matmul at SmolLM2's MLP shape took 755 ms against 17 ms in float32, and a DPO step 117 s against 8 s. So the
+bf16 matmul at SmolLM2's MLP shape took 731 ms against 7 ms in float32 (``python -m benchmarks.precision``). So the
 research scripts, the benchmarks and the examples ask :func:`choose_precision` (``--precision auto``, the default),
 which picks bf16 only where it runs natively and says why in one line; ``--precision bf16`` or ``fp32`` forces either.
 

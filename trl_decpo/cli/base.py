@@ -11,6 +11,7 @@ from trl import TrlParser
 
 from .commands import COMMANDS
 from .help_index import unknown_message
+from .output_dir import removed_if_left_empty
 
 
 HELP_WIDTH = 78  # argparse's width in an 80-column terminal: the help index (.help_index) stores text at this width
@@ -58,7 +59,9 @@ def run_command(name: str, parser, argv: list[str], command: Callable) -> int:
     ``command(positional, *dataclasses)``; a ``ValueError`` becomes one line on stderr and exit status 2."""
     try:
         *parsed, positional = parser.parse_args_into_dataclasses(argv)
-        command(positional, *parsed)
+        # an output folder that the failed command created and left empty is removed again
+        with removed_if_left_empty(*(getattr(args, "output_dir", None) for args in parsed)):
+            command(positional, *parsed)
     except SystemExit as done:  # --help, or argparse's own error (usage, then the message)
         return done.code if isinstance(done.code, int) else 2
     except ValueError as err:

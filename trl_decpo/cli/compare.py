@@ -14,7 +14,6 @@ from .output import (
     OutputArguments,
     format_table,
     prepare_output,
-    removes_output_dir_on_failure,
     unique_names,
     write_results,
 )
@@ -32,7 +31,6 @@ def relative_change(tuned: float, base: float) -> float:
     return (tuned - base) / abs(base) if base != 0 else float("nan")
 
 
-@removes_output_dir_on_failure
 def compare_command(
     models: list[str], probes: ProbeArguments, load: LoadArguments, output: OutputArguments, compare: CompareArguments
 ) -> dict:

@@ -12,8 +12,16 @@ from dataclasses import dataclass, field
 from ..utils import check_choice, check_int
 from .base import command_parser, run_command
 from .data import DATASET_FORMATS, PREFERENCE_FILE_SUFFIXES, load_preference_dataset
-from .loading import LoadArguments, adapter_base, check_models, is_adapter_folder, load_model, load_tokenizer
-from .output import prepare_output, removes_output_dir_on_failure, unique_names
+from .loading import (
+    LoadArguments,
+    adapter_base,
+    apply_adapter,
+    check_models,
+    is_adapter_folder,
+    load_model,
+    load_tokenizer,
+)
+from .output import prepare_output, unique_names
 
 
 TRUNCATION_MODES = ("keep_start", "keep_end")
@@ -147,7 +155,6 @@ def load_task_prompts(args: EvaluateArguments, pairs) -> list:
     return prompts[: args.max_prompts] if args.max_prompts else prompts
 
 
-@removes_output_dir_on_failure
 def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArguments) -> dict:
     """Metrics of BASE and each MODEL, and the comparison table; see docs/evaluation.md."""
     from ..evaluation import (
@@ -203,18 +210,13 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
     base_logps, completions[names[0]], scores[names[0]] = run(base_model, names[0])  # the reference
     for name, path in zip(names[1:], models[1:], strict=True):
         if is_adapter_folder(path):
-            from peft import PeftModel
-
-            from ..trainer.compat import quiet_deprecated_checkpointing_calls
-
             recorded = adapter_base(path)
             if recorded and os.path.realpath(recorded) != os.path.realpath(models[0]):
                 print(
                     f"note: adapter {path} records base {recorded!r}; it is applied to BASE {models[0]!r}",
                     file=sys.stderr,
                 )
-            with quiet_deprecated_checkpointing_calls():  # PEFT asks the model `is_gradient_checkpointing`
-                model = PeftModel.from_pretrained(base_model, path)
+            model = apply_adapter(base_model, path)
             model.eval()
         else:
             model = load_model(path, load)

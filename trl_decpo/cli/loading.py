@@ -106,12 +106,7 @@ def load_model(path: str, args: LoadArguments, base_model: str | None = None):
     except OSError as err:
         raise ValueError(f"cannot load model {path!r}: {err}") from err
     if adapter is not None:
-        from peft import PeftModel
-
-        from ..trainer.compat import quiet_deprecated_checkpointing_calls
-
-        with quiet_deprecated_checkpointing_calls():  # PEFT asks the model `is_gradient_checkpointing`
-            model = PeftModel.from_pretrained(model, adapter)
+        model = apply_adapter(model, adapter)
     if not args.load_in_4bit:
         model = model.to(device)
     model.eval()
@@ -142,3 +137,14 @@ def load_tokenizer(path: str, args: LoadArguments, base_model: str | None = None
         except (OSError, ValueError) as err:
             errors.append(f"{candidate}: {err}")
     raise ValueError("cannot load a tokenizer: " + "; ".join(errors))
+
+
+def apply_adapter(model, adapter: str):
+    """The PEFT adapter folder ``adapter`` on ``model`` (``PeftModel.from_pretrained``), without transformers' warning
+    about PEFT's own call of the deprecated ``is_gradient_checkpointing`` (compat assumption 16)."""
+    from peft import PeftModel
+
+    from ..trainer.compat import quiet_deprecated_checkpointing_calls
+
+    with quiet_deprecated_checkpointing_calls():
+        return PeftModel.from_pretrained(model, adapter)

@@ -13,7 +13,6 @@ from .output import (
     display_name,
     format_table,
     prepare_output,
-    removes_output_dir_on_failure,
     write_results,
 )
 
@@ -108,7 +107,6 @@ def report_summary(report) -> str:
     )
 
 
-@removes_output_dir_on_failure
 def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, output: OutputArguments) -> dict:
     """Per-layer FD, its control, the participation ratio and sparsity of one model."""
     from ..monosemanticity.measure import METRICS

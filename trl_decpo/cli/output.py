@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from .output_dir import removed_if_left_empty
 
 
 @dataclass
@@ -43,18 +40,6 @@ def write_csv(path: str, headers: list[str], rows: list[list]) -> None:
         writer = csv.writer(f)
         writer.writerow(headers)
         writer.writerows(rows)
-
-
-def removes_output_dir_on_failure(command: Callable) -> Callable:
-    """``command`` (a measurement command, one of whose arguments holds its ``output_dir``) such that, when it fails,
-    the output folder it created and left empty is removed again (:func:`~.output_dir.removed_if_left_empty`)."""
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        with removed_if_left_empty(*(getattr(arg, "output_dir", None) for arg in (*args, *kwargs.values()))):
-            return command(*args, **kwargs)
-
-    return run
 
 
 def prepare_output(output: OutputArguments) -> str | None:

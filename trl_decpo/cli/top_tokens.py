@@ -14,7 +14,6 @@ from .output import (
     OutputArguments,
     format_table,
     prepare_output,
-    removes_output_dir_on_failure,
     write_results,
 )
 
@@ -41,7 +40,6 @@ class TopTokenArguments:
             check_int(name, getattr(self, name))
 
 
-@removes_output_dir_on_failure
 def top_tokens_command(
     model_path: str, top: TopTokenArguments, probes: ProbeArguments, load: LoadArguments, output: OutputArguments
 ) -> dict:

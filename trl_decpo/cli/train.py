@@ -247,7 +247,7 @@ def run(script_args: DecPOScriptArguments, training_args: DecPOConfig, model_arg
         check_dataset_source(script_args.dataset_name, "`dataset_name`")
     if model_args.load_in_4bit:
         release_bitsandbytes_notice()
-    _ = training_args.device  # set up the processes with the run's own settings (use_cpu, backend) before deciding
+    # `device` sets up the processes with the run's own settings (use_cpu, backend) before deciding anything
     if training_args.device.type == "cpu":  # no accelerator to pin for (as `--use_cpu` does): no torch warning
         training_args.dataloader_pin_memory = False
     resume = prepare_output_dir(
