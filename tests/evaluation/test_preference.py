@@ -5,11 +5,11 @@ import importlib
 
 import pytest
 import torch
-from conftest import CHAT_TEMPLATE, PAIRS, base_kwargs, make_dataset, make_model, make_tokenizer
 from datasets import Dataset
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
+from tests.helpers import CHAT_TEMPLATE, PAIRS, base_kwargs, make_dataset, make_model, make_tokenizer
 from trl_decpo.evaluation import (
     PairLogps,
     batch_logps,
@@ -49,11 +49,25 @@ def bos_tokenizer():
     return tokenizer
 
 
+# a chat template with a keyword argument of its own: `lead=True` puts "so" in front of every message
+LEAD_TEMPLATE = CHAT_TEMPLATE.replace("{% for m in messages %}", "{% for m in messages %}{% if lead %}so {% endif %}")
+
+
 def data_and_tokenizer(kind):
     tokenizer = bos_tokenizer() if kind == "bos" else make_tokenizer()
     if kind in ("chat", "divergent_chat"):
         tokenizer.chat_template = CHAT_TEMPLATE if kind == "chat" else DIVERGENT_TEMPLATE
         return conversational_dataset(), tokenizer
+    if kind == "implicit_chat_kwargs":  # no prompt column (TRL extracts it) and a chat_template_kwargs column
+        tokenizer.chat_template = LEAD_TEMPLATE
+        data = conversational_dataset()
+        return Dataset.from_dict(
+            {
+                "chosen": [p + c for p, c in zip(data["prompt"], data["chosen"], strict=True)],
+                "rejected": [p + r for p, r in zip(data["prompt"], data["rejected"], strict=True)],
+                "chat_template_kwargs": [{"lead": True}] * len(data),
+            }
+        ), tokenizer
     if kind == "implicit_prompt":
         data = make_dataset(8)
         return Dataset.from_dict(
@@ -70,7 +84,7 @@ def dpo_trainer(tmp_path, data, tokenizer, **config):
     return DPOTrainer(model=make_model(), args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer)
 
 
-@pytest.mark.parametrize("kind", ["text", "bos", "chat", "divergent_chat", "implicit_prompt"])
+@pytest.mark.parametrize("kind", ["text", "bos", "chat", "divergent_chat", "implicit_prompt", "implicit_chat_kwargs"])
 def test_batches_are_dpo_trainers_eval_batches(tmp_path, kind):
     """The batches must be those of DPOTrainer's eval dataloader, or the rewards would not be `trainer.evaluate()`'s.
     research.heldout.heldout_batches (research scripts) delegates to the library and gives the same batches."""
@@ -88,9 +102,11 @@ def test_batches_are_dpo_trainers_eval_batches(tmp_path, kind):
         # the prompt length of a row is where its completion starts
         first = theirs_batch["completion_mask"].float().argmax(1)
         assert torch.equal(prompt_lens, first) and torch.equal(batch["prompt_lengths"], first[: len(first) // 2])
+    so = tokenizer.convert_tokens_to_ids("so")
     if kind == "divergent_chat":  # the "so" of the generation prompt is not part of the sequences
-        so = tokenizer.convert_tokens_to_ids("so")
         assert all(int((b["input_ids"] == so).sum()) == 0 for b in theirs)
+    if kind == "implicit_chat_kwargs":  # the extracted pairs keep their chat_template_kwargs: "so" before each message
+        assert all(bool((b["input_ids"] == so).any(1).all()) for b in theirs)
 
 
 @pytest.mark.parametrize("mode", ["keep_start", "keep_end"])
@@ -230,3 +246,15 @@ def test_conversational_pairs_need_a_chat_template(tokenizer):
 def test_tokenize_pairs_refuses_non_preference_rows(tokenizer):
     with pytest.raises(ValueError, match="'prompt', 'chosen' and 'rejected'"):
         tokenize_pairs(tokenizer, [{"prompt": "a", "completion": "b"}])
+
+
+def test_mixed_text_and_message_pairs_are_refused(tokenizer):
+    """A text prompt with message-list completions (DPOTrainer would fail on it, adding a str to a list)."""
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pair = {
+        "prompt": "a",
+        "chosen": [{"role": "assistant", "content": "b"}],
+        "rejected": [{"role": "assistant", "content": "c"}],
+    }
+    with pytest.raises(ValueError, match="all be text or all be lists of messages"):
+        tokenize_pairs(tokenizer, [pair])

@@ -1,17 +1,26 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """Preference pairs under a model: summed completion log-probabilities and DPO's implicit rewards.
 
-The pairs are tokenized and collated exactly as ``trl.DPOTrainer`` 1.16 does for its eval batches (pinned by
-``tests/evaluation/test_preference.py``), so that the rewards below are those of ``trainer.evaluate()``:
+The batches are ``trl.DPOTrainer`` 1.16's eval batches, so that the rewards below are those of ``trainer.evaluate()``.
+What comes from TRL itself, through its public names:
 
-* a missing ``prompt`` column is extracted from ``chosen`` / ``rejected`` (``trl.data_utils.extract_prompt``);
-* text pairs get the EOS token appended to ``chosen`` and ``rejected`` (unless they end with it);
-* ``prompt``, ``prompt + chosen`` and ``prompt + rejected`` are tokenized whole (``tokenizer(text=...)``, or the chat
-  template for message lists, with the generation prompt for the prompt alone); the completion starts where the
-  prompt's tokens and the full sequence's tokens diverge;
-* a batch is ``[chosen rows; rejected rows]``, right-padded, with ``completion_mask``; with ``max_length`` each
-  sequence is truncated (``truncation_mode``) and, under ``keep_start``, pairs whose prompt alone fills
-  ``max_length`` are dropped.
+* prompt extraction when the pairs have no ``prompt`` (``trl.data_utils.extract_prompt``), the text/conversational
+  test (``trl.data_utils.is_conversational``) and where the completion starts (``trl.data_utils.common_prefix_length``
+  of the tokens of the prompt alone and of the full sequence);
+* the collation: ``trl.trainer.dpo_trainer.DataCollatorForPreference`` (``[chosen rows; rejected rows]``, per-sequence
+  truncation to ``max_length`` under ``truncation_mode``, right padding, ``completion_mask``).
+
+What is ours, because TRL has it only inside ``DPOTrainer._prepare_dataset`` (a private method that needs a trainer;
+its tokenize function is a closure there): the few lines that append EOS to text completions (decided from the first
+pair, as TRL does), tokenize ``prompt``, ``prompt + chosen`` and ``prompt + rejected`` whole (``tokenizer(text=...)``,
+or ``apply_chat_template`` for message lists, with the generation prompt for the prompt alone, ``tools`` and
+``chat_template_kwargs`` passed), and drop, under ``keep_start``, the pairs whose prompt alone fills ``max_length``.
+They, and :func:`batch_logps` (TRL computes its log-probabilities inside ``DPOTrainer._compute_loss``), are pinned equal
+to ``DPOTrainer``'s prepared eval dataset, ``get_eval_dataloader()`` and ``evaluate()`` by
+``tests/evaluation/test_preference.py`` (a word-level test tokenizer) and
+``tests/evaluation/test_preference_real_tokenizers.py`` (SmolLM2-135M-Instruct's tokenizer, and a Llama-2-style one
+that adds BOS and whose ``[INST]`` chat template writes BOS itself), for text and conversational pairs, with and without
+truncation.
 
     from trl_decpo.evaluation import dpo_pair_rewards, preference_logps
 
@@ -49,25 +58,23 @@ def _records(pairs) -> list[dict]:
     return [dict(row) for row in pairs]
 
 
-def _is_conversational(example: dict) -> bool:
-    from trl.data_utils import is_conversational
-
-    return is_conversational(example)
-
-
 def _template_kwargs(example: dict) -> dict:
+    """The ``apply_chat_template`` keyword arguments of a conversational pair, as DPOTrainer builds them."""
     tools = example.get("tools")
     tools = json.loads(tools) if isinstance(tools, str) else tools
     return {"tools": tools, **(example.get("chat_template_kwargs") or {})}
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    length = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        length += 1
-    return length
+def _token_ids(tokenizer, text_or_messages, **template_kwargs) -> list[int]:
+    """Token ids of a text (``tokenizer(text=...)``, special tokens included) or of a list of messages (the chat
+    template, tokenized as ``apply_chat_template`` tokenizes it), as DPOTrainer tokenizes them."""
+    if isinstance(text_or_messages, str):
+        return list(tokenizer(text=text_or_messages)["input_ids"])
+    return list(
+        tokenizer.apply_chat_template(list(text_or_messages), tokenize=True, return_dict=True, **template_kwargs)[
+            "input_ids"
+        ]
+    )
 
 
 def tokenize_pairs(tokenizer, pairs) -> list[dict]:
@@ -75,48 +82,49 @@ def tokenize_pairs(tokenizer, pairs) -> list[dict]:
 
     ``pairs``: a ``datasets.Dataset``, a dict of columns or a list of dicts with ``chosen`` / ``rejected`` (and
     ``prompt``, else extracted as TRL does); text or conversational (lists of ``{"role", "content"}`` messages)."""
-    from trl.data_utils import maybe_extract_prompt
+    from trl.data_utils import common_prefix_length, extract_prompt, is_conversational
 
     records = _records(pairs)
     if not records:
         raise ValueError("no preference pairs to tokenize")
-    missing = {"chosen", "rejected"} - set(records[0])
-    if missing:
+    if {"chosen", "rejected"} - set(records[0]):
         raise ValueError(
             f"preference pairs need the fields 'prompt', 'chosen' and 'rejected'; the first pair has {sorted(records[0])}"
         )
-    records = [maybe_extract_prompt(r) for r in records]
-    conversational = _is_conversational(records[0])  # TRL decides from the first example whether to append EOS
+    if "prompt" not in records[0]:  # DPOTrainer maps `extract_prompt` over the dataset, keeping the other columns
+        records = [{**r, **extract_prompt(r)} for r in records]
+    conversational = is_conversational(records[0])  # TRL decides from the first pair whether to append EOS
     if conversational and getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(NO_TEMPLATE.format(what="pairs"))
     eos = tokenizer.eos_token
     out = []
     for example in records:
-        if _is_conversational(example):
+        prompt, chosen, rejected = example["prompt"], example["chosen"], example["rejected"]
+        if len({isinstance(x, str) for x in (prompt, chosen, rejected)}) > 1:
+            raise ValueError(
+                "a preference pair's 'prompt', 'chosen' and 'rejected' must all be text or all be lists of messages"
+            )
+        if is_conversational(example):
             kwargs = _template_kwargs(example)
-
-            def tok(messages, generation=False, kwargs=kwargs):
-                return tokenizer.apply_chat_template(
-                    list(messages), tokenize=True, return_dict=True, add_generation_prompt=generation, **kwargs
-                )["input_ids"]
-
-            prompt_ids = tok(example["prompt"], generation=True)
-            chosen_full = tok(list(example["prompt"]) + list(example["chosen"]))
-            rejected_full = tok(list(example["prompt"]) + list(example["rejected"]))
+            prompt_ids = _token_ids(tokenizer, prompt, add_generation_prompt=True, **kwargs)
+            chosen_full = _token_ids(tokenizer, list(prompt) + list(chosen), **kwargs)
+            rejected_full = _token_ids(tokenizer, list(prompt) + list(rejected), **kwargs)
         else:
-            chosen, rejected = example["chosen"], example["rejected"]
             if not conversational:
                 chosen = chosen if chosen.endswith(eos) else chosen + eos
                 rejected = rejected if rejected.endswith(eos) else rejected + eos
-            prompt_ids = tokenizer(text=example["prompt"])["input_ids"]
-            chosen_full = tokenizer(text=example["prompt"] + chosen)["input_ids"]
-            rejected_full = tokenizer(text=example["prompt"] + rejected)["input_ids"]
-        prompt_len = min(_common_prefix(prompt_ids, chosen_full), _common_prefix(prompt_ids, rejected_full))
+            prompt_ids = _token_ids(tokenizer, prompt)
+            chosen_full = _token_ids(tokenizer, prompt + chosen)
+            rejected_full = _token_ids(tokenizer, prompt + rejected)
+        # the completion starts where the prompt alone and the full sequence diverge (not always after the prompt)
+        prompt_len = min(
+            common_prefix_length(prompt_ids, chosen_full), common_prefix_length(prompt_ids, rejected_full)
+        )
         out.append(
             {
-                "prompt_ids": list(prompt_ids[:prompt_len]),
-                "chosen_ids": list(chosen_full[prompt_len:]),
-                "rejected_ids": list(rejected_full[prompt_len:]),
+                "prompt_ids": prompt_ids[:prompt_len],
+                "chosen_ids": chosen_full[prompt_len:],
+                "rejected_ids": rejected_full[prompt_len:],
             }
         )
     return out
@@ -133,26 +141,16 @@ def kept_pairs(tokenized: Sequence[dict], max_length: int | None, truncation_mod
 def collate_pairs(
     tokenized: Sequence[dict], pad_token_id: int, max_length: int | None = None, truncation_mode: str = "keep_start"
 ) -> dict:
-    """One batch as TRL's ``DataCollatorForPreference``: ``input_ids``, ``attention_mask``, ``completion_mask``, the
-    chosen sequences first, then the rejected ones, right-padded."""
+    """One batch from TRL's own ``DataCollatorForPreference``: ``input_ids``, ``attention_mask``, ``completion_mask``,
+    the chosen sequences first, then the rejected ones, each truncated to ``max_length``, right-padded."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
     check_choice("truncation_mode", truncation_mode, TRUNCATION_MODES)
-    seqs, masks = [], []
-    for which in ("chosen_ids", "rejected_ids"):
-        for t in tokenized:
-            seqs.append(list(t["prompt_ids"]) + list(t[which]))
-            masks.append([0] * len(t["prompt_ids"]) + [1] * len(t[which]))
-    if max_length is not None:
-        cut = slice(None, max_length) if truncation_mode == "keep_start" else slice(-max_length, None)
-        seqs, masks = [s[cut] for s in seqs], [m[cut] for m in masks]
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    completion_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, (s, m) in enumerate(zip(seqs, masks, strict=True)):
-        input_ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-        attention_mask[row, : len(s)] = 1
-        completion_mask[row, : len(m)] = torch.tensor(m, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+    collator = DataCollatorForPreference(
+        pad_token_id=pad_token_id, max_length=max_length, truncation_mode=truncation_mode
+    )
+    batch = collator([{key: list(t[key]) for key in ("prompt_ids", "chosen_ids", "rejected_ids")} for t in tokenized])
+    return {key: batch[key] for key in ("input_ids", "attention_mask", "completion_mask")}
 
 
 def pad_token_id(tokenizer) -> int:
