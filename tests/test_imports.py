@@ -11,26 +11,18 @@ import pytest
 import trl_decpo
 
 
-PUBLIC = [  # every name `from trl_decpo import ...` offers
-    *(
-        "PAPER_RECIPE",
-        "POOLING_CHOICES",
-        "PRECISION_CHOICES",
-        "ActivationCapture",
-        "Comparison",
-        "DecPOConfig",
-        "DecPOTrainer",
-    ),
-    *("DecorrelatedGRPOConfig", "DecorrelatedGRPOTrainer", "DecorrelatedKTOConfig", "DecorrelatedKTOTrainer"),
-    *("DecorrelatedRLOOConfig", "DecorrelatedRLOOTrainer", "DecorrelatedRewardConfig", "DecorrelatedRewardTrainer"),
-    *("DecorrelatedSFTConfig", "DecorrelatedSFTTrainer", "DecorrelationArguments", "DecorrelationMixin"),
-    *("EvaluationTable", "MonosemanticityCallback", "MonosemanticityReport", "NeuronTokens", "PairLogps"),
-    *("PairRewards", "ProbeSet", "ProxyAccumulator", "Scorer", "Site", "WeightProxyReport", "activation_sparsity"),
-    *("build_row_index", "choose_precision", "comparison_table", "count_decpo_hooks", "cpu_has_native_bf16"),
-    *("decorrelation_control", "decorrelation_penalty"),
-    *("dpo_pair_rewards", "feature_decorrelation", "generate_completions", "load_prompts", "load_scorer"),
-    *("measure_monosemanticity", "paired_bootstrap", "participation_ratio", "preference_logps", "resolve_sites"),
-    *("top_tokens", "weight_proxy"),
+PUBLIC = [  # every name `from trl_decpo import ...` offers, in the order of the package's one-screen list
+    *("PAPER_RECIPE", "DecPOConfig", "DecPOTrainer", "DecorrelatedGRPOConfig", "DecorrelatedGRPOTrainer"),
+    *("DecorrelatedKTOConfig", "DecorrelatedKTOTrainer", "DecorrelatedRLOOConfig", "DecorrelatedRLOOTrainer"),
+    *("DecorrelatedRewardConfig", "DecorrelatedRewardTrainer", "DecorrelatedSFTConfig", "DecorrelatedSFTTrainer"),
+    *("DecorrelationArguments", "DecorrelationMixin", "decorrelation_penalty"),
+    *("MonosemanticityCallback", "MonosemanticityReport", "ProxyAccumulator", "compare_monosemanticity"),
+    *("activation_sparsity",),
+    *("decorrelation_control", "feature_decorrelation", "load_prompts", "measure_monosemanticity"),
+    *("participation_ratio", "top_tokens", "weight_proxy", "weighted_control", "weighted_feature_decorrelation"),
+    *("evaluate_model", "evaluate_models", "proxy_differences"),
+    *("dpo_pair_rewards", "generate_completions", "load_scorer", "paired_bootstrap", "preference_logps"),
+    *("weighted_mean", "choose_precision"),
 ]
 HEAVY = ("torch", "transformers", "trl", "peft", "bitsandbytes")
 

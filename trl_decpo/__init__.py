@@ -5,14 +5,17 @@ The package reads from the bottom up (``docs/design.md``):
 
 * :mod:`trl_decpo.penalty`: the penalty as pure tensor math;
 * :mod:`trl_decpo.capture`: which module is hooked, which tokens make the rows, the hooks;
-* :mod:`trl_decpo.trainer`: ``DecorrelationMixin`` (the penalty on any TRL trainer), ``DecPOConfig`` and
-  ``DecPOTrainer``, thin glue over the two above;
-* :mod:`trl_decpo.trainers`: the mixin on TRL's SFT, KTO, reward, GRPO and RLOO trainers;
+* :mod:`trl_decpo.compat`: every assumption about TRL / transformers internals, each pinned by a test;
+* :mod:`trl_decpo.mixin`: ``DecorrelationMixin``, the penalty on any TRL trainer, thin glue over the two above;
+* :mod:`trl_decpo.trainers`: one module per TRL trainer, its config and its trainer (``dpo``: DecPO; ``sft``, ``kto``,
+  ``reward``, ``grpo``, ``rloo``);
 * :mod:`trl_decpo.monosemanticity`: the proxies, the measurement, the callback, the figures;
+* :mod:`trl_decpo.evaluation`: trained models against their base, with paired bootstrap intervals;
 * :mod:`trl_decpo.precision`: bf16 where the hardware runs it natively, float32 otherwise;
 * :mod:`trl_decpo.cli`: the ``trl-decpo`` command.
 
-The public names below are imported on first use (PEP 562), so that ``import trl_decpo`` and ``trl-decpo --help``
+The public API is the names below, by what they are for; internals stay importable from their subpackages. They are
+imported on first use (PEP 562), so that ``import trl_decpo`` and ``trl-decpo --help``
 load neither torch nor TRL; ``from trl_decpo import DecPOTrainer`` works as usual.
 """
 
@@ -22,63 +25,63 @@ import importlib
 from typing import TYPE_CHECKING
 
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-# public name -> the subpackage that defines it
-_EXPORTS = {
-    "ActivationCapture": "capture",
-    "Site": "capture",
-    "build_row_index": "capture",
-    "count_decpo_hooks": "capture",
-    "resolve_sites": "capture",
-    "Comparison": "evaluation",
-    "EvaluationTable": "evaluation",
-    "PairLogps": "evaluation",
-    "PairRewards": "evaluation",
-    "Scorer": "evaluation",
-    "comparison_table": "evaluation",
-    "dpo_pair_rewards": "evaluation",
-    "generate_completions": "evaluation",
-    "load_scorer": "evaluation",
-    "paired_bootstrap": "evaluation",
-    "preference_logps": "evaluation",
-    "POOLING_CHOICES": "monosemanticity",
-    "MonosemanticityCallback": "monosemanticity",
-    "MonosemanticityReport": "monosemanticity",
-    "NeuronTokens": "monosemanticity",
-    "ProbeSet": "monosemanticity",
-    "ProxyAccumulator": "monosemanticity",
-    "WeightProxyReport": "monosemanticity",
-    "activation_sparsity": "monosemanticity",
-    "decorrelation_control": "monosemanticity",
-    "feature_decorrelation": "monosemanticity",
-    "load_prompts": "monosemanticity",
-    "measure_monosemanticity": "monosemanticity",
-    "participation_ratio": "monosemanticity",
-    "top_tokens": "monosemanticity",
-    "weight_proxy": "monosemanticity",
-    "decorrelation_penalty": "penalty",
-    "PRECISION_CHOICES": "precision",
-    "choose_precision": "precision",
-    "cpu_has_native_bf16": "precision",
-    "PAPER_RECIPE": "trainer",
-    "DecPOConfig": "trainer",
-    "DecPOTrainer": "trainer",
-    "DecorrelationArguments": "trainer",
-    "DecorrelationMixin": "trainer",
-    "DecorrelatedGRPOConfig": "trainers",
-    "DecorrelatedGRPOTrainer": "trainers",
-    "DecorrelatedKTOConfig": "trainers",
-    "DecorrelatedKTOTrainer": "trainers",
-    "DecorrelatedRLOOConfig": "trainers",
-    "DecorrelatedRLOOTrainer": "trainers",
-    "DecorrelatedRewardConfig": "trainers",
-    "DecorrelatedRewardTrainer": "trainers",
-    "DecorrelatedSFTConfig": "trainers",
-    "DecorrelatedSFTTrainer": "trainers",
+_GROUPS = {
+    # training: the trainers and their configs (TRL's, plus the decorrelation_* fields), the mechanism, the recipe
+    "trainers": (
+        "PAPER_RECIPE",
+        "DecPOConfig",
+        "DecPOTrainer",
+        "DecorrelatedGRPOConfig",
+        "DecorrelatedGRPOTrainer",
+        "DecorrelatedKTOConfig",
+        "DecorrelatedKTOTrainer",
+        "DecorrelatedRLOOConfig",
+        "DecorrelatedRLOOTrainer",
+        "DecorrelatedRewardConfig",
+        "DecorrelatedRewardTrainer",
+        "DecorrelatedSFTConfig",
+        "DecorrelatedSFTTrainer",
+    ),
+    "mixin": ("DecorrelationArguments", "DecorrelationMixin"),
+    # the penalty as tensor math
+    "penalty": ("decorrelation_penalty",),
+    # measuring monosemanticity: during training (the callback), on any model, and the proxies themselves
+    "monosemanticity": (
+        "MonosemanticityCallback",
+        "MonosemanticityReport",
+        "ProxyAccumulator",
+        "compare_monosemanticity",
+        "activation_sparsity",
+        "decorrelation_control",
+        "feature_decorrelation",
+        "load_prompts",
+        "measure_monosemanticity",
+        "participation_ratio",
+        "top_tokens",
+        "weight_proxy",
+        "weighted_control",
+        "weighted_feature_decorrelation",
+    ),
+    # trained models against their base, with paired bootstrap intervals
+    "evaluation": (
+        "evaluate_model",
+        "evaluate_models",
+        "proxy_differences",
+        "dpo_pair_rewards",
+        "generate_completions",
+        "load_scorer",
+        "paired_bootstrap",
+        "preference_logps",
+        "weighted_mean",
+    ),
+    "precision": ("choose_precision",),
 }
+# public name -> the subpackage that defines it
+_EXPORTS = {name: module for module, names in _GROUPS.items() for name in names}
 
-__all__ = sorted(_EXPORTS, key=lambda name: (not name.isupper(), not name[0].isupper(), name))
+__all__ = [name for names in _GROUPS.values() for name in names]
 
 
 def __getattr__(name: str):
@@ -94,29 +97,24 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from .capture import ActivationCapture, Site, build_row_index, count_decpo_hooks, resolve_sites
     from .evaluation import (
-        Comparison,
-        EvaluationTable,
-        PairLogps,
-        PairRewards,
-        Scorer,
-        comparison_table,
         dpo_pair_rewards,
+        evaluate_model,
+        evaluate_models,
         generate_completions,
         load_scorer,
         paired_bootstrap,
         preference_logps,
+        proxy_differences,
+        weighted_mean,
     )
+    from .mixin import DecorrelationArguments, DecorrelationMixin
     from .monosemanticity import (
-        POOLING_CHOICES,
         MonosemanticityCallback,
         MonosemanticityReport,
-        NeuronTokens,
-        ProbeSet,
         ProxyAccumulator,
-        WeightProxyReport,
         activation_sparsity,
+        compare_monosemanticity,
         decorrelation_control,
         feature_decorrelation,
         load_prompts,
@@ -124,11 +122,13 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         participation_ratio,
         top_tokens,
         weight_proxy,
+        weighted_control,
+        weighted_feature_decorrelation,
     )
     from .penalty import decorrelation_penalty
-    from .precision import PRECISION_CHOICES, choose_precision, cpu_has_native_bf16
-    from .trainer import PAPER_RECIPE, DecorrelationArguments, DecorrelationMixin, DecPOConfig, DecPOTrainer
+    from .precision import choose_precision
     from .trainers import (
+        PAPER_RECIPE,
         DecorrelatedGRPOConfig,
         DecorrelatedGRPOTrainer,
         DecorrelatedKTOConfig,
@@ -139,4 +139,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         DecorrelatedRLOOTrainer,
         DecorrelatedSFTConfig,
         DecorrelatedSFTTrainer,
+        DecPOConfig,
+        DecPOTrainer,
     )

@@ -84,3 +84,43 @@ def choose_precision(requested: str = "auto", use_cpu: bool = True, field: str =
         f"--{field} auto: this CPU has no native bf16 (oneDNN reports none), so bf16 would be many times slower; "
         f"--{field} bf16 forces it",
     )
+
+
+MIXED_PRECISION = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval")
+
+
+def fit_mixed_precision(ns) -> tuple[list[str], str | None]:
+    """The mixed precision a TRL run gets on this machine, fixed in ``ns`` (parsed training arguments, with ``bf16=None``
+    for TRL's default): without a GPU (and without ``use_cpu``) bf16/fp16 are turned off, asked for or TRL's default
+    bf16, since transformers refuses them there; with ``use_cpu`` they are kept, except TRL's default bf16 on a CPU
+    without native bf16 (:func:`cpu_has_native_bf16`). Returns the fields turned off and the line that says why (or
+    ``None``)."""
+    if getattr(ns, "use_cpu", False):
+        if getattr(ns, "bf16", False) is False or getattr(ns, "fp16", False):
+            return [], None
+        if cpu_has_native_bf16():
+            return [], None
+        if ns.bf16 is not None:
+            return [], "--bf16 true on a CPU without native bf16: training will be many times slower"
+        ns.bf16 = False
+        return ["bf16"], (
+            "this CPU has no native bf16 (many times slower than float32 there): TRL's default bf16 turned off, "
+            "training in float32 (--bf16 true keeps bf16)"
+        )
+    on = [name for name in MIXED_PRECISION if getattr(ns, name, None)]
+    if getattr(ns, "bf16", False) is None and not getattr(ns, "fp16", False):
+        on.insert(0, "bf16")  # TRL's default: bf16 unless fp16
+    if not on or gpu_available():
+        return [], None
+    for name in MIXED_PRECISION:
+        setattr(ns, name, False)
+    note = f"no GPU found: {', '.join(on)} turned off, training in float32 on the CPU (--use_cpu true keeps your "
+    return list(dict.fromkeys(["bf16", "fp16", *on])), note + "precision settings on the CPU)"
+
+
+def gpu_available() -> bool:
+    """Whether torch sees an accelerator that mixed precision runs on (CUDA, MPS, XPU, NPU, HPU or XLA)."""
+    from transformers import utils
+
+    gpus = ("cuda", "mps", "xpu", "npu", "hpu", "xla")
+    return any(getattr(utils, f"is_torch_{name}_available", lambda: False)() for name in gpus)

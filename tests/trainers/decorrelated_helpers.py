@@ -5,7 +5,6 @@ rows the penalty pools."""
 from __future__ import annotations
 
 import torch
-from conftest import PAIRS, base_kwargs, make_tokenizer, model_path
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import (
@@ -23,6 +22,7 @@ from trl import (
     SFTTrainer,
 )
 
+from tests.helpers import PAIRS, base_kwargs, make_tokenizer, model_path
 from trl_decpo import DecPOConfig, DecPOTrainer
 from trl_decpo.capture import RowIndex
 from trl_decpo.trainers import (

@@ -1,18 +1,17 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The decorrelated configs: TRL's fields plus the shared ones, validated at construction; and the TRL behaviour the
-decorrelated trainers rely on, pinned so that an upgrade that changes it fails here by name."""
+"""The decorrelated configs: TRL's fields plus the shared ones, validated at construction. The TRL behaviour the
+decorrelated trainers rely on is pinned in tests/test_compat.py (assumptions 13 to 15)."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import pytest
-from decorrelated_helpers import CLASSES, KINDS, config
-from trl import DPOConfig, GRPOTrainer, KTOTrainer, RewardTrainer, RLOOTrainer, SFTTrainer
+from trl import DPOConfig
 
+from tests.trainers.decorrelated_helpers import CLASSES, KINDS, config
 from trl_decpo import DecPOConfig
-from trl_decpo.trainer.fields import DecorrelationArguments
+from trl_decpo.mixin.arguments import DecorrelationArguments
 
 
 SHARED = [f.name for f in dataclasses.fields(DecorrelationArguments)]
@@ -83,30 +82,3 @@ def test_sft_packing_without_sequence_boundaries_is_refused(tmp_path, overrides,
     with pytest.raises(ValueError, match=message):
         config("sft", tmp_path, **overrides)
     config("sft", tmp_path, coef=0.0, **overrides)  # without the penalty, TRL's own choice
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# TRL behaviour the decorrelated trainers rely on (trl_decpo/trainer/compat.py, assumptions 13 to 15)
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def test_trl_gradient_accumulation_scaling_is_as_assumed():
-    """Assumption 13: GRPO scales its loss for gradient accumulation; DPO-like trainers leave it to the Trainer; SFT
-    decides per call. If this changes, the penalty's scaling in DecorrelationMixin.compute_loss must follow."""
-    assert GRPOTrainer.loss_is_scaled_for_ga is True
-    assert KTOTrainer.loss_is_scaled_for_ga is False
-    assert RewardTrainer.loss_is_scaled_for_ga is False
-    assert RLOOTrainer.loss_is_scaled_for_ga is False
-    assert SFTTrainer.loss_is_scaled_for_ga is None
-
-
-def test_trl_kto_kl_forward_is_a_method_of_model_and_batch():
-    """Assumption 14: DecorrelatedKTOTrainer pauses the capture around `KTOTrainer._compute_kl_logps(model, batch)`."""
-    assert list(inspect.signature(KTOTrainer._compute_kl_logps).parameters) == ["self", "model", "batch"]
-
-
-@pytest.mark.parametrize("trainer_class", [SFTTrainer, KTOTrainer, RewardTrainer, GRPOTrainer, RLOOTrainer])
-def test_trl_card_identity_and_constructor_are_as_assumed(trainer_class):
-    """Assumption 15: the model-card identity attributes and the `model` / `args` / `peft_config` constructor names."""
-    assert isinstance(trainer_class._tag_names, list) and isinstance(trainer_class._name, str)
-    assert {"model", "args", "peft_config"} <= set(inspect.signature(trainer_class.__init__).parameters)

@@ -8,13 +8,22 @@ import os
 
 import pytest
 import torch
-from conftest import PAIRS, checkpointing, make_tokenizer, model_path, warnings_of
-from decorrelated_helpers import ALL_KINDS, CLASSES, LAYERS, GradRecorder, build, dataset, reward_len, tiny_causal_lm
 from transformers import AutoModelForSequenceClassification
 
+from tests.helpers import PAIRS, checkpointing, make_tokenizer, model_path, warnings_of
+from tests.trainers.decorrelated_helpers import (
+    ALL_KINDS,
+    CLASSES,
+    LAYERS,
+    GradRecorder,
+    build,
+    dataset,
+    reward_len,
+    tiny_causal_lm,
+)
 from trl_decpo import MonosemanticityCallback
 from trl_decpo.capture import RowIndex, count_decpo_hooks
-from trl_decpo.trainer.compat import default_output_dir
+from trl_decpo.compat import default_output_dir, trainer_card_identity
 
 
 UPSTREAM = "model.layers.0.mlp.up_proj.weight"  # before the hooked layer 1, in the causal LM and the reward model
@@ -27,7 +36,7 @@ def test_coefficient_zero_is_exactly_the_trl_trainer(tmp_path, kind):
     zero = build(kind, tmp_path / "zero", coef=0.0)
     zero.train()
     assert zero.decorrelation_capture is None and not zero.decorrelation_enabled
-    assert zero._tag_names == plain._tag_names
+    assert trainer_card_identity(zero) == trainer_card_identity(plain)
     assert not any("decorrelation" in key for log in zero.state.log_history for key in log)
     for (name, a), b in zip(plain.model.named_parameters(), zero.model.parameters(), strict=True):
         assert torch.equal(a, b), name
@@ -49,7 +58,7 @@ def test_penalty_reaches_the_gradient_and_is_logged_and_carded(tmp_path, kind):
     assert logged[0]["decorrelation/layer_1"] == pytest.approx(logged[0]["decorrelation/penalty"])
     # the trainer's own loss is logged under its TRL name; TRL's `loss` is the optimised total
     step = next(log for log in trainer.state.log_history if "loss" in log and "decorrelation/penalty" in log)
-    base = trainer._trl_trainer_class()._name
+    base = trainer.decorrelation_base_name()
     assert step["loss"] == pytest.approx(step[f"decorrelation/{base.lower()}_loss"] + step["decorrelation/penalty"])
     trainer.create_model_card()
     with open(os.path.join(trainer.args.output_dir, "README.md"), encoding="utf-8") as handle:
@@ -133,8 +142,9 @@ def test_without_args_the_trainer_uses_its_decorrelated_config(kind, monkeypatch
     extra = {"reward_funcs": reward_len} if kind in ("grpo", "rloo") else {}
     with pytest.raises(Stop):
         trainer_class(model=model, train_dataset=dataset(kind), processing_class=make_tokenizer(), **extra)
-    assert seen == [default_output_dir(model, trainer_class._name)]
-    assert seen[0].endswith("-DecPO" if kind == "dpo" else f"-{trainer_class._trl_trainer_class()._name}")
+    base_name = trainer_class.decorrelation_base_name()
+    assert seen == [default_output_dir(model, "DecPO" if kind == "dpo" else base_name)]
+    assert seen[0].endswith("-DecPO" if kind == "dpo" else f"-{base_name}")
 
 
 @pytest.mark.parametrize("kind", ["dpo", "kto"])

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from decorrelated_helpers import build, last_real_positions, record_batches, record_pooling
+
+from tests.trainers.decorrelated_helpers import build, last_real_positions, record_batches, record_pooling
 
 
 def _train(kind, tmp_path, monkeypatch, **overrides):
@@ -154,10 +155,10 @@ def test_kto_with_peft_captures_the_policy_never_the_adapter_disabled_reference(
 def test_sft_assistant_only_rows_pool_only_the_assistant_tokens(tmp_path, monkeypatch):
     """`assistant_only_loss=True`: SFTTrainer folds the chat template's assistant mask into `labels`; `mean` pooling then
     averages exactly the assistant turn's tokens (never the user's)."""
-    from conftest import make_tokenizer, model_path
     from datasets import Dataset
-    from decorrelated_helpers import LAYERS, config
 
+    from tests.helpers import make_tokenizer, model_path
+    from tests.trainers.decorrelated_helpers import LAYERS, config
     from trl_decpo import DecorrelatedSFTTrainer
 
     tokenizer = make_tokenizer()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from decorrelated_helpers import CLASSES, build
 
-import trl_decpo.trainer.mixin as mixin
+import trl_decpo.mixin.mixin as mixin
+from tests.trainers.decorrelated_helpers import CLASSES, build
 
 
 @pytest.mark.parametrize(

@@ -1,24 +1,31 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The decorrelation penalty on TRL's other trainers: the mechanism of `DecPOTrainer`
-(:class:`~trl_decpo.trainer.mixin.DecorrelationMixin`), one config per trainer
-(:mod:`.configs`), and per trainer its row map (:mod:`.sft`, :mod:`.kto`, :mod:`.reward`, :mod:`.online`).
-docs/trainers.md says what a row is for each."""
+"""One module per TRL trainer, each holding its config (the TRL config plus the `decorrelation_*` fields) and its
+trainer (`DecorrelationMixin` on the TRL trainer, with the trainer's row map): :mod:`.dpo` (DecPO), :mod:`.sft`,
+:mod:`.kto`, :mod:`.reward`, :mod:`.grpo`, :mod:`.rloo`. docs/trainers.md says what a row is for each."""
 
-from ..trainer.mixin import DecorrelationMixin
-from .configs import (
-    DecorrelatedGRPOConfig,
-    DecorrelatedKTOConfig,
-    DecorrelatedRewardConfig,
-    DecorrelatedRLOOConfig,
-    DecorrelatedSFTConfig,
-)
-from .kto import DecorrelatedKTOTrainer
-from .online import DecorrelatedGRPOTrainer, DecorrelatedRLOOTrainer
-from .reward import DecorrelatedRewardTrainer
-from .sft import DecorrelatedSFTTrainer
+from .dpo import PAPER_RECIPE, DecPOConfig, DecPOTrainer
+from .grpo import DecorrelatedGRPOConfig, DecorrelatedGRPOTrainer
+from .kto import DecorrelatedKTOConfig, DecorrelatedKTOTrainer
+from .reward import DecorrelatedRewardConfig, DecorrelatedRewardTrainer
+from .rloo import DecorrelatedRLOOConfig, DecorrelatedRLOOTrainer
+from .sft import DecorrelatedSFTConfig, DecorrelatedSFTTrainer
 
+
+# the trainer classes and their configs by TRL's command name (`trl dpo`, `trl sft`, ...)
+TRAINERS = {
+    "dpo": (DecPOConfig, DecPOTrainer),
+    "sft": (DecorrelatedSFTConfig, DecorrelatedSFTTrainer),
+    "kto": (DecorrelatedKTOConfig, DecorrelatedKTOTrainer),
+    "reward": (DecorrelatedRewardConfig, DecorrelatedRewardTrainer),
+    "grpo": (DecorrelatedGRPOConfig, DecorrelatedGRPOTrainer),
+    "rloo": (DecorrelatedRLOOConfig, DecorrelatedRLOOTrainer),
+}
 
 __all__ = [
+    "PAPER_RECIPE",
+    "TRAINERS",
+    "DecPOConfig",
+    "DecPOTrainer",
     "DecorrelatedGRPOConfig",
     "DecorrelatedGRPOTrainer",
     "DecorrelatedKTOConfig",
@@ -29,5 +36,4 @@ __all__ = [
     "DecorrelatedRewardTrainer",
     "DecorrelatedSFTConfig",
     "DecorrelatedSFTTrainer",
-    "DecorrelationMixin",
 ]

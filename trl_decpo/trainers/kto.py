@@ -3,12 +3,25 @@
 
 from __future__ import annotations
 
-from trl import KTOTrainer
+from dataclasses import dataclass
 
-from ..trainer.mixin import DecorrelationMixin
-from .configs import DecorrelatedKTOConfig
+from trl import KTOConfig, KTOTrainer
+
+from ..compat import capture_paused_in_kto_kl_pass
+from ..mixin import DecorrelationMixin
+from ..mixin.arguments import DECORRELATED_CONFIG_DOC, DecorrelationArguments, both_sequences_only
 
 
+@dataclass
+class DecorrelatedKTOConfig(DecorrelationArguments, KTOConfig):
+    __doc__ = DECORRELATED_CONFIG_DOC.format(
+        trainer="DecorrelatedKTOTrainer", base="KTOConfig", name="KTO", trainer_base="KTOTrainer"
+    )
+    _decorrelation_sequences = ("both",)
+    decorrelation_sequences: str = both_sequences_only()
+
+
+@capture_paused_in_kto_kl_pass
 class DecorrelatedKTOTrainer(DecorrelationMixin, KTOTrainer):
     """`trl.KTOTrainer` with the decorrelation penalty, configured by a [`DecorrelatedKTOConfig`].
 
@@ -25,9 +38,3 @@ class DecorrelatedKTOTrainer(DecorrelationMixin, KTOTrainer):
             "attention_mask": inputs.get("attention_mask"),
             "completion_mask": inputs.get("completion_mask"),
         }
-
-    def _compute_kl_logps(self, model, batch):
-        if self.decorrelation_capture is None:
-            return super()._compute_kl_logps(model, batch)
-        with self.decorrelation_capture.paused():
-            return super()._compute_kl_logps(model, batch)

@@ -3,10 +3,19 @@
 
 from __future__ import annotations
 
-from trl import RewardTrainer
+from dataclasses import dataclass
 
-from ..trainer.mixin import DecorrelationMixin
-from .configs import DecorrelatedRewardConfig
+from trl import RewardConfig, RewardTrainer
+
+from ..mixin import DecorrelationMixin
+from ..mixin.arguments import DECORRELATED_CONFIG_DOC, DecorrelationArguments
+
+
+@dataclass
+class DecorrelatedRewardConfig(DecorrelationArguments, RewardConfig):
+    __doc__ = DECORRELATED_CONFIG_DOC.format(
+        trainer="DecorrelatedRewardTrainer", base="RewardConfig", name="Reward", trainer_base="RewardTrainer"
+    )
 
 
 class DecorrelatedRewardTrainer(DecorrelationMixin, RewardTrainer):

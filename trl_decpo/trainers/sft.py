@@ -3,10 +3,37 @@
 
 from __future__ import annotations
 
-from trl import SFTTrainer
+from dataclasses import dataclass
 
-from ..trainer.mixin import DecorrelationMixin
-from .configs import DecorrelatedSFTConfig
+from trl import SFTConfig, SFTTrainer
+
+from ..mixin import DecorrelationMixin
+from ..mixin.arguments import DECORRELATED_CONFIG_DOC, DecorrelationArguments, both_sequences_only
+
+
+@dataclass
+class DecorrelatedSFTConfig(DecorrelationArguments, SFTConfig):
+    __doc__ = DECORRELATED_CONFIG_DOC.format(
+        trainer="DecorrelatedSFTTrainer", base="SFTConfig", name="SFT", trainer_base="SFTTrainer"
+    )
+    _decorrelation_sequences = ("both",)
+    decorrelation_sequences: str = both_sequences_only()
+
+    def __post_init__(self):
+        super().__post_init__()
+        packed = self.padding_free or (self.packing and self.packing_strategy != "wrapped")
+        if self.decorrelation_coef > 0 and self.packing and self.packing_strategy == "wrapped":
+            raise ValueError(
+                "`packing_strategy='wrapped'` cuts documents across rows and keeps no sequence boundaries, so the "
+                "decorrelation penalty cannot find one row per sequence; use `packing_strategy='bfd'` (the default) "
+                "or `decorrelation_coef=0`."
+            )
+        if self.decorrelation_coef > 0 and packed and self.pad_to_multiple_of is not None:
+            raise ValueError(
+                f"`pad_to_multiple_of={self.pad_to_multiple_of}` with packed / padding-free batches pads "
+                "`position_ids` with 0, which makes every pad token look like a one-token sequence to the decorrelation "
+                "penalty; set `pad_to_multiple_of=None` or `decorrelation_coef=0`."
+            )
 
 
 class DecorrelatedSFTTrainer(DecorrelationMixin, SFTTrainer):

@@ -2,7 +2,7 @@
 """Every assumption trl-decpo makes about TRL and transformers internals, in one place.
 
 Public APIs are preferred everywhere else; what is here relies on behaviour that TRL or transformers may change
-without notice. Each assumption is pinned by a test in ``tests/trainer/test_compat.py`` that fails loudly (naming the
+without notice. Each assumption is pinned by a test in ``tests/test_compat.py`` that fails loudly (naming the
 assumption) when an upgrade breaks it:
 
 1. A TRL trainer's ``__init__`` names its arguments ``model``, ``args``, ``peft_config``, ``train_dataset`` and
@@ -14,17 +14,20 @@ assumption) when an upgrade breaks it:
 3. DPO batches hold ``[chosen; rejected]`` along the batch dimension, with ``input_ids``, ``attention_mask`` and
    ``completion_mask`` (:func:`batch_masks`). TRL 1.16 turns ``padding_free`` off for DPO; packed batches (restarting
    ``position_ids``, no attention mask) are handled by :mod:`trl_decpo.capture.rows` and tested there on their own.
-4. ``DPOTrainer._metrics[mode]`` maps metric names to lists of per-step values, averaged and cleared by
-   ``DPOTrainer.log`` for the model's current mode (:func:`metrics_store`, :func:`log_outside_step`).
+4. ``DPOTrainer.log`` merges (then clears) only the metrics it accumulated for the model's current mode, so a log
+   from a callback with the model in eval mode leaves the step's training metrics for the trainer's own next log
+   (:func:`log_outside_step`). (The decorrelation metrics keep their own store, merged by ``DecorrelationMixin.log``
+   as TRL's trainers merge theirs: no write into TRL's ``_metrics``.)
 5. ``Trainer.log`` may clear ``TrainerControl.should_log`` through its callbacks (:func:`log_outside_step`).
 6. transformers 5 renamed ``gradient_checkpointing*`` training arguments to ``activation_checkpointing*``; the old
    names are deprecated aliases that hold the same objects as the new ones (:func:`checkpointing_settings`,
    :func:`set_checkpointing_kwargs`).
 7. ``DPOTrainer.__init__`` forces ``use_reentrant=True`` for a PEFT model under DeepSpeed ZeRO-3 with gradient
    checkpointing (:func:`trl_forces_reentrant`).
-8. ``DPOTrainer`` names its model-card identity in the class attributes ``_tag_names``, ``_name`` and ``_paper``, and
-   ``create_model_card`` writes ``README.md`` into ``args.output_dir`` (:func:`use_dpo_card_identity`,
-   :func:`trainer_citation`); ``Trainer.callback_handler.callbacks`` lists the callbacks (:func:`trainer_callbacks`).
+8. ``DPOTrainer`` names its model-card identity in the attributes ``_tag_names``, ``_name`` and ``_paper`` (a dict
+   with a ``citation``), read by ``create_model_card``, which writes ``README.md`` into ``args.output_dir``
+   (:func:`trainer_card_identity`, :func:`set_card_identity`); ``Trainer.callback_handler.callbacks`` lists the
+   callbacks (:func:`trainer_callbacks`).
 9. ``DPOTrainer``'s collator (``DataCollatorForPreference``) keeps the id it pads with in ``pad_token_id``
    (:func:`trainer_pad_token_id`).
 10. Without ``args``, ``DPOTrainer`` writes to ``<model id>-DPO``, the id from ``trl.trainer.utils.get_config_model_id``
@@ -32,7 +35,7 @@ assumption) when an upgrade breaks it:
 11. ``DPOTrainer`` tokenizes a prompt into ``prompt_ids`` as :func:`trl_decpo.monosemanticity.probes.tokenize_prompts`
     does (chat template with the generation prompt; text without an EOS the tokenizer appends), and needs the text
     columns ``chosen`` and ``rejected`` (pre-tokenized columns alone fail with a ``KeyError``), which
-    :func:`trl_decpo.trainer.checks.check_preference_columns` refuses up front.
+    :func:`trl_decpo.mixin.checks.check_preference_columns` refuses up front.
 12. torch's DDP skips the parameters and buffers named in ``module._ddp_params_and_buffers_to_ignore``
     (:func:`ignore_bool_buffers_in_ddp`).
 13. ``Trainer.training_step`` divides the loss by ``current_gradient_accumulation_steps`` unless the trainer's
@@ -40,9 +43,9 @@ assumption) when an upgrade breaks it:
     a ``compute_loss_func``) says ``compute_loss`` already did (:func:`loss_is_scaled_for_ga`): a penalty added to an
     already scaled loss is scaled the same way.
 14. ``KTOTrainer._compute_kl_logps(model, batch)`` runs the policy's no-grad forward over the KL batch, before the
-    policy forward with gradients, inside ``compute_loss`` (``trl_decpo.trainers.kto`` pauses the capture around it).
-15. SFT, KTO, Reward, GRPO and RLOO trainers keep the same ``_metrics[mode]`` store as DPO (assumption 4) and the
-    model-card identity attributes ``_tag_names`` / ``_name`` / ``_paper`` (assumption 8).
+    policy forward with gradients, inside ``compute_loss`` (:func:`capture_paused_in_kto_kl_pass`).
+15. SFT, KTO, Reward, GRPO and RLOO trainers merge their metrics by mode in ``log`` as DPO does (assumption 4) and keep
+    the model-card identity attributes ``_tag_names`` / ``_name`` / ``_paper`` (assumption 8).
 16. TRL's configs default ``gradient_checkpointing=True``, under the name transformers 5 deprecates (so that every
     config built without ``activation_checkpointing`` warns; :func:`adopt_trl_checkpointing_default`); and TRL
     (``trl.models.utils.disable_gradient_checkpointing`` around the reference forwards of DPO, KTO, GRPO and RLOO,
@@ -50,6 +53,11 @@ assumption) when an upgrade breaks it:
     ``prepare_model_for_kbit_training``) call the models' deprecated ``is_gradient_checkpointing``,
     ``gradient_checkpointing_enable`` and ``gradient_checkpointing_disable``, on which transformers warns at every
     step: :func:`quiet_deprecated_checkpointing_calls` silences exactly those warnings around our calls into them.
+17. ``DPOTrainer`` prepares eval pairs as :func:`trl_decpo.evaluation.preference.tokenize_pairs` and ``kept_pairs`` do
+    (``extract_prompt`` when there is no ``prompt``; EOS appended to text completions; prompt, prompt + chosen and
+    prompt + rejected tokenized whole; the completion from ``common_prefix_length``; ``keep_start`` drops pairs whose
+    prompt fills ``max_length``), a recipe TRL keeps inside its private ``_prepare_dataset``, and collates them with
+    ``trl.trainer.dpo_trainer.DataCollatorForPreference``, which the evaluation calls.
 """
 
 from __future__ import annotations
@@ -59,7 +67,6 @@ import inspect
 import warnings
 
 import torch
-from trl import DPOTrainer
 
 
 def bind_trainer_arguments(trainer_class: type, args: tuple, kwargs: dict) -> inspect.BoundArguments:
@@ -75,11 +82,6 @@ def batch_masks(inputs: dict) -> dict:
         "completion_mask": inputs.get("completion_mask"),
         "position_ids": inputs.get("position_ids"),
     }
-
-
-def metrics_store(trainer, mode: str) -> dict:
-    """The ``name -> list of values`` store that ``DPOTrainer.log`` averages for ``mode`` (assumption 4)."""
-    return trainer._metrics[mode]
 
 
 def log_outside_step(trainer, logs: dict) -> None:
@@ -164,15 +166,19 @@ def trl_forces_reentrant(model, args, peft_config) -> bool:
     return bool(is_peft and enabled and plugin is not None and getattr(plugin, "zero_stage", None) == 3)
 
 
-def dpo_card_identity() -> dict:
-    """``DPOTrainer``'s model-card tags, name and paper (assumption 8)."""
-    return {"_tag_names": list(DPOTrainer._tag_names), "_name": DPOTrainer._name, "_paper": DPOTrainer._paper}
+def trainer_card_identity(trainer_class: type) -> dict:
+    """A TRL trainer's model-card identity, ``{"name", "tags", "paper"}`` (assumption 8): its ``_name``,
+    ``_tag_names`` and ``_paper`` (a dict with a ``citation`` BibTeX entry, or ``None``)."""
+    return {
+        "name": trainer_class._name,
+        "tags": list(trainer_class._tag_names),
+        "paper": trainer_class._paper,
+    }
 
 
-def use_dpo_card_identity(trainer) -> None:
-    """Give ``trainer`` DPOTrainer's model-card tags, name and paper (a DecPOTrainer that runs plain DPO)."""
-    for attribute, value in dpo_card_identity().items():
-        setattr(trainer, attribute, value)
+def set_card_identity(trainer, name: str, tags: list[str], paper: dict | None) -> None:
+    """Give one trainer the model-card name, tags and paper that TRL's ``create_model_card`` writes (assumption 8)."""
+    trainer._name, trainer._tag_names, trainer._paper = name, list(tags), paper
 
 
 def trainer_callbacks(trainer) -> list:
@@ -186,11 +192,6 @@ def default_output_dir(model, suffix: str) -> str:
 
     name = (model if isinstance(model, str) else get_config_model_id(model.config)) or "model"
     return f"{name.rstrip('/').split('/')[-1]}-{suffix}"
-
-
-def trainer_citation(trainer_class: type) -> str | None:
-    """A TRL trainer's BibTeX entry as TRL writes it on model cards, ``None`` when it has none (assumption 8)."""
-    return (trainer_class._paper or {}).get("citation")
 
 
 def trainer_pad_token_id(trainer) -> int | None:
@@ -217,3 +218,17 @@ def loss_is_scaled_for_ga(trainer, num_items_in_batch) -> bool:
         (getattr(trainer, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None)
         or getattr(trainer, "compute_loss_func", None) is not None
     )
+
+
+def capture_paused_in_kto_kl_pass(trainer_class: type) -> type:
+    """Class decorator for a decorrelated ``KTOTrainer``: nothing is captured during ``_compute_kl_logps(model,
+    batch)``, KTO's no-grad policy forward over its KL batch, which runs before the policy forward with gradients
+    inside ``compute_loss`` (assumption 14)."""
+    kl_pass = trainer_class._compute_kl_logps
+
+    def _compute_kl_logps(self, model, batch):
+        with self.decorrelation_paused():
+            return kl_pass(self, model, batch)
+
+    trainer_class._compute_kl_logps = _compute_kl_logps
+    return trainer_class

@@ -4,15 +4,15 @@ import os
 
 import pytest
 import torch
-from conftest import base_kwargs, checkpointing, decpo_config, make_dataset, make_model, make_tokenizer
 from peft import LoraConfig
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from trl_decpo import DecPOConfig, DecPOTrainer, count_decpo_hooks
-from trl_decpo.capture import ActivationCapture, build_row_index, resolve_sites
+from tests.helpers import base_kwargs, checkpointing, decpo_config, make_dataset, make_model, make_tokenizer
+from trl_decpo import DecPOConfig, DecPOTrainer
+from trl_decpo.capture import ActivationCapture, build_row_index, count_decpo_hooks, resolve_sites
+from trl_decpo.compat import checkpointing_settings
 from trl_decpo.penalty import decorrelation_penalty
-from trl_decpo.trainer.compat import checkpointing_settings
 
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM")
@@ -286,7 +286,7 @@ def test_every_loss_type_trains_with_the_penalty(tmp_path, loss_type):
     trainer.model.train()
     with torch.no_grad():
         with_penalty = trainer.compute_loss(trainer.model, batch).item()
-        penalty = trainer._metrics["train"]["decorrelation/penalty"][-1]
+        penalty = trainer._decorrelation_metrics["train"]["decorrelation/penalty"][-1]
         trainer.args.decorrelation_coef = 0.0
         dpo_only = trainer.compute_loss(trainer.model, batch).item()
         trainer.args.decorrelation_coef = 0.7

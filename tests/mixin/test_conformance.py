@@ -11,7 +11,11 @@ import os
 
 import pytest
 import torch
-from conftest import (
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from trl import DPOConfig, DPOTrainer
+
+from tests.helpers import (
     CHAT_TEMPLATE,
     base_kwargs,
     custom_code_model,
@@ -20,11 +24,8 @@ from conftest import (
     make_tokenizer,
     model_path,
 )
-from datasets import Dataset
-from peft import LoraConfig, get_peft_model
-from trl import DPOConfig, DPOTrainer
-
 from trl_decpo import DecPOConfig, DecPOTrainer
+from trl_decpo.testing import tiny_family_model
 
 
 def conversational(n=8, tools=False, template_kwargs=False):
@@ -169,11 +170,6 @@ PAIRS = ((DPOConfig, DPOTrainer), (DecPOConfig, DecPOTrainer))
 def test_moe_router_aux_loss(tmp_path):
     """`router_aux_loss_coef` on a mixture-of-experts model, side by side: DPO's auxiliary loss is logged by both, the
     penalty by DecPO, and the same parameters move."""
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "architectures"))
-    from families import tiny_family_model
-
     model, tokenizer = tiny_family_model("mixtral")
     model.save_pretrained(tmp_path / "mixtral")
     results = {}

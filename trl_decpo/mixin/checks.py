@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..capture import ResolvedSite, canonical_name
-from .compat import checkpointing_settings
+from ..compat import checkpointing_settings
 
 
 PAPER_FORMATS = "toxicity, cognitive_reframing, sycophancy"
@@ -45,7 +45,7 @@ def check_preference_columns(dataset, name: str) -> None:
     raise ValueError(
         f"`{name}` is not a preference dataset: it needs the columns 'prompt', 'chosen' and 'rejected' ('prompt' may "
         f"be left implicit in 'chosen' / 'rejected'); its columns are {list(columns)}. Rename them, or map the rows "
-        f"(the `trl-decpo train --dataset_format` option does it for the paper's tasks: {PAPER_FORMATS})."
+        f"(the `trl-decpo dpo --dataset_format` option does it for the paper's tasks: {PAPER_FORMATS})."
     )
 
 

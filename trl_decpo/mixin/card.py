@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import textwrap
 
-from .compat import trainer_callbacks
+from ..compat import trainer_callbacks
 
 
 DECPO_PAPER = {

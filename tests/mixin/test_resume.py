@@ -4,10 +4,10 @@ seed, optimizer / scheduler / RNG state restored by `Trainer`), and the resumed 
 per policy forward."""
 
 import pytest
-from conftest import decpo_config, make_dataset, make_model, make_tokenizer
 from peft import LoraConfig
 from transformers import TrainerCallback
 
+from tests.helpers import decpo_config, make_dataset, make_model, make_tokenizer
 from trl_decpo import DecPOTrainer
 from trl_decpo.capture import count_decpo_hooks
 

@@ -1,9 +1,9 @@
 """Bad configs raise a ValueError naming the field and the allowed values; CLI parsing."""
 
 import pytest
-from conftest import base_kwargs, make_dataset, make_model, make_tokenizer
 from transformers import HfArgumentParser
 
+from tests.helpers import base_kwargs, make_dataset, make_model, make_tokenizer
 from trl_decpo import PAPER_RECIPE, DecPOConfig, DecPOTrainer
 
 

@@ -1,15 +1,19 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`DecPOConfig`: `trl.DPOConfig` plus the decorrelation penalty's settings (the shared
-`DecorrelationArguments`, with DPO's wording for the coefficient and the sequences)."""
+"""DecPO: `DecPOConfig` (`trl.DPOConfig` plus the decorrelation penalty's settings, with DPO's wording for the
+coefficient and the sequences) and `DecPOTrainer` (`trl.DPOTrainer` plus the penalty, the DPO instance of
+`DecorrelationMixin`); `PAPER_RECIPE`, the paper's settings read literally."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import DPOConfig
+from trl import DPOConfig, DPOTrainer
 
 from ..capture import SEQUENCES_CHOICES
-from .fields import DecorrelationArguments
+from ..compat import batch_masks
+from ..mixin import DecorrelationArguments, DecorrelationMixin
+from ..mixin.card import DECPO_PAPER
+from ..mixin.checks import check_preference_columns
 
 
 # The paper's formula read literally, with its coefficient: `1e-4 * ||z z^T - I||_F^2` on raw activations.
@@ -74,3 +78,40 @@ class DecPOConfig(DecorrelationArguments, DPOConfig):
             "choices": list(SEQUENCES_CHOICES),
         },
     )
+
+
+class DecPOTrainer(DecorrelationMixin, DPOTrainer):
+    """`trl.DPOTrainer` with the DecPO penalty (Yan et al., arXiv 2406.17969).
+
+    The constructor is `DPOTrainer`'s. With a [`DecPOConfig`] whose `decorrelation_coef > 0`, every `compute_loss`
+    captures the activations of the policy forward at the configured sites, pools them into one row per sequence (or
+    token), and adds `decorrelation_coef * sum_layers penalty` to the DPO loss. TRL's `loss` is that total, the loss
+    that is optimised; the DPO loss alone is logged as `decorrelation/dpo_loss`, and the penalty (total and per layer)
+    as `decorrelation/penalty` and `decorrelation/layer_<i>`, next to DPO's metrics, in train and eval.
+
+    With a plain `DPOConfig`, or `decorrelation_coef=0`, no hook is registered and the trainer is `DPOTrainer`.
+
+    The mechanism is [`DecorrelationMixin`]'s, shared with the decorrelated SFT, KTO, reward, GRPO and RLOO trainers;
+    what is DPO's here is the row map (the `[chosen; rejected]` batch), the refusal of a dataset that is not a
+    preference dataset, and the model card's identity (DecPO's name and paper; DPO's when the penalty is off).
+
+    Example:
+
+    ```python
+    from trl_decpo import DecPOConfig, DecPOTrainer
+
+    trainer = DecPOTrainer(model=model, args=DecPOConfig("out"), train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    ```
+    """
+
+    _decorrelation_config = DecPOConfig
+    decorrelation_card = {"name": "DecPO", "tags": ["trl", "dpo", "decpo", "decorrelation"], "paper": DECPO_PAPER}
+
+    def decorrelation_batch(self, inputs: dict) -> dict:
+        """One row per sequence of the `[chosen; rejected]` batch; completions from `completion_mask`."""
+        return batch_masks(inputs)
+
+    def _check_inputs(self, arguments: dict) -> None:
+        for name in ("train_dataset", "eval_dataset"):
+            check_preference_columns(arguments.get(name), name)

@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 import torch
-from conftest import decpo_config, make_dataset, make_model, make_tokenizer
 
+from tests.helpers import decpo_config, make_dataset, make_model, make_tokenizer
 from trl_decpo import DecPOTrainer, MonosemanticityCallback
 from trl_decpo.capture import count_decpo_hooks
 

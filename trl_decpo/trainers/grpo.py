@@ -1,14 +1,16 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`DecorrelatedGRPOTrainer` and `DecorrelatedRLOOTrainer`: online RL plus the decorrelation penalty; one row per
-completion of the step."""
+"""`DecorrelatedGRPOConfig` and `DecorrelatedGRPOTrainer`: `trl.GRPOTrainer` plus the decorrelation penalty; one row
+per completion of the step (`completion_batch`, shared with RLOO)."""
 
 from __future__ import annotations
 
-import torch
-from trl import GRPOTrainer, RLOOTrainer
+from dataclasses import dataclass
 
-from ..trainer.mixin import DecorrelationMixin
-from .configs import DecorrelatedGRPOConfig, DecorrelatedRLOOConfig
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from ..mixin import DecorrelationMixin
+from ..mixin.arguments import DECORRELATED_CONFIG_DOC, DecorrelationArguments, both_sequences_only
 
 
 def completion_batch(inputs: dict) -> dict:
@@ -24,6 +26,15 @@ def completion_batch(inputs: dict) -> dict:
     }
 
 
+@dataclass
+class DecorrelatedGRPOConfig(DecorrelationArguments, GRPOConfig):
+    __doc__ = DECORRELATED_CONFIG_DOC.format(
+        trainer="DecorrelatedGRPOTrainer", base="GRPOConfig", name="GRPO", trainer_base="GRPOTrainer"
+    )
+    _decorrelation_sequences = ("both",)
+    decorrelation_sequences: str = both_sequences_only()
+
+
 class DecorrelatedGRPOTrainer(DecorrelationMixin, GRPOTrainer):
     """`trl.GRPOTrainer` with the decorrelation penalty, configured by a [`DecorrelatedGRPOConfig`].
 
@@ -33,16 +44,6 @@ class DecorrelatedGRPOTrainer(DecorrelationMixin, GRPOTrainer):
     """
 
     _decorrelation_config = DecorrelatedGRPOConfig
-
-    def decorrelation_batch(self, inputs: dict) -> dict:
-        return completion_batch(inputs)
-
-
-class DecorrelatedRLOOTrainer(DecorrelationMixin, RLOOTrainer):
-    """`trl.RLOOTrainer` with the decorrelation penalty, configured by a [`DecorrelatedRLOOConfig`]; rows as in
-    [`DecorrelatedGRPOTrainer`]."""
-
-    _decorrelation_config = DecorrelatedRLOOConfig
 
     def decorrelation_batch(self, inputs: dict) -> dict:
         return completion_batch(inputs)

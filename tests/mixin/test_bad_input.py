@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import base_kwargs, checkpointing, decpo_config, make_dataset, make_model, make_tokenizer
 from datasets import Dataset
 from peft import LoraConfig
 from trl import DPOConfig
 
+from tests.helpers import base_kwargs, checkpointing, decpo_config, make_dataset, make_model, make_tokenizer
 from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback
 
 

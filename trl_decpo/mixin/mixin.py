@@ -2,7 +2,7 @@
 """`DecorrelationMixin`: the decorrelation penalty as a capability of any TRL trainer; `DecPOTrainer` is one instance.
 
 A decorrelated trainer is ``class X(DecorrelationMixin, trl.SomeTrainer)`` with a config that carries the shared
-``decorrelation_*`` fields (:class:`~trl_decpo.trainer.fields.DecorrelationArguments`) and one method, its *row map*:
+``decorrelation_*`` fields (:class:`~trl_decpo.mixin.arguments.DecorrelationArguments`) and one method, its *row map*:
 :meth:`DecorrelationMixin.decorrelation_batch`, the tensors of a batch that locate its sequences (``input_ids`` or a
 tensor of the same shape, ``attention_mask``, ``completion_mask``, ``position_ids``), given to
 :func:`~trl_decpo.capture.build_row_index`. The mixin wraps ``compute_loss``: hooks live only around the trainer's own
@@ -17,7 +17,9 @@ there are silenced (compat assumption 16), and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections import defaultdict
 
 import torch
 from torch import nn
@@ -26,20 +28,20 @@ from transformers.utils import logging
 
 from ..capture import ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
 from ..capture.sites import KEPT_DEFAULTS, is_moe_block
-from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
-from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant
-from .compat import (
+from ..compat import (
     bind_trainer_arguments,
     checkpointing_settings,
     default_output_dir,
     loss_is_scaled_for_ga,
-    metrics_store,
     quiet_deprecated_checkpointing_calls,
+    set_card_identity,
     set_checkpointing_kwargs,
-    trainer_citation,
+    trainer_card_identity,
     trl_forces_reentrant,
 )
-from .fields import DecorrelationArguments
+from .arguments import DecorrelationArguments
+from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
+from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant
 from .penalties import layer_penalties
 
 
@@ -67,6 +69,9 @@ class DecorrelationMixin:
     """
 
     _decorrelation_config: type = DecorrelationArguments
+    # The model card's identity while the penalty is on (`name`, `tags`, `paper`): `None` keeps the TRL trainer's name
+    # and paper and adds DECORRELATION_TAGS to its tags; DecPOTrainer names itself DecPO and cites the DecPO paper.
+    decorrelation_card: dict | None = None
 
     def __init__(self, *args, **kwargs):
         base = self._trl_trainer_class()
@@ -74,12 +79,14 @@ class DecorrelationMixin:
         model, config = bound.arguments.get("model"), bound.arguments.get("args")
         peft_config = bound.arguments.get("peft_config")
         if config is None and model is not None and issubclass(self._decorrelation_config, TrainingArguments):
-            config = self._decorrelation_config(default_output_dir(model, self._name))
+            name = (self.decorrelation_card or trainer_card_identity(base))["name"]
+            config = self._decorrelation_config(default_output_dir(model, name))
             bound.arguments["args"] = config
         self.decorrelation_enabled = isinstance(config, DecorrelationArguments) and config.decorrelation_coef > 0
         self.decorrelation_sites: list[ResolvedSite] = []
         self.decorrelation_capture: ActivationCapture | None = None
         self._warned_divergence = False
+        self._decorrelation_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._set_card_identity(self.decorrelation_enabled)
         if self.decorrelation_enabled:
             enabled, ckpt_kwargs = checkpointing_settings(config)
@@ -117,7 +124,7 @@ class DecorrelationMixin:
     def decorrelation_base_name(cls) -> str:
         """The TRL trainer's name (``"DPO"``, ``"SFT"``, ``"KTO"``, ``"Reward"``, ...): its own loss is logged as
         ``decorrelation/<name in lower case>_loss``."""
-        return cls._trl_trainer_class()._name
+        return trainer_card_identity(cls._trl_trainer_class())["name"]
 
     # ------------------------------------------------------------------------------------------------------------------
     # Extension points
@@ -133,9 +140,23 @@ class DecorrelationMixin:
         arguments by name). Nothing by default."""
 
     def _set_card_identity(self, enabled: bool) -> None:
-        """The model card's tags: the TRL trainer's, plus ``decpo`` and ``decorrelation`` when the penalty is on."""
-        if enabled:
-            self._tag_names = [*self._trl_trainer_class()._tag_names, *DECORRELATION_TAGS]
+        """The model card's identity: the TRL trainer's when the penalty is off; when it is on, ``decorrelation_card``,
+        else the TRL trainer's name and paper with ``decpo`` and ``decorrelation`` added to its tags."""
+        if not enabled:
+            return
+        identity = trainer_card_identity(self._trl_trainer_class())
+        identity = self.decorrelation_card or {**identity, "tags": [*identity["tags"], *DECORRELATION_TAGS]}
+        set_card_identity(self, **identity)
+
+    @contextlib.contextmanager
+    def decorrelation_paused(self):
+        """Nothing is captured inside this block (a forward of the trainer's ``compute_loss`` that is not the policy
+        forward with gradients, such as KTO's KL pass)."""
+        if self.decorrelation_capture is None:
+            yield
+            return
+        with self.decorrelation_capture.paused():
+            yield
 
     # ------------------------------------------------------------------------------------------------------------------
     # Steps and loss
@@ -227,11 +248,22 @@ class DecorrelationMixin:
                     f"decorrelation penalty is too; training carries on as {trl_class} does. Lower the learning rate, "
                     "or train in bf16/fp32 rather than fp16."
                 )
-        metrics = metrics_store(self, mode)
+        metrics = self._decorrelation_metrics[mode]
         metrics[f"decorrelation/{self.decorrelation_base_name().lower()}_loss"].append(base_value)
         metrics["decorrelation/penalty"].append(total)
         for layer, value in zip(layers, per_layer_values, strict=True):
             metrics[f"decorrelation/layer_{layer}"].append(value)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """The decorrelation metrics of the steps since the last log, averaged (``eval_`` prefixed in evaluation, as
+        TRL's trainers log their own metrics), then the TRL trainer's ``log``."""
+        mode = "train" if self.model.training else "eval"
+        store = getattr(self, "_decorrelation_metrics", {}).get(mode)
+        if store:
+            prefix = "eval_" if mode == "eval" else ""
+            logs.update({f"{prefix}{key}": sum(values) / len(values) for key, values in store.items()})
+            store.clear()
+        super().log(logs, *args, **kwargs)
 
     def _log_sites(self) -> None:
         """Say which layers and site the penalty uses: at INFO level, and as a warning where the default rule chose
@@ -274,12 +306,15 @@ class DecorrelationMixin:
             return
         section = ""
         if self.decorrelation_enabled:
-            base = self._trl_trainer_class()
-            if self._paper is DECPO_PAPER:  # the card cites DecPO as the trainer's paper: cite the base method too
-                citation, cite_as = trainer_citation(base), f"DecPO builds on {base._name}; cite it as:"
-                heading = f"{self._name} settings"
+            base = trainer_card_identity(self._trl_trainer_class())
+            if self.decorrelation_card is not None:  # the card cites DecPO as the trainer's paper: cite the base too
+                citation = (base["paper"] or {}).get("citation")
+                cite_as, heading = (
+                    f"DecPO builds on {base['name']}; cite it as:",
+                    f"{self.decorrelation_card['name']} settings",
+                )
             else:  # the card cites the TRL trainer's paper: cite the penalty
                 citation, cite_as = DECPO_PAPER["citation"], "Cite the penalty as:"
                 heading = "Decorrelation settings"
-            section = settings_section(self.decorrelation_settings(), base._name, heading, citation, cite_as)
+            section = settings_section(self.decorrelation_settings(), base["name"], heading, citation, cite_as)
         append_to_card(self.args.output_dir, section + callback_sections(self))

@@ -11,8 +11,8 @@ import math
 
 import pytest
 import torch
-from conftest import brute_fd, decpo_config, make_dataset, make_model, make_tokenizer
 
+from tests.helpers import brute_fd, decpo_config, make_dataset, make_model, make_tokenizer
 from trl_decpo import DecPOConfig, DecPOTrainer
 from trl_decpo.capture import RowIndex
 from trl_decpo.monosemanticity.proxies import ProxyAccumulator, activation_sparsity, feature_decorrelation
@@ -180,8 +180,9 @@ def test_penalty_that_goes_non_finite_first_stops_before_the_step(tmp_path, monk
 def test_a_diverging_fp16_run_goes_on_as_it_does_with_dpo(tmp_path, caplog):
     """fp16 weights and a learning rate of 0.1 on a tiny Qwen2: the run diverges (NaN gradients within a few steps).
     DPOTrainer runs to the end, and so does DecPOTrainer, with one warning instead of an error."""
-    from conftest import base_kwargs, model_path
     from trl import DPOConfig, DPOTrainer
+
+    from tests.helpers import base_kwargs, model_path
 
     kwargs = {**base_kwargs(tmp_path), "max_steps": 8, "learning_rate": 0.1}
     kwargs["model_init_kwargs"] = {"dtype": torch.float16}

@@ -1,4 +1,4 @@
-"""Pins every assumption `trl_decpo/trainer/compat.py` makes about TRL and transformers internals.
+"""Pins every assumption `trl_decpo/compat.py` makes about TRL and transformers internals.
 
 Each test names its assumption (the numbers are those of the module's docstring). When one fails after an upgrade of
 TRL or transformers, update `compat.py` (and whatever relies on it), not the test's expectation.
@@ -13,12 +13,11 @@ import warnings
 import pytest
 import torch
 import trl
-from conftest import base_kwargs, checkpointing, make_dataset, make_model, make_tokenizer
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
-from trl_decpo import DecPOConfig
-from trl_decpo.trainer import compat
+from tests.helpers import base_kwargs, checkpointing, make_dataset, make_model, make_tokenizer
+from trl_decpo import DecPOConfig, compat
 
 
 def dpo_trainer(tmp_path, **kwargs):
@@ -119,28 +118,30 @@ def test_3_batches_hold_chosen_then_rejected_with_the_masks_decpo_reads(tmp_path
         assert text_rejected.strip() in decoded(rows["rejected"]), "assumption 3 broken: second half"
 
 
-def test_4_metrics_store_is_averaged_and_cleared_by_log_for_the_current_mode(tmp_path):
+def test_4_log_merges_and_clears_only_the_current_modes_metrics(tmp_path):
     trainer = dpo_trainer(tmp_path)
-    store = compat.metrics_store(trainer, "train")
-    store["probe/value"].extend([1.0, 3.0])
+    trainer._metrics["train"]["probe/value"].extend([1.0, 3.0])
+    trainer._metrics["eval"]["probe/eval_value"].append(7.0)
     trainer.model.train()
     trainer.log({})
-    assert trainer.state.log_history[-1]["probe/value"] == 2.0, "assumption 4 broken: _metrics not averaged by log"
-    assert not compat.metrics_store(trainer, "train"), "assumption 4 broken: _metrics not cleared by log"
+    assert trainer.state.log_history[-1]["probe/value"] == 2.0, "assumption 4 broken: metrics not averaged by log"
+    assert "eval_probe/eval_value" not in trainer.state.log_history[-1], "assumption 4 broken: eval merged in train"
+    assert not trainer._metrics["train"], "assumption 4 broken: metrics not cleared by log"
+    assert trainer._metrics["eval"]["probe/eval_value"] == [7.0], "assumption 4 broken: the other mode cleared"
 
 
 def test_5_log_outside_step_keeps_should_log_and_the_training_metrics(tmp_path):
     trainer = dpo_trainer(tmp_path)
     trainer.model.train()
-    compat.metrics_store(trainer, "train")["probe/value"].append(5.0)
+    trainer._metrics["train"]["probe/value"].append(5.0)
     trainer.control.should_log = True
     trainer.log({"plain": 1.0})  # what log_outside_step guards against
     assert trainer.control.should_log is False, "assumption 5 changed: Trainer.log no longer clears should_log"
-    compat.metrics_store(trainer, "train")["probe/value"].append(5.0)
+    trainer._metrics["train"]["probe/value"].append(5.0)
     trainer.control.should_log = True
     compat.log_outside_step(trainer, {"outside": 1.0})
     assert trainer.control.should_log is True and trainer.model.training
-    assert compat.metrics_store(trainer, "train")["probe/value"] == [5.0]
+    assert trainer._metrics["train"]["probe/value"] == [5.0]
     assert trainer.state.log_history[-1]["outside"] == 1.0 and "probe/value" not in trainer.state.log_history[-1]
 
 
@@ -181,13 +182,16 @@ def test_7_trl_still_forces_reentrant_checkpointing_for_peft_with_zero3(tmp_path
 
 
 def test_8_dpo_card_identity_and_card_file(tmp_path):
-    identity = compat.dpo_card_identity()
-    assert "dpo" in identity["_tag_names"] and identity["_name"] == "DPO", f"assumption 8 broken: {identity}"
-    citation = compat.trainer_citation(DPOTrainer)
+    identity = compat.trainer_card_identity(DPOTrainer)
+    assert "dpo" in identity["tags"] and identity["name"] == "DPO", f"assumption 8 broken: {identity}"
+    citation = identity["paper"]["citation"]
     assert citation.lstrip().startswith(("@inproceedings", "@article")), f"assumption 8 broken: {citation!r}"
     trainer = dpo_trainer(tmp_path)
+    compat.set_card_identity(trainer, name="Probe", tags=["trl", "probe-tag"], paper=identity["paper"])
     trainer.create_model_card(model_name="tiny")
-    assert os.path.isfile(os.path.join(trainer.args.output_dir, "README.md")), "assumption 8 broken: no README.md"
+    card = open(os.path.join(trainer.args.output_dir, "README.md")).read()
+    assert "probe-tag" in card, "assumption 8 broken: create_model_card no longer reads _tag_names"
+    assert "trained with Probe" in card, "assumption 8 broken: create_model_card no longer reads _name"
 
 
 def test_9_pad_token_id_is_the_collators(tmp_path):
@@ -314,3 +318,57 @@ def test_16_trl_and_peft_call_the_deprecated_checkpointing_methods(tmp_path):
         warnings.simplefilter("always")
         quiet(others)
     assert len(caught) == 2
+
+
+def test_13_trl_gradient_accumulation_scaling_is_as_assumed():
+    """GRPO scales its loss for gradient accumulation; DPO-like trainers leave it to the Trainer; SFT decides per call.
+    If this changes, the penalty's scaling in DecorrelationMixin.compute_loss must follow."""
+    assert trl.GRPOTrainer.loss_is_scaled_for_ga is True, "assumption 13 broken"
+    assert trl.KTOTrainer.loss_is_scaled_for_ga is False, "assumption 13 broken"
+    assert trl.RewardTrainer.loss_is_scaled_for_ga is False, "assumption 13 broken"
+    assert trl.RLOOTrainer.loss_is_scaled_for_ga is False, "assumption 13 broken"
+    assert trl.SFTTrainer.loss_is_scaled_for_ga is None, "assumption 13 broken"
+
+
+def test_14_kto_kl_forward_is_a_method_of_model_and_batch():
+    parameters = list(inspect.signature(trl.KTOTrainer._compute_kl_logps).parameters)
+    assert parameters == ["self", "model", "batch"], f"assumption 14 broken: {parameters}"
+    source = inspect.getsource(trl.KTOTrainer.compute_loss) + inspect.getsource(trl.KTOTrainer)
+    assert "self._compute_kl_logps(model, batch)" in source, "assumption 14 broken: KTO no longer calls it so"
+
+
+@pytest.mark.parametrize("name", ["SFTTrainer", "KTOTrainer", "RewardTrainer", "GRPOTrainer", "RLOOTrainer"])
+def test_15_other_trainers_card_identity_and_log_are_dpos(name):
+    trainer_class = getattr(trl, name)
+    identity = compat.trainer_card_identity(trainer_class)
+    assert isinstance(identity["tags"], list) and isinstance(identity["name"], str), f"assumption 15 broken: {name}"
+    source = inspect.getsource(trainer_class.log)
+    assert 'mode = "train" if self.model.training else "eval"' in source, f"assumption 15 broken: {name}.log"
+    assert "self._metrics[mode].clear()" in source, f"assumption 15 broken: {name}.log"
+
+
+def test_17_dpo_prepares_and_collates_eval_pairs_as_the_evaluation_does(tmp_path):
+    """`trl_decpo.evaluation.preference` prepares pairs as DPOTrainer's private `_prepare_dataset` does and collates them
+    with the class DPOTrainer collates with; tests/evaluation/test_preference*.py compare batches and metrics on three
+    tokenizers, this pins the two facts by name."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from trl_decpo.evaluation.preference import collate_pairs, tokenize_pairs
+
+    data, tokenizer = make_dataset(), make_tokenizer()
+    with pytest.warns(FutureWarning, match="keep_end"):
+        args = DPOConfig(**{**base_kwargs(tmp_path), "max_length": 6, "truncation_mode": "keep_end"})
+    trainer = DPOTrainer(
+        model=make_model(), args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer
+    )
+    collator = trainer.data_collator
+    assert type(collator) is DataCollatorForPreference, f"assumption 17 broken: {type(collator)}"
+    settings = (collator.pad_token_id, collator.max_length, collator.truncation_mode)
+    assert settings == (tokenizer.pad_token_id, 6, "keep_end"), f"assumption 17 broken: {settings}"
+    ours = tokenize_pairs(tokenizer, data)
+    theirs = trainer.eval_dataset
+    for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        assert [row[key] for row in ours] == theirs[key], f"assumption 17 broken: {key} differs from DPOTrainer's"
+    batch, their_batch = collate_pairs(ours[:3], tokenizer.pad_token_id, 6, "keep_end"), collator(ours[:3])
+    for key in ("input_ids", "attention_mask", "completion_mask"):
+        assert torch.equal(batch[key], their_batch[key]), f"assumption 17 broken: collated {key}"

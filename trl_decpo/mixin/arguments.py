@@ -6,7 +6,7 @@ keeps the TRL fields first, so that ``Config("out")`` still sets ``output_dir``)
 config's own ``__post_init__``. A trainer whose batch has no ``[chosen; rejected]`` halves narrows
 ``decorrelation_sequences`` with the class attribute ``_decorrelation_sequences``. TRL's default
 ``gradient_checkpointing=True`` reaches transformers as ``activation_checkpointing=True``, its new name
-(:func:`~trl_decpo.trainer.compat.adopt_trl_checkpointing_default`).
+(:func:`~trl_decpo.compat.adopt_trl_checkpointing_default`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass, field
 
 from ..capture import POOLING_CHOICES, SEQUENCES_CHOICES, Site
+from ..compat import adopt_trl_checkpointing_default
 from ..penalty import REDUCTION_CHOICES, TARGET_CHOICES
 from ..utils import check_choice, check_int, check_layers
-from .compat import adopt_trl_checkpointing_default
 
 
 @dataclass
@@ -135,3 +135,24 @@ class DecorrelationArguments:
                 "`decorrelation_max_rows` only applies to `decorrelation_pooling='tokens'`; "
                 f"got decorrelation_pooling={self.decorrelation_pooling!r}"
             )
+
+
+def both_sequences_only():
+    """``decorrelation_sequences`` for a trainer whose batch has no ``[chosen; rejected]`` halves: ``both`` only (in
+    the command-line help too)."""
+    return field(
+        default="both",
+        metadata={
+            "help": "Which sequences give rows: only 'both' (every sequence), since this trainer's batches have no "
+            "[chosen; rejected] halves.",
+            "choices": ["both"],
+        },
+    )
+
+
+DECORRELATED_CONFIG_DOC = """
+    Configuration class for [`{trainer}`]: every [`~trl.{base}`] field, plus the decorrelation penalty's
+    `decorrelation_*` fields (the same as [`DecPOConfig`]'s; see docs/method.md): `loss = loss_{name} +
+    decorrelation_coef * sum_layers ||M - I||_F^2`, with rows as described in docs/trainers.md.
+    `decorrelation_coef=0` turns it off: the trainer is then exactly [`~trl.{trainer_base}`].
+    """
