@@ -30,19 +30,17 @@ from peft import AutoPeftModelForCausalLM, LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.data_utils import maybe_extract_prompt
 
-from trl_decpo import DecPOConfig, DecPOTrainer, choose_precision, measure_monosemanticity
-from trl_decpo.evaluation import dpo_pair_rewards, paired_bootstrap, preference_logps, weighted_mean
-from trl_decpo.monosemanticity import weighted_control, weighted_feature_decorrelation
-from trl_decpo.precision import PRECISION_CHOICES
+from trl_decpo import (
+    DecorrelatedSFTConfig,
+    DecorrelatedSFTTrainer,
+    DecPOConfig,
+    DecPOTrainer,
+    choose_precision,
+    compare_monosemanticity,
+    evaluate_models,
+    proxy_differences,
+)
 from trl_decpo.testing import tiny_model_dir, tiny_preference_dataset
-from trl_decpo.trainers import DecorrelatedSFTConfig, DecorrelatedSFTTrainer
-
-
-STATISTICS = {
-    "fd": (weighted_feature_decorrelation, "gram"),
-    "control": (weighted_control, "gram"),
-    "sparsity": (weighted_mean, "row_sparsity"),
-}
 
 
 def load_pairs(args):
@@ -106,7 +104,7 @@ def main(argv=None):
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=PRECISION_CHOICES,
+        choices=("auto", "bf16", "fp32"),
         help="auto: bf16 autocast where the GPU or CPU runs bf16 natively, else float32; bf16 or fp32 forces one",
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -130,15 +128,8 @@ def main(argv=None):
     common = {**budget, **device, **run, **penalty}
     lora = dict(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
     results = {"settings": vars(args), "model": model_path, "layers": layers, "probes": probes, "stages": {}}
-    reports = {}
+    base_weights = fingerprint(model)  # SFT changes `model` in place
 
-    def record(stage, model, trainer=None, **extra):
-        reports[stage] = measure_monosemanticity(model, probes, tokenizer, layers=layers)
-        if trainer is not None:
-            extra["logs"] = [log for log in trainer.state.log_history if "loss" in log]
-        results["stages"][stage] = {**reports[stage].to_dict(), "weights": fingerprint(model), **extra}
-
-    record("base", model)
     # Stage 1: SFT on prompt + chosen completion (the loss is on the completion), with the penalty
     set_seed(args.seed)
     sft_data = train.map(lambda row: {"completion": row["chosen"]}, remove_columns=["chosen", "rejected"])
@@ -149,9 +140,6 @@ def main(argv=None):
     sft.train()
     sft.model.merge_and_unload().save_pretrained(sft_dir)  # the SFT adapter merged: DecPO's start and its reference
     tokenizer.save_pretrained(sft_dir)
-    # Trained models are measured as saved, in float32: after a bf16 run, the trainer's model forward stays under
-    # bf16 autocast (accelerate's mixed-precision wrapper), which would measure them at another precision
-    record("sft", AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32), sft)
     # Stage 2: DecPO on the pairs, a fresh LoRA adapter on the saved SFT model (as a second script would load it)
     set_seed(args.seed)
     decpo_args = DecPOConfig(decpo_dir, max_steps=args.decpo_steps, **common)
@@ -164,26 +152,43 @@ def main(argv=None):
     )
     decpo.train()
     decpo.save_model(decpo_dir)
-    final = AutoPeftModelForCausalLM.from_pretrained(decpo_dir, dtype=torch.float32)  # on the base it records
-    record("decpo", final, decpo)
-    logps = preference_logps(final, tokenizer, heldout, max_length=256)
-    with final.disable_adapter():  # DPO's reference: the SFT model
-        ref_logps = preference_logps(final, tokenizer, heldout, max_length=256)
-    results["stages"]["decpo"]["start_weights"] = fingerprint(final.unload())  # the weights under the adapter
-    rewards = dpo_pair_rewards(logps, ref_logps, decpo_args.beta)
+
+    # The three models as saved, in float32: after a bf16 run, the trainer's model forward stays under bf16 autocast
+    # (accelerate's mixed-precision wrapper), which would measure them at another precision
+    models = {
+        "base": AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
+        "sft": AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32),
+        "decpo": AutoPeftModelForCausalLM.from_pretrained(decpo_dir, dtype=torch.float32),  # on the base it records
+    }
+    comparison = compare_monosemanticity(
+        models["base"], {k: models[k] for k in ("sft", "decpo")}, probes, tokenizer, layers=layers
+    )
+    for stage, trainer in (("base", None), ("sft", sft), ("decpo", decpo)):
+        logs = {"logs": [log for log in trainer.state.log_history if "loss" in log]} if trainer else {}
+        weights = base_weights if stage == "base" else fingerprint(models[stage])
+        results["stages"][stage] = {**comparison.reports[stage].to_dict(), "weights": weights, **logs}
+    # DecPO's rewards on the held-out pairs, against its DPO reference: the SFT model
+    evaluation = evaluate_models(
+        models["sft"],
+        {"decpo": models["decpo"]},
+        heldout,
+        tokenizer=tokenizer,
+        base_name="sft",
+        beta=decpo_args.beta,
+        max_length=256,
+        seed=args.seed,
+    )
+    # the weights under the adapter
+    results["stages"]["decpo"]["start_weights"] = fingerprint(models["decpo"].unload())
 
     # Each stage against the one before it (and DecPO against the base), on the same probes
-    differences = results["differences"] = []
-    for a, b in (("base", "sft"), ("sft", "decpo"), ("base", "decpo")):
-        for layer in layers:
-            for metric, (statistic, data) in STATISTICS.items():
-                x, y = (getattr(reports[stage], data)(layer) for stage in (a, b))
-                comparison = paired_bootstrap(statistic, x, y, seed=args.seed).to_dict()
-                differences.append({"stages": f"{b} - {a}", "layer": layer, "metric": metric, **comparison})
-    chance, zero = torch.full_like(rewards.correct, 0.5), torch.zeros_like(rewards.margins)
-    accuracy = paired_bootstrap(weighted_mean, chance, rewards.correct, seed=args.seed)  # accuracy - chance
-    margin = paired_bootstrap(weighted_mean, zero, rewards.margins, seed=args.seed)
-    results["heldout_rewards"] = {"pairs": len(heldout), "accuracy": accuracy.to_dict(), "margin": margin.to_dict()}
+    pairs = [("base", "sft"), ("sft", "decpo"), ("base", "decpo")]
+    differences = results["differences"] = [
+        {"stages": f"{d['model']} - {d['against']}", **d} for d in proxy_differences(comparison, pairs, seed=args.seed)
+    ]
+    rewards = {c["metric"]: c for c in evaluation.table.comparisons}  # DecPO against chance, and against 0
+    accuracy, margin = rewards["reward_accuracy"], rewards["reward_margin"]
+    results["heldout_rewards"] = {"pairs": len(heldout), "accuracy": accuracy, "margin": margin}
     results["seconds"] = time.perf_counter() - start
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -200,8 +205,8 @@ def main(argv=None):
     for d in differences:
         print(f"{d['stages']:<12} layer {d['layer']:<3} {d['metric']:<8} {interval(**d)}")
     print(f"DecPO's rewards on the {len(heldout)} held-out pairs (reference: the SFT model):")
-    print(f"  accuracy {accuracy.b:.3f}, minus chance {interval(**accuracy.to_dict())}")
-    print(f"  margin {interval(**margin.to_dict())}")
+    print(f"  accuracy {accuracy['b']:.3f}, minus chance {interval(**accuracy)}")
+    print(f"  margin {interval(**margin)}")
     stages = results["stages"]
     print(f"DecPO's adapter sits on the SFT weights: {stages['decpo']['start_weights'] == stages['sft']['weights']}")
     print(f"wrote {os.path.join(args.output_dir, 'results.json')} ({results['seconds']:.0f} s)")

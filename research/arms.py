@@ -3,10 +3,10 @@
 
 Each arm is measured on the held-out split with the library's own tools:
 
-* `preference_logps` / `dpo_pair_rewards`: per-pair DPO implicit rewards against the base model (accuracy, margin);
+* `trl_decpo.evaluation.evaluate_model`: per-pair DPO implicit rewards against the base model (accuracy, margin), and the task score (the
+  offline scorer) of greedy replies to the held-out prompts;
 * `measure_monosemanticity`: FD, its control and sparsity per layer on the held-out prompts (chat-formatted, pooled
-  at their last content token), rows kept for the paired bootstrap;
-* `generate_completions` + the offline scorer: the task score of greedy replies to the held-out prompts.
+  at their last content token), rows kept for the paired bootstrap.
 
     from research.arms import evaluate_model, train_arm
 """
@@ -99,22 +99,25 @@ def phase(label: str):
 
 
 def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
-    from trl_decpo import dpo_pair_rewards, generate_completions, measure_monosemanticity
+    from trl_decpo import evaluation, measure_monosemanticity
 
     n_pairs, n_prompts = len(task.heldout), len(task.heldout_chats)
     with phase(f"  {result.name}: log-probs of the {n_pairs} held-out pairs"):
-        logps = logps_in_chunks(model, tokenizer, task.heldout, args)
-    result.rewards = dpo_pair_rewards(logps, ref_logps if ref_logps is not None else logps, args.beta)
+        rewarded = evaluation.evaluate_model(
+            model, tokenizer, task.heldout, reference=ref_logps, beta=args.beta, batch_size=args.eval_batch_size
+        )
+    result.rewards = rewarded.rewards
     if result.steps:  # the last point of the held-out curve is this evaluation (HeldoutCurve skips it)
         result.curve.append((result.steps, result.rewards.margin, result.rewards.accuracy))
     with phase(f"  {result.name}: FD, control and sparsity of every layer on the {n_prompts} held-out prompts"):
         result.report = measure_monosemanticity(model, task.heldout_chats, tokenizer, batch_size=args.eval_batch_size)
     with phase(f"  {result.name}: greedy replies ({args.max_new_tokens} tokens) to the {n_prompts} prompts, scored"):
-        result.completions = generate_completions(
-            model, tokenizer, task.heldout_chats, max_new_tokens=args.max_new_tokens, batch_size=n_prompts
+        replies = {"max_new_tokens": args.max_new_tokens, "batch_size": n_prompts}  # all prompts in one batch
+        scored = evaluation.evaluate_model(
+            model, tokenizer, prompts=task.heldout_chats, scorer=score_texts, generation_kwargs=replies
         )
-        result.scores = score_texts(result.completions)
-    return result, logps
+    result.completions, result.scores = scored.completions, scored.scores
+    return result, rewarded.logps
 
 
 def logps_in_chunks(model, tokenizer, pairs, args, max_length: int | None = None):
@@ -240,7 +243,7 @@ def train_arm(
     from trl import DPOConfig, DPOTrainer
 
     from trl_decpo import DecPOConfig, DecPOTrainer
-    from trl_decpo.trainer.compat import quiet_deprecated_checkpointing_calls
+    from trl_decpo.compat import quiet_deprecated_checkpointing_calls
 
     name = kind + (f"_coef{coef:g}" if coef is not None else "") + (f"_layer{layers[0]}" if layers else "")
     out = os.path.join(args.output_dir, f"{name}_seed{seed}")

@@ -31,7 +31,8 @@ from research.arms import ArmResult, evaluate_model, machine, phase, say, train_
 from research.assets import DEFAULT_CACHE, resolve_model
 from research.evidence import compare, interval
 from research.task import load_task
-from trl_decpo.precision import PRECISION_CHOICES, choose_precision
+from trl_decpo import choose_precision
+from trl_decpo.precision import PRECISION_CHOICES
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:

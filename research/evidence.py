@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from trl_decpo.evaluation.stats import NO_DIFFERENCE, paired_bootstrap, weighted_mean
-from trl_decpo.monosemanticity import weighted_control, weighted_feature_decorrelation
+from trl_decpo import paired_bootstrap, weighted_control, weighted_feature_decorrelation, weighted_mean
+from trl_decpo.evaluation import NO_DIFFERENCE
 
 
 @dataclass(frozen=True)

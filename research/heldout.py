@@ -46,8 +46,8 @@ def probe(model, tokenizer, heldout, args, ref_logps=None) -> dict:
     """
     import torch
 
-    from trl_decpo import ActivationCapture, ProxyAccumulator, build_row_index, decorrelation_penalty, resolve_sites
-    from trl_decpo.capture import RowIndex
+    from trl_decpo import ProxyAccumulator, decorrelation_penalty
+    from trl_decpo.capture import ActivationCapture, RowIndex, build_row_index, resolve_sites
     from trl_decpo.evaluation import batch_logps
 
     model.eval()

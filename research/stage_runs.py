@@ -19,16 +19,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_decpo import measure_monosemanticity
-from trl_decpo.evaluation import paired_bootstrap, weighted_mean
-from trl_decpo.monosemanticity import weighted_control, weighted_feature_decorrelation
-
-
-STATISTICS = {
-    "fd": (weighted_feature_decorrelation, "gram"),
-    "control": (weighted_control, "gram"),
-    "sparsity": (weighted_mean, "row_sparsity"),
-}
+from trl_decpo import compare_monosemanticity, proxy_differences
 
 
 def load_stage(run: str, stage: str):
@@ -38,7 +29,8 @@ def load_stage(run: str, stage: str):
 
 
 def compare_runs(run_a: str, run_b: str, seed: int = 0) -> list[dict]:
-    """Per stage, layer and proxy: A minus B, with its interval (``paired_bootstrap``'s fields)."""
+    """Per stage, layer and proxy: A minus B, with its interval (``proxy_differences``' rows, model "A" against
+    "B")."""
     results = {}
     for run in (run_a, run_b):
         with open(os.path.join(run, "results.json"), encoding="utf-8") as handle:
@@ -52,18 +44,14 @@ def compare_runs(run_a: str, run_b: str, seed: int = 0) -> list[dict]:
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(run_a, "sft"))
     rows = []
     for stage in ("sft", "decpo"):
-        reports = {}
-        for run in (run_a, run_b):
-            reports[run] = measure_monosemanticity(load_stage(run, stage), probes, tokenizer, layers=layers)
+        comparison = compare_monosemanticity(
+            load_stage(run_b, stage), {"A": load_stage(run_a, stage)}, probes, tokenizer, base_name="B", layers=layers
+        )
+        for name, run in (("A", run_a), ("B", run_b)):  # the saved model is the one the run measured
             printed = {r["layer"]: r["fd"] for r in results[run]["stages"][stage]["layers"]}
-            for layer in layers:  # the saved model is the one the run measured
-                if abs(reports[run].fd[layer] - printed[layer]) > 1e-5:
-                    raise ValueError(f"{run}: the saved {stage} model does not give the FD the run printed")
-        for layer in layers:
-            for metric, (statistic, data) in STATISTICS.items():
-                a, b = (getattr(reports[run], data)(layer) for run in (run_a, run_b))
-                comparison = paired_bootstrap(statistic, b, a, seed=seed).to_dict()  # A - B
-                rows.append({"stage": stage, "layer": layer, "metric": metric, **comparison})
+            if any(abs(comparison.reports[name].fd[layer] - printed[layer]) > 1e-5 for layer in layers):
+                raise ValueError(f"{run}: the saved {stage} model does not give the FD the run printed")
+        rows += [{"stage": stage, **row} for row in proxy_differences(comparison, [("B", "A")], seed=seed)]  # A - B
     return rows
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import CHAT_TEMPLATE, make_model, make_tokenizer
 
+from tests.helpers import CHAT_TEMPLATE, make_model, make_tokenizer
 from trl_decpo.evaluation import generate_completions
 
 

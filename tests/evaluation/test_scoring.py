@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_tokenizer
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
+from tests.helpers import make_tokenizer
 from trl_decpo.evaluation import load_scorer
 from trl_decpo.testing import VOCAB_SIZE
 

@@ -13,7 +13,8 @@ from argparse import Namespace
 
 import pytest
 import yaml
-from conftest import PAIRS, make_model, make_tokenizer, model_path
+
+from tests.helpers import PAIRS, make_model, make_tokenizer, model_path
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,6 +54,26 @@ def test_scripts_do_not_edit_sys_path_or_import_each_other():
             if folder == "examples":
                 imported = set(re.findall(r"^\s*(?:from|import)\s+([\w.]+)", text, flags=re.M))
                 assert not imported & (example_names | {"research", "benchmarks"}), f"{folder}/{name}: {imported}"
+
+
+def test_examples_import_only_the_public_api():
+    """An example is what a user copies: `from trl_decpo import ...` and `trl_decpo.testing`, nothing internal."""
+    import ast
+
+    import trl_decpo
+
+    for name in sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")):
+        with open(os.path.join(EXAMPLES, name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trl_decpo"):
+                names = {alias.name for alias in node.names}
+                if node.module not in ("trl_decpo", "trl_decpo.testing"):
+                    modules.append(f"{node.module} ({', '.join(sorted(names))})")
+                assert node.module != "trl_decpo" or names <= set(trl_decpo.__all__), (name, names)
+            internal = [m for m in modules if m.startswith("trl_decpo") and not m.startswith("trl_decpo.testing")]
+            assert not internal, f"examples/{name} imports {internal}"
 
 
 def test_dpo_to_decpo_runs_as_a_script(tmp_path):
@@ -103,7 +124,7 @@ def test_the_qlora_example_on_a_tiny_model(tmp_path, pairs_file, capsys):
     assert config["load_in_4bit"] and config["bnb_4bit_quant_type"] == "nf4" and config["use_peft"]
     assert config["lora_target_modules"] == ["q_proj", "v_proj", "up_proj"]
     assert (config["lora_r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.05)
-    assert config["gradient_checkpointing"] and config["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert config["activation_checkpointing"] and config["activation_checkpointing_kwargs"] == {"use_reentrant": False}
     assert (config["beta"], config["bf16"], config["push_to_hub"]) == (0.1, True, True)
     assert config["decorrelation_layers"] == [10] and "Llama-2-7b" in config["model_name_or_path"]
     trainer = example.main(
@@ -112,7 +133,7 @@ def test_the_qlora_example_on_a_tiny_model(tmp_path, pairs_file, capsys):
             model_path("llama64"),
             "--dataset_name",
             pairs_file,
-            "--dataset_test_size",
+            "--test_split_size",
             "0.25",
             "--output_dir",
             str(tmp_path / "qlora"),

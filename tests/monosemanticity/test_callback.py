@@ -4,11 +4,12 @@ import json
 import os
 
 import pytest
-from conftest import base_kwargs, decpo_config, make_dataset, make_model, make_tokenizer
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
-from trl_decpo import DecPOTrainer, MonosemanticityCallback, count_decpo_hooks, measure_monosemanticity
+from tests.helpers import base_kwargs, decpo_config, make_dataset, make_model, make_tokenizer
+from trl_decpo import DecPOTrainer, MonosemanticityCallback, measure_monosemanticity
+from trl_decpo.capture import count_decpo_hooks
 
 
 EVAL_KW = dict(eval_strategy="steps", eval_steps=1)

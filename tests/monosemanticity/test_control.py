@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import brute_fd, brute_sparsity
 
+from tests.helpers import brute_control, brute_fd, brute_participation_ratio, brute_sparsity, cos
 from trl_decpo import ProxyAccumulator, feature_decorrelation
 from trl_decpo.evaluation.stats import bootstrap_weights, paired_bootstrap, weighted_mean
 from trl_decpo.monosemanticity.proxies import (
@@ -12,27 +12,6 @@ from trl_decpo.monosemanticity.proxies import (
     weighted_control,
     weighted_feature_decorrelation,
 )
-
-
-def cos(a, b):
-    na, nb = float(a.norm()), float(b.norm())
-    return 0.0 if na < 1e-9 or nb < 1e-9 else float(a @ b) / (na * nb)
-
-
-def brute_control(z: torch.Tensor) -> float:
-    """1 - mean over ordered pairs i != j of cos^2 of the explicitly centred rows (double loop)."""
-    x = z.double()
-    centred = [row - x.mean(0) for row in x]
-    n = len(x)
-    total = sum(cos(centred[i], centred[j]) ** 2 for i in range(n) for j in range(n) if i != j)
-    return 1.0 - total / (n * (n - 1))
-
-
-def brute_participation_ratio(z: torch.Tensor) -> float:
-    x = z.double()
-    c = x - x.mean(0)
-    covariance = c.T @ c / len(x)
-    return float(torch.trace(covariance) ** 2 / (covariance**2).sum())
 
 
 def resampled_brute(z: torch.Tensor, counts: torch.Tensor, squared_centred: bool) -> float:

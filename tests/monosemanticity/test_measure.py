@@ -5,7 +5,9 @@ import threading
 
 import pytest
 import torch
-from conftest import (
+from peft import LoraConfig, get_peft_model
+
+from tests.helpers import (
     CHAT_TEMPLATE,
     brute_fd,
     brute_sparsity,
@@ -14,9 +16,8 @@ from conftest import (
     make_model,
     make_tokenizer,
 )
-from peft import LoraConfig, get_peft_model
-
-from trl_decpo import count_decpo_hooks, load_prompts, measure_monosemanticity
+from trl_decpo import load_prompts, measure_monosemanticity
+from trl_decpo.capture import count_decpo_hooks
 from trl_decpo.monosemanticity.probes import tokenize_prompts
 
 
@@ -97,8 +98,9 @@ def test_input_site_and_training_mode_restored():
 
 def test_prompts_tokenize_like_dpo_trainer(tmp_path):
     """Text and chat prompts give the token ids DPOTrainer gives the same prompts (the probes are the eval prompts)."""
-    from conftest import base_kwargs
     from trl import DPOConfig, DPOTrainer
+
+    from tests.helpers import base_kwargs
 
     tokenizer = make_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -243,7 +245,7 @@ def test_processes_measure_disjoint_shards_whose_sums_and_rows_give_the_full_res
 
 def test_rows_control_and_participation_ratio_match_prompts_run_one_by_one():
     """The kept rows come back in prompt order (batches are length-sorted); control and PR match brute force."""
-    from test_control import brute_control, brute_participation_ratio
+    from tests.helpers import brute_control, brute_participation_ratio
 
     model, tokenizer = make_model(), make_tokenizer()
     ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
@@ -267,9 +269,10 @@ def test_rows_control_and_participation_ratio_match_prompts_run_one_by_one():
 
 def test_tokenizer_appended_eos_is_dropped_like_dpo(tmp_path):
     """A tokenizer that appends EOS would make every probe end on EOS; DPOTrainer's prompt_ids do not end on it."""
-    from conftest import base_kwargs
     from tokenizers import processors
     from trl import DPOConfig, DPOTrainer
+
+    from tests.helpers import base_kwargs
 
     tokenizer = make_tokenizer()
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import torch
-from conftest import gpt2_with_biases, make_model, make_tokenizer, plant
 from peft import LoraConfig, get_peft_model
 
+from tests.helpers import gpt2_with_biases, make_model, make_tokenizer, plant
 from trl_decpo import top_tokens, weight_proxy
 from trl_decpo.monosemanticity.weights import linear_weight
 
@@ -157,8 +157,9 @@ def test_other_adapters_read_as_merged(variant):
 
 
 def test_four_bit_weights_are_dequantised():
-    from conftest import model_path
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from tests.helpers import model_path
 
     path = model_path("llama64")
     full = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

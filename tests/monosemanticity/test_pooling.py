@@ -4,9 +4,10 @@ import logging
 
 import pytest
 import torch
-from conftest import base_kwargs, brute_fd, make_dataset, make_model, make_tokenizer
 
-from trl_decpo import MonosemanticityCallback, count_decpo_hooks, measure_monosemanticity
+from tests.helpers import base_kwargs, brute_fd, make_dataset, make_model, make_tokenizer
+from trl_decpo import MonosemanticityCallback, measure_monosemanticity
+from trl_decpo.capture import count_decpo_hooks
 from trl_decpo.monosemanticity.probes import generation_suffix, prepare_probes
 
 

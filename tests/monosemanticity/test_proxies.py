@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import brute_fd, brute_sparsity
 
+from tests.helpers import brute_fd, brute_sparsity
 from trl_decpo import ProxyAccumulator, activation_sparsity, feature_decorrelation
 from trl_decpo.monosemanticity.proxies import neuron_weight_scores, weight_proxy_change, weight_proxy_values
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import CHAT_TEMPLATE, model_path
 from research import evidence, task
 
+from tests.helpers import CHAT_TEMPLATE, model_path
 from trl_decpo.evaluation.preference import PairRewards
 from trl_decpo.evaluation.stats import NO_DIFFERENCE
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import model_path
+from tests.helpers import model_path
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

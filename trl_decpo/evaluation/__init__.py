@@ -1,8 +1,11 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """Evaluation of trained models against a base: preference rewards, generated completions and their task scores,
-paired bootstrap statistics and the comparison table (docs/evaluation.md)."""
+paired bootstrap statistics and the comparison table, all of it in one call (:func:`evaluate_models`), and the
+monosemanticity proxies' paired differences (docs/evaluation.md)."""
 
+from .evaluate import EvaluationResult, ModelEvaluation, evaluate_model, evaluate_models
 from .generation import generate_completions
+from .monosemanticity import proxy_differences
 from .preference import (
     PairLogps,
     PairRewards,
@@ -22,7 +25,9 @@ from .stats import NO_DIFFERENCE, Comparison, bootstrap_weights, paired_bootstra
 __all__ = [
     "NO_DIFFERENCE",
     "Comparison",
+    "EvaluationResult",
     "EvaluationTable",
+    "ModelEvaluation",
     "PairLogps",
     "PairRewards",
     "Scorer",
@@ -31,12 +36,15 @@ __all__ = [
     "collate_pairs",
     "comparison_table",
     "dpo_pair_rewards",
+    "evaluate_model",
+    "evaluate_models",
     "generate_completions",
     "length_shortcut",
     "load_scorer",
     "paired_bootstrap",
     "preference_batches",
     "preference_logps",
+    "proxy_differences",
     "tokenize_pairs",
     "weighted_mean",
 ]

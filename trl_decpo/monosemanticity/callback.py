@@ -12,10 +12,10 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from ..capture import describe_sites, resolve_measurement_sites, unwrap_model
-from ..trainer.compat import log_outside_step, trainer_pad_token_id
+from ..compat import log_outside_step, trainer_pad_token_id
 from ..utils import check_choice, check_int
 from .measure import METRICS, measure_monosemanticity
-from .probes import POOLING_CHOICES, first_occurrences, load_prompts, prepare_probes, prompts_from_dataset
+from .probes import PROBE_POOLING_CHOICES, first_occurrences, load_prompts, prepare_probes, prompts_from_dataset
 
 
 logger = logging.get_logger(__name__)
@@ -82,7 +82,7 @@ class MonosemanticityCallback(TrainerCallback):
         plot_file: str = "monosemanticity_by_step.png",
         pooling: str = "auto",
     ):
-        check_choice("pooling", pooling, POOLING_CHOICES)
+        check_choice("pooling", pooling, PROBE_POOLING_CHOICES)
         if trainer is None or not hasattr(trainer, "log") or not hasattr(trainer, "model"):
             raise ValueError(
                 "MonosemanticityCallback needs the trainer: MonosemanticityCallback(trainer), then "

@@ -19,7 +19,7 @@ from transformers.utils import logging
 from ..capture import ActivationCapture, RowIndex, Site, describe_sites, num_decoder_layers, resolve_measurement_sites
 from ..utils import check_choice, check_int
 from .probes import (
-    POOLING_CHOICES,
+    PROBE_POOLING_CHOICES,
     ProbeSet,
     forward_kwargs,
     input_device,
@@ -172,7 +172,7 @@ def measure_monosemanticity(
             participation ratio and to give the rows and their Gram; ``False``: FD and sparsity only, in O(d) memory
             per layer.
     """
-    check_choice("pooling", pooling, POOLING_CHOICES)
+    check_choice("pooling", pooling, PROBE_POOLING_CHOICES)
     check_int("batch_size", batch_size)
     check_int("max_length", max_length, allow_none=True)
     if isinstance(prompts, ProbeSet):

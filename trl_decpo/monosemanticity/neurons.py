@@ -16,7 +16,7 @@ from torch import nn
 from ..capture import unwrap_model
 from ..utils import check_choice, check_int
 from .measure import measure_monosemanticity
-from .probes import POOLING_CHOICES
+from .probes import PROBE_POOLING_CHOICES
 from .proxies import median, neuron_weight_scores, weight_proxy_change, weight_proxy_values
 from .weights import linear_weight, mlp_layers
 
@@ -171,7 +171,7 @@ def top_tokens(
     """
     for name, value in (("k", k), ("num_tokens", num_tokens)):
         check_int(name, value)
-    check_choice("pooling", pooling, POOLING_CHOICES)
+    check_choice("pooling", pooling, PROBE_POOLING_CHOICES)
     if base_model is not None and pooling != "auto":
         raise ValueError(
             f"`pooling` ({pooling!r}) chooses the probe tokens whose activations rank the dimensions; with "

@@ -27,7 +27,7 @@ from ..utils import check_choice, load_data_file
 
 logger = logging.get_logger(__name__)
 
-POOLING_CHOICES = ("auto", "last", "last_content", "mean")
+PROBE_POOLING_CHOICES = ("auto", "last", "last_content", "mean")
 # Stands for the last message's content when the chat template is rendered to find what follows the content.
 _SENTINEL = "TrlDecpoContentEndSentinel"
 
@@ -236,7 +236,7 @@ def prepare_probes(
 ) -> ProbeSet:
     """Tokenize ``prompts`` (:func:`tokenize_prompts`) and choose which tokens make each probe's row.
 
-    ``pooling``, one of :data:`POOLING_CHOICES`:
+    ``pooling``, one of :data:`PROBE_POOLING_CHOICES`:
 
     * ``"last"``: the last token of the prompt (for chat probes, the last token of the generation prompt, the same
       token for every probe);
@@ -254,7 +254,7 @@ def prepare_probes(
     """
     from trl.data_utils import is_conversational
 
-    check_choice("pooling", pooling, POOLING_CHOICES)
+    check_choice("pooling", pooling, PROBE_POOLING_CHOICES)
     token_lists = tokenize_prompts(prompts, tokenizer, max_length)
     zeros = [0] * len(token_lists)
     if pooling in ("last", "mean"):
