@@ -121,7 +121,7 @@ def breakdown(trainers, step, arms, steps: int = 200):
     import contextlib
 
     import trl_decpo.capture as capture
-    import trl_decpo.trainer.trainer as trainer_module  # the module whose `build_row_index` the trainer calls
+    import trl_decpo.trainers.dpo as trainer_module  # the module whose `build_row_index` the trainer calls
 
     pieces: dict[str, list[float]] = {}
 

@@ -1,5 +1,6 @@
 """`trl-decpo measure / compare / top-tokens` on tiny saved models."""
 
+import ast
 import csv
 import json
 import os
@@ -9,11 +10,14 @@ import sys
 
 import pytest
 import torch
-from conftest import gpt2_with_biases, make_model, make_tokenizer, model_path, plant
 from peft import LoraConfig, get_peft_model
+from trl import ModelConfig
 
-from trl_decpo import measure_monosemanticity, weight_proxy
+from tests.helpers import gpt2_with_biases, make_model, make_tokenizer, model_path, plant
+from trl_decpo import measure_monosemanticity
 from trl_decpo.cli import main
+from trl_decpo.monosemanticity import compare_monosemanticity
+from trl_decpo.monosemanticity.tables import report_summary, report_table
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran fast", "i think you are very good", "yes", "is the cat happy"]
@@ -79,6 +83,10 @@ def test_measure(tmp_path, prompts_file, capsys):
     with open(out / "monosemanticity.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     assert is_png(out / "monosemanticity.png")
+    # the library's measurement with the same settings, printed and written as it is
+    same = measure_monosemanticity(make_model(), PROMPTS, make_tokenizer(), batch_size=2)
+    assert report_table(same).to_text() in stdout and report_summary(same) in stdout
+    assert result == json.loads(json.dumps({"model": model_path(), **same.to_dict()}))
 
 
 def test_measure_layers_and_no_output_dir(prompts_file, capsys):
@@ -131,20 +139,18 @@ def test_compare_with_peft_adapter_and_weight_proxy(tmp_path, prompts_file, caps
         base_fd = m["base"]["layers"][layer]["fd"]
         tuned_fd = m[row["model"]]["layers"][layer]["fd"]
         assert float(row["fd_relative_change"]) == pytest.approx((tuned_fd - base_fd) / abs(base_fd), rel=1e-6)
-    # the adapter is applied: its measurement differs from the base, and equals the merged model's
-    merged = adapter.merge_and_unload()
-    expected = measure_monosemanticity(merged, PROMPTS, make_tokenizer())
-    assert [e["fd"] for e in m["adapter"]["layers"]] == pytest.approx([expected.fd[i] for i in range(4)], abs=1e-5)
+    # what the library computes (the numbers themselves: tests/monosemanticity/test_compare.py), printed and written
+    expected = compare_monosemanticity(
+        str(base_dir), [str(tuned_dir), str(adapter_dir)], PROMPTS, weight_proxy_top_k=10, device="cpu",
+        model_args=ModelConfig(dtype="auto"),
+    )  # fmt: skip
+    assert result == json.loads(json.dumps(expected.to_dict()))
+    assert [row["weight_proxy_relative_change"] for row in rows] == [
+        str(r["weight_proxy_relative_change"]) for r in expected.table().records()
+    ]
+    assert expected.to_text() in stdout and "weight_proxy_relative_change" in stdout
     assert m["adapter"]["layers"][1]["fd"] != pytest.approx(m["base"]["layers"][1]["fd"], abs=1e-6)
-    # weight proxy: only layer 1 of `tuned` changed; the adapter's change is that of its merged weights
-    changes = {e["layer"]: e["relative_change"] for e in result["weight_proxy"]["tuned"]["layers"]}
-    assert changes[1] != 0.0 and changes[0] == changes[2] == changes[3] == 0.0
-    assert changes == pytest.approx(weight_proxy(tuned, base, top_k=10).change)
-    adapter_changes = {e["layer"]: e["relative_change"] for e in result["weight_proxy"]["adapter"]["layers"]}
-    assert all(v != 0.0 for v in adapter_changes.values())
-    assert adapter_changes == pytest.approx(weight_proxy(merged, base, top_k=10).change, rel=1e-5)
     assert is_png(out / "compare.png")
-    assert "weight_proxy_relative_change" in stdout
 
 
 def test_top_tokens_planted(tmp_path, capsys):
@@ -199,7 +205,7 @@ def test_top_tokens_planted(tmp_path, capsys):
         (["compare", "MODEL", "--prompts", "PROMPTS"], "needs a BASE model and at least one TUNED"),
         (["compare", "MODEL", "MODEL", "--prompts", "PROMPTS", "--base_model", "MODEL"], "`base_model` is not used"),
         (["measure", "MODEL", "--prompts", "PROMPTS", "--max_samples", "1"], r"`max_samples` must be 0 \(all"),
-        (["weigh", "MODEL"], r"invalid choice: 'weigh'.*train.*measure.*compare.*top-tokens"),
+        (["weigh", "MODEL"], r"invalid choice: 'weigh'.*dpo.*measure.*compare.*top-tokens.*evaluate"),
     ],
 )
 def test_clear_errors(tmp_path, prompts_file, capsys, argv, message):
@@ -212,13 +218,54 @@ def test_clear_errors(tmp_path, prompts_file, capsys, argv, message):
 
 
 def test_help(capsys):
-    for command in ("train", "measure", "compare", "top-tokens"):
+    for command in ("dpo", "measure", "compare", "top-tokens", "evaluate"):
         assert main([command, "--help"]) == 0
         stdout = capsys.readouterr().out
         assert f"trl-decpo {command}" in stdout and "--dtype" in stdout and "--load_in_4bit" in stdout
-        assert ("--decorrelation_coef" in stdout) == (command == "train")
+        assert ("--decorrelation_coef" in stdout) == (command == "dpo")
+        if command != "dpo":  # the loading options of TRL's ModelConfig, and those it lacks
+            assert all(f"--{o} " in stdout for o in ("model_revision", "attn_implementation", "device", "base_model"))
     assert main([]) == 0
     assert "top-tokens" in capsys.readouterr().out
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def imported_modules(path: str) -> set[str]:
+    """The modules a Python file imports, relative imports resolved against its package."""
+    package = os.path.relpath(os.path.dirname(path), ROOT).replace(os.sep, ".").split(".")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_nothing_outside_the_command_line_imports_it():
+    """The library, the research scripts, the examples and the benchmarks call library functions; `trl_decpo.cli` is
+    the command line's application code (`trl_decpo/__main__.py`, `python -m trl_decpo`, is the command itself)."""
+    offenders = []
+    for folder in ("trl_decpo", "research", "examples", "benchmarks"):
+        for directory, _, files in os.walk(os.path.join(ROOT, folder)):
+            if os.path.relpath(directory, ROOT).replace(os.sep, "/").startswith("trl_decpo/cli"):
+                continue
+            for name in (f for f in files if f.endswith(".py")):
+                path = os.path.join(directory, name)
+                if os.path.relpath(path, ROOT) == os.path.join("trl_decpo", "__main__.py"):
+                    continue
+                cli = sorted(
+                    m for m in imported_modules(path) if m == "trl_decpo.cli" or m.startswith("trl_decpo.cli.")
+                )
+                offenders += [f"{os.path.relpath(path, ROOT)}: {', '.join(cli)}"] if cli else []
+    assert not offenders, "\n".join(offenders)
+    assert imported_modules(os.path.join(ROOT, "trl_decpo", "cli", "compare.py")) >= {"trl_decpo.cli.loading"}
 
 
 def test_installed_console_script():
@@ -228,28 +275,25 @@ def test_installed_console_script():
     assert "--num_tokens" in done.stdout and "--base" in done.stdout
 
 
-def test_load_options(tmp_path):
-    from peft import PeftModel
+def test_load_options_are_trl_model_config_options():
+    """The loading options are TRL's `ModelConfig` fields (dtype defaulting to the checkpoint's), checked at once; the
+    models load through the library (tests/monosemanticity/test_loading.py)."""
+    from trl import ModelConfig
 
-    from trl_decpo.cli.loading import LoadArguments, load_model, load_tokenizer
+    from trl_decpo.cli.loading import LoadArguments
+    from trl_decpo.monosemanticity.loading import model_kwargs
 
-    bf16 = load_model(model_path(), LoadArguments(dtype="bfloat16", device="cpu"))
-    assert bf16.dtype == torch.bfloat16 and not bf16.training
-    quant = load_model(model_path("llama64"), LoadArguments(load_in_4bit=True, device="cpu"))
-    assert hasattr(quant.model.layers[0].mlp.up_proj.weight, "quant_state")
-    adapter_dir = tmp_path / "adapter"
-    get_peft_model(make_model(), LoraConfig(r=2, target_modules=["up_proj"])).save_pretrained(adapter_dir)
-    loaded = load_model(str(adapter_dir), LoadArguments(device="cpu"))
-    assert isinstance(loaded, PeftModel) and loaded.peft_config["default"].r == 2
-    assert load_tokenizer(str(adapter_dir), LoadArguments()).convert_tokens_to_ids(
-        "cat"
-    ) == make_tokenizer().convert_tokens_to_ids("cat")  # the adapter folder has none: the base's tokenizer
-    bare = tmp_path / "no-tokenizer"
-    make_model().save_pretrained(bare)
-    with pytest.raises(ValueError, match="no tokenizer files"):
-        load_tokenizer(str(bare), LoadArguments())
-    with pytest.raises(ValueError, match=r"`dtype` must be one of \['auto', 'float32', 'bfloat16', 'float16'\]"):
+    load = LoadArguments(load_in_4bit=True, bnb_4bit_quant_type="fp4", device="cpu")
+    assert isinstance(load.model_config(), ModelConfig) and load.dtype == "auto"
+    quantization = model_kwargs(load.model_config(), "cpu")["quantization_config"]  # trl.get_quantization_config's
+    assert quantization.bnb_4bit_quant_type == "fp4" and quantization.bnb_4bit_compute_dtype == torch.float32
+    assert load.loading()["model_args"].load_in_4bit and load.loading()["device"] == "cpu"
+    with pytest.raises(ValueError, match=r"`dtype` must be one of \['auto', 'bfloat16', 'float16', 'float32'\]"):
         LoadArguments(dtype="float8")
+    with pytest.raises(ValueError, match="8 bit and 4 bit"):
+        LoadArguments(load_in_4bit=True, load_in_8bit=True)
+    with pytest.raises(ValueError, match="`device` must be 'auto', 'cpu'"):
+        LoadArguments(device="tpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

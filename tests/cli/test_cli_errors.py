@@ -2,14 +2,15 @@
 
 A missing local path is called missing; a Hub id that cannot be had (offline mode and not in the cache, or the Hub
 unreachable) fails at once naming the offline variables; an unknown option or an invalid choice shows the command's
-short usage and the bad value; `train --help` lists the DecPO options first, `--help-all` every option."""
+short usage and the bad value (tests/cli/test_train.py for the training commands' own cases)."""
 
 import json
 
 import pytest
-from conftest import FAST_TRAIN_ARGS, PAIRS, model_path
 
+from tests.helpers import FAST_TRAIN_ARGS, PAIRS, model_path
 from trl_decpo.cli import main, sources
+from trl_decpo.cli.scripts import dpo
 
 
 @pytest.fixture
@@ -40,19 +41,18 @@ def error_line(capsys, argv) -> str:
     """Run `trl-decpo ARGV`, which must fail with status 2 and print exactly one line on stderr; that line."""
     assert main(argv) == 2
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if not line.startswith("trl-decpo train: no GPU found")]
-    assert len(lines) == 1, err
-    return lines[0]
+    assert len(err.splitlines()) == 1, err
+    return err.splitlines()[0]
 
 
 def test_a_local_model_path_that_does_not_exist(tmp_path, pairs_file, prompts_file, capsys):
     missing = str(tmp_path / "runs" / "nowhere" / "model")
     out = tmp_path / "out"
-    line = error_line(capsys, ["train", "--model_name_or_path", missing, "--dataset_name", pairs_file,
+    line = error_line(capsys, ["dpo", "--model_name_or_path", missing, "--dataset_name", pairs_file,
                                "--output_dir", str(out), *FAST_TRAIN_ARGS])  # fmt: skip
     assert (
         line
-        == f"trl-decpo train: error: `model_name_or_path` {missing!r} does not exist: no such folder (from {tmp_path.cwd()})"
+        == f"trl-decpo dpo: error: `model_name_or_path` {missing!r} does not exist: no such folder (from {tmp_path.cwd()})"
     )
     line = error_line(capsys, ["measure", "./nowhere/model", "--prompts", prompts_file, "--output_dir", str(out)])
     assert "model './nowhere/model' does not exist" in line and "Repo id" not in line
@@ -65,7 +65,7 @@ def test_a_hub_id_offline_fails_at_once_naming_the_variables(tmp_path, pairs_fil
     assert constants.HF_HUB_OFFLINE  # the suite runs offline (conftest)
     out = tmp_path / "out"
     for argv in (
-        ["train", "--model_name_or_path", "someone/no-such-model", "--dataset_name", pairs_file,
+        ["sft", "--model_name_or_path", "someone/no-such-model", "--dataset_name", pairs_file,
          "--output_dir", str(out), *FAST_TRAIN_ARGS],
         ["measure", "someone/no-such-model", "--prompts", prompts_file, "--output_dir", str(out)],
         ["compare", model_path(), "someone/no-such-model", "--prompts", prompts_file],
@@ -76,11 +76,15 @@ def test_a_hub_id_offline_fails_at_once_naming_the_variables(tmp_path, pairs_fil
     assert not out.exists()
 
 
-def test_a_hub_dataset_offline_names_the_variables(tmp_path, capsys):
-    line = error_line(capsys, ["train", "--model_name_or_path", model_path(), "--dataset_name", "someone/no-such-data",
-                               "--output_dir", str(tmp_path / "out"), *FAST_TRAIN_ARGS])  # fmt: skip
-    assert line.startswith("trl-decpo train: error: `dataset_name` 'someone/no-such-data' does not exist")
-    assert "HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1" in line
+def test_a_hub_dataset_offline_names_the_variables(tmp_path):
+    """Offline, `datasets` reads its cache itself: the launched script says it in one line (test_train.py tests
+    that line's way out)."""
+    argv = ["--model_name_or_path", model_path(), "--dataset_name", "someone/no-such-data"]
+    args = dpo.make_parser().parse_args_and_config([*argv, "--output_dir", str(tmp_path / "out"), *FAST_TRAIN_ARGS])
+    with pytest.raises(ValueError) as raised:
+        dpo.main(*args)
+    assert str(raised.value).startswith("`dataset_name` 'someone/no-such-data' does not exist")
+    assert "HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1" in str(raised.value) and not (tmp_path / "out").exists()
 
 
 def test_an_unreachable_hub_fails_at_once(online_without_network, prompts_file, capsys, monkeypatch):
@@ -90,10 +94,16 @@ def test_an_unreachable_hub_fails_at_once(online_without_network, prompts_file, 
     monkeypatch.setattr(sources, "in_hub_cache", lambda repo_id, revision=None: True)
     with pytest.raises(ValueError, match="it is in the cache: set HF_HUB_OFFLINE=1 to load it from there"):
         sources.check_model_source("someone/no-such-model", "model")
+    with pytest.raises(ValueError, match=r"`dataset_name` 'someone/data' does not exist .* cannot be reached"):
+        sources.check_dataset_source("someone/data", "`dataset_name`")
 
 
 def test_what_the_checks_let_through(monkeypatch):
     sources.check_model_source(model_path(), "model")  # a local folder
+    sources.check_dataset_source("someone/data", "dataset")  # offline: `datasets` reads its cache itself
+    for local in ("data/pairs.jsonl", "./pairs", "/no/such/folder"):
+        with pytest.raises(ValueError, match=f"dataset {local!r} looks like a local path but does not exist"):
+            sources.check_dataset_source(local, "dataset")
     monkeypatch.setattr(sources, "in_hub_cache", lambda repo_id, revision=None: True)
     sources.check_model_source("someone/cached-model", "model")  # offline, in the cache
     assert [sources.is_hub_id(name) for name in ("gpt2", "org/name", "a/b/c", "./x", "/abs/path", "~/x")] == [
@@ -103,51 +113,22 @@ def test_what_the_checks_let_through(monkeypatch):
 
 
 def test_an_unknown_option_shows_the_short_usage_and_the_option(capsys, prompts_file):
-    assert main(["train", "--model_name_or_path", "M", "--decorelation_coef", "2"]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert err == [
-        "usage: trl-decpo train --model_name_or_path MODEL --dataset_name DATASET --output_dir DIR [OPTIONS] "
-        "[--config FILE.yaml]",
-        "trl-decpo train: error: unrecognized arguments: --decorelation_coef 2 (did you mean --decorrelation_coef?)",
-    ]
     assert main(["measure", model_path(), "--prompts", prompts_file, "--batchsize", "2"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("usage: trl-decpo measure MODEL --prompts PROMPTS") and len(err) == 2
     assert err[1] == "trl-decpo measure: error: unrecognized arguments: --batchsize 2 (did you mean --batch_size?)"
 
 
-def test_an_invalid_choice_is_two_lines(capsys):
-    assert main(["train", "--decorrelation_pooling", "max"]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and err[0].startswith("usage: trl-decpo train ")
-    assert err[1].endswith("invalid choice: 'max' (choose from 'last', 'mean', 'tokens')")
+def test_an_unknown_command_is_two_lines(capsys):
     assert main(["weigh", "MODEL"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "invalid choice: 'weigh'" in err[1]
-
-
-def test_train_help_lists_the_decpo_options_first_and_help_all_lists_every_option(capsys):
-    assert main(["train", "--help"]) == 0
-    short = capsys.readouterr().out
-    sections = [line for line in short.splitlines() if line and not line[0].isspace() and line.endswith(":")]
-    assert sections == [
-        "help:",
-        "DecPO options (DecPOConfig):",
-        "trainer, data, probes and the output folder:",
-        "most used options of `trl dpo`:",
-    ]
-    option = "\n  --{} ".format  # an option's own line, not the usage line
-    assert short.index(option("decorrelation_coef")) < short.index(option("dataset_name"))
-    assert short.index(option("dataset_name")) < short.index(option("model_name_or_path"))
-    assert "--use_cpu" in short and "--lr_scheduler_type" not in short and "--help-all" in short
-    assert main(["train", "--help-all"]) == 0
-    full = capsys.readouterr().out
-    assert full.index(option("decorrelation_coef")) < full.index(option("lr_scheduler_type"))
-    assert len(full.splitlines()) > 3 * len(short.splitlines()) and len(short.splitlines()) < 300
+    assert main(["train", "--model_name_or_path", "M"]) == 2  # `train` became `dpo`, `sft`, `kto` and `reward`
+    assert "invalid choice: 'train' (choose from 'dpo', 'sft', 'kto', 'reward'," in capsys.readouterr().err
 
 
 def test_measure_leaves_no_output_folder_when_the_model_has_no_tokenizer(tmp_path, prompts_file, capsys):
-    from conftest import make_model
+    from tests.helpers import make_model
 
     folder = tmp_path / "weights_only"
     make_model().save_pretrained(folder)
@@ -156,15 +137,19 @@ def test_measure_leaves_no_output_folder_when_the_model_has_no_tokenizer(tmp_pat
     assert not (tmp_path / "o").exists()
 
 
-def test_a_refused_train_removes_the_output_folders_it_created(tmp_path, pairs_file, capsys):
+def test_a_refused_run_removes_the_output_folders_it_created(tmp_path, pairs_file):
     """transformers and TRL create `output_dir` while building the trainer, before the layer is checked."""
-    argv = ["train", "--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--dataset_test_size", "0.25"]
+    argv = ["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--test_split_size", "0.25"]
     argv += [*FAST_TRAIN_ARGS, "--decorrelation_layers", "99"]
-    line = error_line(capsys, [*argv, "--output_dir", str(tmp_path / "new" / "run")])
-    assert "`decorrelation_layers` entry 99 is out of range" in line
+
+    def refused(out):
+        with pytest.raises(ValueError, match="`decorrelation_layers` entry 99 is out of range"):
+            dpo.main(*dpo.make_parser().parse_args_and_config([*argv, "--output_dir", str(out)]))
+
+    refused(tmp_path / "new" / "run")
     assert not (tmp_path / "new").exists()  # the folder, and the parent created for it
     (tmp_path / "empty").mkdir()  # a folder that was there before stays, empty as it was
-    error_line(capsys, [*argv, "--output_dir", str(tmp_path / "empty")])
+    refused(tmp_path / "empty")
     assert (tmp_path / "empty").is_dir()
 
 

@@ -1,5 +1,6 @@
 """bitsandbytes' "Failed to load CPU gemm_4bit_forward ... pip install kernels" line (logged once when importing TRL
-imports bitsandbytes, on CPUs with AVX512-BF16) comes out of `trl-decpo` only when a model is loaded in 4-bit."""
+imports bitsandbytes, on CPUs with AVX512-BF16) comes out of `trl-decpo` only when a model is loaded in 4-bit; and
+`accelerate launch`'s list of the defaults it filled in only when it turned multi-GPU training on."""
 
 import json
 import logging
@@ -7,8 +8,7 @@ import os
 import subprocess
 import sys
 
-from conftest import model_path
-
+from tests.helpers import model_path
 from trl_decpo.cli import notices
 
 
@@ -50,7 +50,6 @@ def test_a_command_without_4bit_prints_no_notice_and_one_with_4bit_does(tmp_path
     )
     emitted_here = json.loads(done.stdout.strip().splitlines()[-1])  # bitsandbytes logs it on such CPUs only
     assert NOTICE in done.stderr if emitted_here else NOTICE not in done.stderr
-    assert "gemm_4bit_forward" not in trl_decpo("measure", "--help")  # TRL (and bitsandbytes) imported
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the cat sat\na dog ran fast\n")
     args = ["--prompts", str(prompts), "--device", "cpu", "--dtype", "float32", "--no_plot"]
@@ -58,3 +57,21 @@ def test_a_command_without_4bit_prints_no_notice_and_one_with_4bit_does(tmp_path
     assert ("gemm_4bit_forward" in trl_decpo("measure", model_path("llama64"), *args, "--load_in_4bit", "true")) == (
         emitted_here
     )
+
+
+def test_accelerate_launch_lists_its_defaults_only_when_it_turned_multi_gpu_training_on(caplog):
+    logger = logging.getLogger("accelerate.commands.launch")
+    defaults = "The following values were not passed to `accelerate launch` and had defaults used instead:\n"
+    filters = list(logger.filters)
+    try:
+        notices.quiet_launch_defaults()
+        with caplog.at_level(logging.WARNING):
+            logger.warning(defaults + "\t`--num_machines` was set to a value of `1`")
+            logger.warning(defaults + "\t\tMore than one GPU was found, enabling multi-GPU training.")
+            logger.warning("anything else")
+    finally:
+        logger.filters = filters
+    assert [r.getMessage().splitlines()[-1].strip() for r in caplog.records] == [
+        "More than one GPU was found, enabling multi-GPU training.",
+        "anything else",
+    ]

@@ -1,25 +1,24 @@
-"""`trl-decpo train --trainer sft|kto|reward`: the trainer chosen before the parser is built, the preference data
-mapped to what each trainer takes (or passed through in its own format), the decorrelated trainer trained, logged,
-printed and carded, and the errors before anything loads."""
+"""`trl-decpo sft|kto|reward` (trl_decpo/cli/scripts/): the preference data mapped to what each trainer takes (or passed
+through in its own format), the decorrelated trainer trained, logged, printed and carded, each command's options, and
+the errors. The scripts' `main` runs in-process."""
 
 import json
 import os
 import re
 
 import pytest
-import yaml
-from conftest import FAST_TRAIN_ARGS, PAIRS, model_path
 from datasets import Dataset
 
+from tests.helpers import FAST_TRAIN_ARGS, PAIRS, model_path
+from trl_decpo import data
 from trl_decpo.cli import main as cli_main
-from trl_decpo.cli.data import load_preference_dataset, to_trainer_format
-from trl_decpo.cli.train import LossLine, make_parser, probe_prompts, run
-from trl_decpo.cli.trainer_choice import choose_trainer
+from trl_decpo.cli.scripts import common, kto, reward, sft
 
 
 FAST = [*FAST_TRAIN_ARGS, "--save_strategy", "no"]
 CHOSEN = {prompt: " " + chosen for prompt, chosen, _ in PAIRS}
 REJECTED = {prompt: " " + rejected for prompt, _, rejected in PAIRS}
+SCRIPTS = {"sft": sft, "kto": kto, "reward": reward}
 
 
 def write_jsonl(path, rows) -> str:
@@ -39,15 +38,12 @@ def card(out):
         return f.read()
 
 
-def train_args(trainer, data, out, *extra):
-    return ["--trainer", trainer, "--model_name_or_path", model_path(), "--dataset_name", data,
-            "--dataset_test_size", "0.25", "--output_dir", str(out), "--decorrelation_layers", "1",
-            "--decorrelation_coef", "0.5", *FAST, *extra]  # fmt: skip
-
-
-def run_trainer(trainer, data, out, *extra):
-    """Parse as `trl-decpo train` does, train, and return the trainer (to look inside)."""
-    return run(*make_parser(trainer=trainer).parse_args_and_config(train_args(trainer, data, out, *extra)))
+def run_trainer(name, data, out, *extra):
+    """`trl-decpo NAME ...` in this process, as the launched script runs it; returns the trainer (to look inside)."""
+    argv = ["--model_name_or_path", model_path(), "--dataset_name", data, "--test_split_size", "0.25",
+            "--output_dir", str(out), "--decorrelation_layers", "1", "--decorrelation_coef", "0.5", *FAST, *extra]  # fmt: skip
+    script = SCRIPTS[name]
+    return script.main(*script.make_parser().parse_args_and_config(argv))
 
 
 def without_eos(trainer, texts):
@@ -69,47 +65,42 @@ def check_card(out, name, tag):
     assert "## Monosemanticity" in text and "| 1 (penalised) |" in text
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Training, per trainer
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def test_sft_on_preference_pairs_from_the_command_line(tmp_path, pairs_file, capsys):
-    out = tmp_path / "sft"
-    assert cli_main(["train", *train_args("sft", pairs_file, out)]) == 0
-    assert os.path.isfile(out / "model.safetensors")
-    check_card(out, "SFT", "sft")
-    history = json.load(open(out / "monosemanticity.json"))
-    assert [r["step"] for r in history] == [0, 2] and history[0]["num_prompts"] == 2  # the 2 held-out pairs' prompts
-    printed = capsys.readouterr().out
-    assert "penalty on decoder layers [1] at mlp.up_proj:output, coefficient 0.5" in printed
-    steps = loss_lines(printed, "SFT")  # from `decorrelation/sft_loss`
-    assert len(steps) == 2 and all(float(penalty) > 0 for *_, penalty in steps), printed
-    assert "DPO loss" not in printed
-    next_steps = printed.split("Next steps:")[1]
-    assert f"trl-decpo train --model_name_or_path {out} --dataset_name {pairs_file}" in next_steps
-    assert f"trl-decpo compare {model_path()} {out}" in next_steps
-
-
-def test_sft_trains_on_the_chosen_completions(tmp_path, pairs_file):
-    from trl_decpo.trainers import DecorrelatedSFTTrainer
-
-    trainer = run_trainer("sft", pairs_file, tmp_path / "sft", "--max_steps", "1")
-    assert isinstance(trainer, DecorrelatedSFTTrainer)
-    rows = list(zip(trainer.train_dataset["prompt"], trainer.train_dataset["completion"], strict=True))
-    eval_prompts = trainer.eval_dataset["prompt"]
-    assert len(rows) == 6 and len(eval_prompts) == 2 and not set(eval_prompts) & {p for p, _ in rows}
-    completions = without_eos(trainer, [completion for _, completion in rows])
-    assert completions == [CHOSEN[prompt] for prompt, _ in rows]  # prompt + chosen, never rejected
-    assert logged(trainer, "decorrelation/penalty") and logged(trainer, "decorrelation/layer_1")
-
-
 def loss_lines(printed, name):
     """The (loss, base loss, penalty) of each printed step line naming the `name` loss; each line adds up."""
     steps = re.findall(rf"^step \d/2: loss (\S+) = {name} loss (\S+) \+ 0.5 x penalty (\S+)$", printed, re.M)
     for loss, base, penalty in steps:
         assert float(loss) == pytest.approx(float(base) + 0.5 * float(penalty), abs=2e-4)
     return steps
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training, per trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_sft_trains_on_the_chosen_completions(tmp_path, pairs_file, capsys):
+    from trl_decpo.trainers import DecorrelatedSFTTrainer
+
+    out = tmp_path / "sft"
+    trainer = run_trainer("sft", pairs_file, out)
+    assert isinstance(trainer, DecorrelatedSFTTrainer) and (out / "model.safetensors").is_file()
+    rows = list(zip(trainer.train_dataset["prompt"], trainer.train_dataset["completion"], strict=True))
+    eval_prompts = trainer.eval_dataset["prompt"]
+    assert len(rows) == 6 and len(eval_prompts) == 2 and not set(eval_prompts) & {p for p, _ in rows}
+    completions = without_eos(trainer, [completion for _, completion in rows])
+    assert completions == [CHOSEN[prompt] for prompt, _ in rows]  # prompt + chosen, never rejected
+    assert logged(trainer, "decorrelation/penalty") and logged(trainer, "decorrelation/layer_1")
+    check_card(out, "SFT", "sft")
+    history = json.load(open(out / "monosemanticity.json"))
+    assert [r["step"] for r in history] == [0, 2] and history[0]["num_prompts"] == 2  # the 2 held-out pairs' prompts
+    printed = capsys.readouterr().out
+    assert "trl-decpo sft: penalty on decoder layers [1] at mlp.up_proj:output, coefficient 0.5" in printed
+    steps = loss_lines(printed, "SFT")  # from `decorrelation/sft_loss`
+    assert len(steps) == 2 and all(float(penalty) > 0 for *_, penalty in steps), printed
+    assert "DPO loss" not in printed
+    next_steps = printed.split("Next steps:")[1]
+    assert f"trl-decpo dpo --model_name_or_path {out} --dataset_name {pairs_file} --output_dir {out}-dpo" in next_steps
+    assert f"trl-decpo compare {model_path()} {out}" in next_steps
 
 
 def test_kto_unpairs_each_pair_into_a_desirable_and_an_undesirable_row(tmp_path, pairs_file, capsys):
@@ -131,7 +122,9 @@ def test_kto_unpairs_each_pair_into_a_desirable_and_an_undesirable_row(tmp_path,
     callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MonosemanticityCallback))
     assert len(callback.probes) == 2  # each held-out prompt once, not once per row
     assert logged(trainer, "decorrelation/penalty") and logged(trainer, "decorrelation/kto_loss")
-    assert len(loss_lines(capsys.readouterr().out, "KTO")) == 2
+    printed = capsys.readouterr().out
+    assert len(loss_lines(printed, "KTO")) == 2
+    assert f"trl-decpo evaluate {model_path()} {out} --dataset PAIRS" in printed.split("Next steps:")[1]
     check_card(out, "KTO", "kto")
 
 
@@ -154,17 +147,24 @@ def test_reward_model_on_preference_pairs(tmp_path, pairs_file, capsys):
     check_card(out, "Reward", "reward-trainer")
 
 
+def test_a_lora_reward_model_trains_its_score_head_in_full(tmp_path, pairs_file):
+    args = ["--use_peft", "--lora_target_modules", "q_proj", "up_proj", "--max_steps", "1", "--no_monosemanticity"]
+    trainer = run_trainer("reward", pairs_file, tmp_path / "lora", *args)
+    assert trainer.model.peft_config["default"].task_type == "SEQ_CLS"  # ModelConfig's CAUSAL_LM replaced
+    assert any("score" in name and param.requires_grad for name, param in trainer.model.named_parameters())
+
+
 @pytest.mark.parametrize(
-    "trainer,rows",
+    "name,rows",
     [
         ("sft", [{"text": f"{p}{CHOSEN[p]}"} for p in CHOSEN]),
         ("kto", [{"prompt": p, "completion": c, "label": i % 3 != 0} for i, (p, c) in enumerate(CHOSEN.items())]),
     ],
 )
-def test_a_dataset_in_the_trainers_own_format_is_used_as_it_is(tmp_path, trainer, rows):
+def test_a_dataset_in_the_trainers_own_format_is_used_as_it_is(tmp_path, name, rows):
     data = write_jsonl(tmp_path / "own.jsonl", rows)
-    out = tmp_path / trainer
-    trained = run_trainer(trainer, data, out)
+    out = tmp_path / name
+    trained = run_trainer(name, data, out)
     train, test = trained.train_dataset, trained.eval_dataset
     assert len(train) + len(test) == len(rows)  # not unpaired, not mapped
     for split in (train, test):
@@ -172,7 +172,7 @@ def test_a_dataset_in_the_trainers_own_format_is_used_as_it_is(tmp_path, trainer
             values = without_eos(trained, split[column]) if column != "label" else split[column]
             assert set(values) <= {row[column] for row in rows}
     assert logged(trained, "decorrelation/penalty")
-    check_card(out, trainer.upper(), trainer)
+    check_card(out, name.upper(), name)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -180,36 +180,42 @@ def test_a_dataset_in_the_trainers_own_format_is_used_as_it_is(tmp_path, trainer
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def to_trainer(dataset, name, dataset_format="preference"):
+    """What a script does with a split: pairs (or the dataset in the trainer's own format), then the trainer's rows."""
+    return data.pairs_to_trainer(data.to_pairs(dataset, name, dataset_format, f"`trl-decpo {name}`"), name)
+
+
 def test_the_mapping_of_preference_data_per_trainer(pairs_file):
     pairs = Dataset.from_dict(
         {"prompt": ["a cat", "a dog"], "chosen": [" sat", " ran"], "rejected": [" ran", " sat"], "id": [1, 2]}
     )
-    assert to_trainer_format(pairs, "sft").to_list() == [
+    assert to_trainer(pairs, "sft").to_list() == [
         {"prompt": "a cat", "completion": " sat"},
         {"prompt": "a dog", "completion": " ran"},
     ]
-    kto = to_trainer_format(pairs, "kto").to_list()
-    assert sorted((r["prompt"], r["completion"], r["label"]) for r in kto) == [
+    kto_rows = to_trainer(pairs, "kto").to_list()
+    assert sorted((r["prompt"], r["completion"], r["label"]) for r in kto_rows) == [
         ("a cat", " ran", False),
         ("a cat", " sat", True),
         ("a dog", " ran", True),
         ("a dog", " sat", False),
     ]
-    assert to_trainer_format(pairs, "reward").to_list() == pairs.to_list()  # chosen/rejected as they are
+    assert to_trainer(pairs, "reward").to_list() == pairs.to_list()  # chosen/rejected as they are
+    assert to_trainer(pairs, "dpo") is pairs
     implicit = Dataset.from_dict({"chosen": ["the cat sat"], "rejected": ["the cat ran"]})
-    assert to_trainer_format(implicit, "sft").to_list() == [{"prompt": "the cat", "completion": " sat"}]
+    assert to_trainer(implicit, "sft").to_list() == [{"prompt": "the cat", "completion": " sat"}]
     reframing = Dataset.from_dict({"situation": ["I failed"], "thought": ["I am bad"], "reframe": ["I can learn"]})
-    assert to_trainer_format(reframing, "sft", "cognitive_reframing").to_list() == [
+    assert to_trainer(reframing, "sft", "cognitive_reframing").to_list() == [
         {"prompt": "I failed", "completion": " I can learn"}
     ]
-    streamed = list(to_trainer_format(pairs.to_iterable_dataset(), "kto"))
+    streamed = list(to_trainer(pairs.to_iterable_dataset(), "kto"))
     assert sorted(r["label"] for r in streamed) == [False, False, True, True]
-    loaded = load_preference_dataset(pairs_file, trainer="sft")["train"]  # the pairs, mapped after the split
-    assert loaded.column_names == ["prompt", "chosen", "rejected"]
+    loaded = data.load_named(pairs_file)["train"]  # the pairs, as a one-split DatasetDict
+    assert loaded.column_names == ["prompt", "chosen", "rejected"] and len(loaded) == len(PAIRS)
 
 
 @pytest.mark.parametrize(
-    "trainer,columns",
+    "name,columns",
     [
         ("sft", {"text": ["a b"]}),
         ("sft", {"messages": [[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]]}),
@@ -217,17 +223,19 @@ def test_the_mapping_of_preference_data_per_trainer(pairs_file):
         ("kto", {"prompt": ["a"], "completion": [" b"], "label": [True]}),
     ],
 )
-def test_own_formats_pass_through_unchanged(trainer, columns):
+def test_own_formats_pass_through_unchanged(name, columns):
     dataset = Dataset.from_dict(columns)
-    assert to_trainer_format(dataset, trainer) is dataset
+    assert to_trainer(dataset, name) is dataset
 
 
 def test_probe_prompts_are_the_distinct_prompts_of_the_test_split():
-    kto = Dataset.from_dict({"prompt": ["a", "b", "a", "b"], "completion": ["x", "y", "z", "w"]})
-    assert probe_prompts(kto) == ["a", "b"] and probe_prompts(kto, max_samples=1) == ["a"]
-    assert probe_prompts(Dataset.from_dict({"text": ["t1", "t2", "t1"]})) == ["t1", "t2"]
+    kto_rows = Dataset.from_dict({"prompt": ["a", "b", "a", "b"], "completion": ["x", "y", "z", "w"]})
+    assert data.probe_prompts(kto_rows) == ["a", "b"] and data.probe_prompts(kto_rows, max_samples=1) == ["a"]
+    assert data.probe_prompts(Dataset.from_dict({"text": ["t1", "t2", "t1"]})) == ["t1", "t2"]
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    assert probe_prompts(Dataset.from_dict({"messages": [chat]})) == [chat[:1]]
+    assert data.probe_prompts(Dataset.from_dict({"messages": [chat]})) == [chat[:1]]
+    with pytest.raises(ValueError, match=r"no 'prompt', 'text' or 'messages' column \(it has \['x'\]\)"):
+        data.probe_prompts(Dataset.from_dict({"x": [1]}))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -236,16 +244,12 @@ def test_probe_prompts_are_the_distinct_prompts_of_the_test_split():
 
 
 def test_the_loss_line_names_each_trainers_loss_and_falls_back_without_it(capsys):
-    from trl_decpo.trainer import DecPOTrainer
-    from trl_decpo.trainers import DecorrelatedKTOTrainer, DecorrelatedRewardTrainer, DecorrelatedSFTTrainer
+    from trl_decpo.trainers import TRAINERS
 
-    names = [
-        cls.decorrelation_base_name()
-        for cls in (DecPOTrainer, DecorrelatedSFTTrainer, DecorrelatedKTOTrainer, DecorrelatedRewardTrainer)
-    ]
+    names = [TRAINERS[name][1].decorrelation_base_name() for name in ("dpo", "sft", "kto", "reward")]
     assert names == ["DPO", "SFT", "KTO", "Reward"]
     state = type("State", (), {"is_world_process_zero": True, "global_step": 3, "max_steps": 9})()
-    line = LossLine(2.0, "SFT")
+    line = common.LossLine(2.0, "SFT")
     line.on_log(None, state, None, logs={"loss": 1.5, "decorrelation/sft_loss": 1.0, "decorrelation/penalty": 0.25})
     line.on_log(None, state, None, logs={"loss": 1.5, "decorrelation/penalty": 0.25})
     line.on_log(None, state, None, logs={"loss": 1.5})  # no penalty logged: no line
@@ -258,83 +262,32 @@ def test_the_loss_line_names_each_trainers_loss_and_falls_back_without_it(capsys
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Choosing the trainer, help, errors
+# Each command's options, errors
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_the_trainer_is_chosen_from_the_command_line_or_the_yaml(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"trainer": "kto", "max_steps": 3}))
-    assert choose_trainer([]) == "dpo" and choose_trainer(["--trainer", "sft"]) == "sft"
-    assert choose_trainer(["--trainer=reward"]) == "reward"
-    assert choose_trainer(["--config", str(config)]) == "kto"
-    assert choose_trainer(["--config", str(config), "--trainer", "sft"]) == "sft"  # the command line wins
-    script_args, training_args, _ = make_parser(trainer="kto").parse_args_and_config(
-        ["--config", str(config), "--use_cpu", "true"]
-    )
-    assert script_args.trainer == "kto" and type(training_args).__name__ == "DecorrelatedKTOConfig"
-    assert training_args.max_steps == 3 and hasattr(training_args, "desirable_weight")
-
-
-def test_help_shows_the_chosen_trainers_options(tmp_path, capsys):
-    def sections(text):
-        return [line for line in text.splitlines() if line and not line[0].isspace() and line.endswith(":")]
-
-    assert cli_main(["train", "--trainer", "sft", "--help"]) == 0
-    short = capsys.readouterr().out
-    assert sections(short) == [
-        "help:",
-        "decorrelation options (DecorrelatedSFTConfig):",
-        "trainer, data, probes and the output folder:",
-        "most used options of `trl sft`:",
-    ]
-    assert "\n  --packing " in short and "\n  --beta " not in short
-    assert "`trl-decpo train --trainer sft --help-all`" in " ".join(short.split())
-    assert "SFT on the preferred completions" in short
-    assert cli_main(["train", "--trainer", "kto", "--help-all"]) == 0
-    full = capsys.readouterr().out
-    assert "\n  --desirable_weight " in full and "\n  --packing " not in full and len(full.splitlines()) > 400
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"trainer": "reward"}))
-    assert cli_main(["train", "--config", str(config), "--help"]) == 0
-    assert "most used options of `trl reward`:" in capsys.readouterr().out
-    assert cli_main(["train", "--help"]) == 0  # the default is still DPO
-    assert "most used options of `trl dpo`:" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize(
-    "argv,message",
+    "name,config,own,foreign",
     [
-        (
-            ["--trainer", "ppo"],
-            "argument --trainer: invalid choice: 'ppo' (choose from 'dpo', 'sft', 'kto', 'reward')",
-        ),
-        (
-            ["--trainer=grpo"],
-            "'grpo' (choose from 'dpo', 'sft', 'kto', 'reward'); GRPO and RLOO need a reward function",
-        ),
-        (["--trainer"], "argument --trainer: expected one of dpo, sft, kto, reward"),
-        (["--config", "YAML"], "argument --trainer (`trainer:` in YAML): invalid choice: 'orpo'"),
+        ("dpo", "DecPOConfig", "--beta", "--packing"),
+        ("sft", "DecorrelatedSFTConfig", "--packing", "--beta"),
+        ("kto", "DecorrelatedKTOConfig", "--desirable_weight", "--packing"),
+        ("reward", "DecorrelatedRewardConfig", "--center_rewards_coefficient", "--beta"),
     ],
 )
-def test_an_invalid_trainer_is_one_line_before_anything_loads(tmp_path, pairs_file, capsys, argv, message):
-    config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump({"trainer": "orpo"}))
-    argv = [str(config) if a == "YAML" else a for a in argv]
-    out = tmp_path / "out"
-    rest = ["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--output_dir", str(out), *FAST]
-    assert cli_main(["train", *argv, *rest] if argv != ["--trainer"] else ["train", *rest, *argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        len(err) == 1
-        and err[0].startswith("trl-decpo train: error: ")
-        and message.replace("YAML", str(config)) in err[0]
-    )
-    assert not out.exists()
+def test_each_command_takes_its_trainers_options(capsys, name, config, own, foreign):
+    assert cli_main([name, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: trl-decpo {name} --model_name_or_path MODEL") and f"{config}'s" in text
+    for option in ("--decorrelation_coef", "--dataset_format", "--monosemanticity_probes", "--datasets", own):
+        assert f"\n  {option} " in text, option
+    assert f"\n  {foreign} " not in text
+    assert cli_main(["ppo", "--help"]) == 2  # no such command
+    assert "invalid choice: 'ppo' (choose from 'dpo', 'sft', 'kto', 'reward'," in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
-    "trainer,rows,needs",
+    "name,rows,needs",
     [
         (
             "sft",
@@ -345,19 +298,20 @@ def test_an_invalid_trainer_is_one_line_before_anything_loads(tmp_path, pairs_fi
         ("reward", {"prompt": ["q"], "completion": ["a"]}, "the columns 'chosen' and 'rejected'"),
     ],
 )
-def test_wrong_columns_name_what_the_trainer_needs(tmp_path, capsys, trainer, rows, needs):
+def test_wrong_columns_name_what_the_trainer_needs(tmp_path, name, rows, needs):
     data = write_jsonl(
         tmp_path / "d.jsonl", [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
     )
     out = tmp_path / "out"
-    assert cli_main(["train", *train_args(trainer, data, out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert f"`--trainer {trainer}` needs {needs}" in err[0] and f"the dataset has {list(rows)}" in err[0]
-    assert not (out / "README.md").exists() and not (out / "model.safetensors").exists()
+    with pytest.raises(ValueError) as raised:
+        run_trainer(name, data, out)
+    assert f"`trl-decpo {name}` needs {needs}" in str(raised.value) and f"the dataset has {list(rows)}" in str(
+        raised.value
+    )
+    assert not out.exists()
 
 
 def test_sft_refuses_unpaired_kto_data_which_holds_undesirable_completions():
     kto_rows = Dataset.from_dict({"prompt": ["a", "a"], "completion": [" good", " bad"], "label": [True, False]})
-    with pytest.raises(ValueError, match=r"`--trainer sft` got unpaired KTO data .*label True.*`--trainer kto`"):
-        to_trainer_format(kto_rows, "sft")
+    with pytest.raises(ValueError, match=r"`trl-decpo sft` got unpaired KTO data .*label True.*`trl-decpo kto`"):
+        to_trainer(kto_rows, "sft")

@@ -17,8 +17,8 @@ import pathlib
 import sys
 
 import torch
-from conftest import base_kwargs, make_dataset, make_model, make_tokenizer
 
+from tests.helpers import base_kwargs, make_dataset, make_model, make_tokenizer
 from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback, measure_monosemanticity
 from trl_decpo.capture import count_decpo_hooks
 

@@ -8,15 +8,10 @@ import sys
 
 import torch
 import torch.distributed as dist
-from conftest import make_model, make_tokenizer
 
-from trl_decpo import (
-    ActivationCapture,
-    build_row_index,
-    decorrelation_penalty,
-    measure_monosemanticity,
-    resolve_sites,
-)
+from tests.helpers import make_model, make_tokenizer
+from trl_decpo import decorrelation_penalty, measure_monosemanticity
+from trl_decpo.capture import ActivationCapture, build_row_index, resolve_sites
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran fast", "yes no", "i think you agree"]

@@ -13,7 +13,7 @@ over the same micro-batches (`tests/distributed/distributed_run.py`). Compared q
   rows gathered back into prompt order (the top-up row dropped) == one process's, so the FD control and participation
   ratio agree too;
 * no trl-decpo hook left on either rank;
-* `trl-decpo train` under 2 processes refuses a used `--output_dir` on both ranks together, and resumes together.
+* the `trl-decpo dpo` script under 2 processes refuses a used `--output_dir` on both ranks together, and resumes together.
 
 Also FSDP1 FULL_SHARD over 2 processes (`tests/distributed/fsdp_run.py` under `torchrun`): sites resolve through the
 `_fsdp_wrapped_module` names, the hooks fire under sharded parameters, and the penalty, its gradient and the
@@ -51,7 +51,9 @@ def clean_env() -> dict:
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
         CUDA_VISIBLE_DEVICES="",
-        PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]),  # the run scripts and conftest.py
+        PYTHONPATH=os.pathsep.join(
+            [HERE, os.path.dirname(os.path.dirname(HERE))]
+        ),  # the run scripts and tests.helpers
         GLOO_SOCKET_IFNAME="lo",
         HF_HOME=tempfile.mkdtemp(prefix="decpo-hf-home-"),
     )  # no user `accelerate config` default file
@@ -222,9 +224,9 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
 
 
 def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
-    """`trl-decpo train` under 2 processes: the main process decides about `--output_dir` and both stop with the same
+    """The `trl-decpo dpo` script (what the command launches) under 2 processes: the main process decides about `--output_dir` and both stop with the same
     message (no rank left waiting for the other), and with `--resume_from_checkpoint` both resume."""
-    from conftest import FAST_TRAIN_ARGS, PAIRS, model_path
+    from tests.helpers import FAST_TRAIN_ARGS, PAIRS, model_path
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": p, "chosen": " " + c, "rejected": " " + r}) for p, c, r in PAIRS))
@@ -250,8 +252,7 @@ def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
             lambda port: [
                 *accelerate_launch(port),
                 "-m",
-                "trl_decpo",
-                "train",
+                "trl_decpo.cli.scripts.dpo",
                 *base,
                 *extra,
             ],

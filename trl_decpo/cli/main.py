@@ -1,23 +1,29 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The ``trl-decpo`` command: an argparse parser that picks the command (its table: :mod:`.commands`), then the
-command's own parser (its module's ``make_parser()``, a TrlParser) and ``main(parser, argv)`` run it.
+"""The ``trl-decpo`` command, shaped like TRL's ``trl``: an argparse parser picks the command (:mod:`.commands`).
 
-Only the command that runs is imported, so ``trl-decpo --help`` loads neither torch nor TRL (about 0.1 s instead of
-10 s; ``benchmarks/cli_startup.py``). ``trl-decpo COMMAND --help`` and a misspelled option are answered from the help
-index (:mod:`.help_index`: what the command's parser prints, stored), without importing the command either."""
+* ``dpo``, ``sft``, ``kto``, ``reward``: the script's parser reads the options (``--help``, a bad value and the
+  config's own checks stop here); what it does not know goes to ``accelerate launch``, ``--accelerate_config``
+  resolved first as TRL resolves it (one of TRL's presets, ``zero3``, ``fsdp2``, ``multi_gpu``, ..., or a file);
+  after the cheap checks (:func:`trl_decpo.cli.scripts.common.check_inputs`) the script is launched as ``trl NAME``
+  launches TRL's.
+* ``measure``, ``compare``, ``top-tokens``, ``evaluate``: ``main(make_parser(), argv)`` of the command's module.
+
+Only the command that runs is imported, and ``COMMAND --help`` is answered from the stored help (:mod:`.help_index`),
+so that ``trl-decpo --help`` and ``trl-decpo COMMAND --help`` load neither torch nor TRL."""
 
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 from argparse import ArgumentParser
 
 from .commands import COMMANDS
-from .notices import hold_bitsandbytes_notice
+from .help_index import answer
+from .notices import hold_bitsandbytes_notice, quiet_launch_defaults
 
 
 def build_parser() -> ArgumentParser:
-    """The ``trl-decpo`` parser: the command, then its options (parsed by the command's own parser)."""
     parser = ArgumentParser(
         prog="trl-decpo",
         description="DecPO (DPO + activation decorrelation) for TRL, and monosemanticity measurements.",
@@ -28,12 +34,6 @@ def build_parser() -> ArgumentParser:
     for name, command in COMMANDS.items():
         subparsers.add_parser(name, help=command.help, add_help=False)  # the command's options: its own parser
     return parser
-
-
-def command_module(name: str):
-    """The module that runs command ``name`` (imported now, with torch and TRL)."""
-    hold_bitsandbytes_notice()  # bitsandbytes' CPU-kernel notice, only when 4-bit is asked for (.notices)
-    return importlib.import_module(f".{COMMANDS[name].module}", __package__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,13 +48,65 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     rest = argv[argv.index(args.command) + 1 :]
-    from .help_index import answer
-
-    answered = answer(args.command, rest)  # --help, or an unknown option: from the help index
-    if answered is not None:
-        return answered
-    module = command_module(args.command)
+    if answer(args.command, rest):
+        return 0
+    hold_bitsandbytes_notice()  # bitsandbytes' CPU-kernel notice, only when 4-bit is asked for (.notices)
+    module = importlib.import_module(COMMANDS[args.command].module)
+    if COMMANDS[args.command].is_training:
+        return launch(args.command, module, rest)
     return module.main(module.make_parser(), rest)
+
+
+def launch(name: str, script, argv: list[str]) -> int:
+    """``trl-decpo NAME ARGV``: parse, check, then ``accelerate launch SCRIPT.py`` with the options it does not know."""
+    from accelerate.commands import launch as accelerate
+    from trl.cli.accelerate_config import resolve_accelerate_config_argument
+
+    from .base import option_strings, unknown_message
+    from .scripts.common import check_inputs
+
+    parser, launcher = script.make_parser(prog=f"trl-decpo {name}"), accelerate.launch_command_parser()
+    parser.hold_notes = True  # said once the command line is known to be good
+    try:
+        *parsed, config_rest, cli_rest = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
+        launch_args = resolve_accelerate_config_argument(config_rest + cli_rest)
+        takes = {option: action.nargs != 0 for action in launcher._actions for option in action.option_strings}
+        unknown, i = [], 0
+        while i < len(launch_args):  # what accelerate launch does not take either
+            flag = launch_args[i].split("=")[0]
+            if flag not in takes:
+                unknown.append(launch_args[i])
+            i += 1 + (flag in takes and takes[flag] and "=" not in launch_args[i])
+        if unknown:
+            parser.error(unknown_message(unknown, option_strings(parser) + list(takes)))
+        check_inputs(*parsed)
+    except SystemExit as done:  # --help, or argparse's error: the usage line, then the message
+        return done.code if isinstance(done.code, int) else 2
+    except (ValueError, OSError) as err:  # bad options, missing models or data: one line, before anything loads
+        print(f"trl-decpo {name}: error: {err}", file=sys.stderr)
+        return 2
+    if parser.precision_args:  # the script is given them, and says nothing
+        print(f"{parser.prog}: {parser.precision_note}", file=sys.stderr)
+    script_args, remaining = [], iter(cli_rest)  # the command line without what went to accelerate, as `trl` does
+    current = next(remaining, None)
+    for arg in argv:
+        if arg == current:
+            current = next(remaining, None)
+        else:
+            script_args.append(arg)
+    args = launcher.parse_args([*launch_args, script.__file__, *script_args, *parser.precision_args])
+    quiet_launch_defaults()
+    try:
+        accelerate.launch_command(args)
+    except subprocess.CalledProcessError as err:  # the script said why (one line for bad input)
+        return err.returncode
+    except Exception as err:  # torch's launcher, for several processes: ChildFailedError, by rank
+        if not getattr(err, "failures", None):
+            raise
+        return next(iter(err.failures.values())).exitcode
+    return 0
 
 
 if __name__ == "__main__":

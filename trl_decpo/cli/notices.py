@@ -1,9 +1,10 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""bitsandbytes' notice about its optional CPU 4-bit kernel, held back unless 4-bit is used.
+"""Notices held back where they do not apply.
 
-Importing TRL imports peft, which imports bitsandbytes; on CPUs with AVX512-BF16 bitsandbytes then logs "Failed to
-load CPU gemm_4bit_forward from kernels-community ... pip install kernels" once, at import, whatever the command. The
-command line holds that one record back and lets it out when a model is loaded in 4-bit, where it applies.
+* bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community ... pip install kernels", logged once when
+  importing TRL imports it (on CPUs with AVX512-BF16), whatever the command: let out when a model is loaded in 4-bit.
+* ``accelerate launch``'s list of the defaults it filled in (one process, one machine, no mixed precision, no dynamo),
+  on every run without an accelerate config: kept only when it says it turned multi-GPU training on.
 """
 
 from __future__ import annotations
@@ -42,3 +43,10 @@ def release_bitsandbytes_notice() -> None:
     held, _FILTER.held = _FILTER.held, []
     for record in held:
         logger.handle(record)
+
+
+def quiet_launch_defaults() -> None:
+    """Hold back ``accelerate launch``'s list of filled-in defaults unless it turned multi-GPU training on."""
+    logging.getLogger("accelerate.commands.launch").addFilter(
+        lambda record: "defaults used instead" not in (text := record.getMessage()) or "More than one GPU" in text
+    )

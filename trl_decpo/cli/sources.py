@@ -33,8 +33,8 @@ def hub_offline() -> bool:
 
 
 def hub_unreachable(timeout: float = 5.0) -> str | None:
-    """Why the Hub endpoint cannot be reached (one request, no retries; proxies as huggingface_hub uses them), or
-    ``None`` when it answers (any HTTP status counts as an answer)."""
+    """ "the Hub (ENDPOINT) cannot be reached (why)" after one request (no retries; proxies as huggingface_hub uses
+    them), or ``None`` when it answers (any HTTP status counts as an answer)."""
     from huggingface_hub import constants, get_session
 
     endpoint = constants.ENDPOINT
@@ -43,8 +43,9 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
             get_session().head(endpoint, timeout=timeout)
             _PROBES[endpoint] = None
         except Exception as err:  # DNS, refused, timeout, proxy, TLS: the libraries would retry it for a minute
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            _PROBES[endpoint] = f"{type(err).__name__}{': ' + reason[:160] if reason else ''}"
+            reason = (str(err).strip().splitlines() or [""])[0][:160]
+            why = f"{type(err).__name__}{': ' + reason if reason else ''}"
+            _PROBES[endpoint] = f"the Hub ({endpoint}) cannot be reached ({why})"
     return _PROBES[endpoint]
 
 
@@ -82,35 +83,21 @@ def check_model_source(name: str, option: str, revision: str | None = None) -> N
             else "it is not in the cache either: give a local model folder, or download it where the Hub is reachable "
             "(and set HF_HUB_OFFLINE=1 to work offline afterwards)"
         )
-        raise ValueError(
-            f"{option} {name!r} does not exist as a local folder, and the Hub ({hub_endpoint()}) cannot be reached "
-            f"({problem}); {todo}"
-        )
+        raise ValueError(f"{option} {name!r} does not exist as a local folder, and {problem}; {todo}")
 
 
 def check_dataset_source(name: str, option: str) -> None:
-    """As :func:`check_model_source` for a Hub dataset id, online: an unreachable Hub is one line (offline, datasets
-    itself reads its cache at once)."""
-    if os.path.exists(os.path.expanduser(name)) or not is_hub_id(name) or hub_offline():
+    """As :func:`check_model_source` for a dataset: a local path (or a name with a data file's suffix) that does not
+    exist, or a Hub id with the Hub unreachable (offline, ``datasets`` itself reads its cache at once)."""
+    from ..utils import DATA_FILE_BUILDERS
+
+    if os.path.exists(os.path.expanduser(name)):
         return
-    problem = hub_unreachable()
+    if not is_hub_id(name) or os.path.splitext(name)[1].lower() in DATA_FILE_BUILDERS:
+        raise ValueError(f"{option} {name!r} looks like a local path but does not exist (from {os.getcwd()})")
+    problem = None if hub_offline() else hub_unreachable()
     if problem is not None:
         raise ValueError(
-            f"{option} {name!r} does not exist as a local file or folder, and the Hub ({hub_endpoint()}) cannot be "
-            f"reached ({problem}): give a local data file, or set HF_HUB_OFFLINE=1 to use a copy in the datasets cache"
+            f"{option} {name!r} does not exist as a local file or folder, and {problem}: give a local data file, or "
+            "set HF_HUB_OFFLINE=1 to use a copy in the datasets cache"
         )
-
-
-def offline_dataset_error(name: str, option: str, err: Exception) -> ValueError:
-    """The one line for a Hub dataset that offline mode cannot find in the cache."""
-    return ValueError(
-        f"{option} {name!r} does not exist as a local file or folder, and as a Hub dataset it is not in the cache while offline mode "
-        f"is on ({OFFLINE_VARIABLES}): give a local data file or folder, or download it first with the Hub reachable "
-        f"and those variables unset ({err})"
-    )
-
-
-def hub_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT

@@ -1,0 +1,47 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""`trl-decpo dpo`: TRL's `trl dpo` with the DecPO penalty (`DecPOTrainer`; `DecPOConfig`'s `decorrelation_*`
+options) and `MonosemanticityCallback`.
+
+    trl-decpo dpo --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct \
+        --dataset_name trl-lib/ultrafeedback_binarized --use_peft --lora_target_modules q_proj v_proj up_proj \
+        --decorrelation_coef 1.0 --decorrelation_layers 10 --output_dir outputs/smollm2-decpo
+    trl-decpo dpo --config examples/configs/decpo_qlora_llama2.yaml --accelerate_config multi_gpu
+"""
+
+import argparse
+
+from trl_decpo.cli.output_dir import removed_if_left_empty
+from trl_decpo.cli.scripts import common
+
+
+def main(script_args, training_args, model_args, dataset_args):
+    from trl import get_peft_config, get_quantization_config
+
+    from trl_decpo import DecPOTrainer
+    from trl_decpo.compat import ignore_bool_buffers_in_ddp
+
+    with removed_if_left_empty(training_args.output_dir):  # a run refused before training leaves no folder
+        resume, train_dataset, eval_dataset = common.prepare(
+            "dpo", script_args, training_args, model_args, dataset_args
+        )
+        trainer = DecPOTrainer(
+            model=model_args.model_name_or_path,
+            args=training_args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            quantization_config=get_quantization_config(model_args),
+            peft_config=get_peft_config(model_args),
+        )
+        if script_args.ignore_bias_buffers:  # torch distributed hack, as in `trl dpo`
+            ignore_bool_buffers_in_ddp(trainer.model)
+        return common.train(trainer, eval_dataset, resume, script_args, model_args)
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    from trl_decpo import DecPOConfig
+
+    return common.make_parser("dpo", DecPOConfig, subparsers, prog)
+
+
+if __name__ == "__main__":
+    common.run_script(make_parser(), main)
