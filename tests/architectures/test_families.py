@@ -1,16 +1,16 @@
 """DecPO as a drop-in for DPOTrainer on every model family it trains: tiny random models built from each family's
-transformers config class (`families.py`), default settings."""
+transformers config class (`trl_decpo.testing`'s factory), default settings."""
 
 import math
 
 import pytest
 import torch
-from conftest import decpo_config, make_dataset
-from families import FAMILIES, LAYER_LISTS, decoder_layers, tiny_family_model
 
+from tests.helpers import decpo_config, make_dataset
 from trl_decpo import DecPOTrainer, MonosemanticityCallback, measure_monosemanticity, top_tokens
 from trl_decpo.capture import decoder_layers as decoder_layers_of
 from trl_decpo.capture import default_sites
+from trl_decpo.testing import FAMILIES, LAYER_LISTS, family_decoder_layers, tiny_family_model
 
 
 PROBES = ["the cat sat on the mat", "a dog ran fast", "i think you agree", "is the answer good", "we know they said"]
@@ -44,7 +44,7 @@ def test_every_family_is_covered():
 
 def expected_default_layer(family):
     eligible = sorted(layer for layers in EXPECTED_SITES[family].values() for layer in layers)
-    num_layers = len(decoder_layers(tiny_family_model(family)[0], family))
+    num_layers = len(family_decoder_layers(tiny_family_model(family)[0], family))
     return min(eligible, key=lambda layer: abs(layer - num_layers // 3))
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from conftest import make_model, model_path
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
+from tests.helpers import make_model, model_path
 from trl_decpo.capture import (
     ActivationCapture,
     Site,
