@@ -255,3 +255,19 @@ def custom_code_model(folder, marker):
             "from transformers import LlamaForCausalLM\nfrom .configuration_custom import CustomConfig\n\n\n"
             "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n"
         )
+
+
+def save_evaluated_models(root) -> None:
+    """The models `evaluate` compares, saved under ``root``: ``base`` (with the tokenizer), ``adapter`` (LoRA on the
+    MLP, non-zero), ``attn_adapter`` (LoRA on other modules: left-over LoRA layers of ``adapter`` would show) and
+    ``full`` (another seed, no tokenizer: BASE's is used for every model)."""
+    from peft import LoraConfig, get_peft_model
+
+    make_model().save_pretrained(root / "base")
+    make_tokenizer().save_pretrained(root / "base")
+    torch.manual_seed(0)
+    mlp = LoraConfig(r=4, target_modules=["up_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(make_model(), mlp).save_pretrained(root / "adapter")
+    attention = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(make_model(), attention).save_pretrained(root / "attn_adapter")
+    make_model(seed=1).save_pretrained(root / "full")

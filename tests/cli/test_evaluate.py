@@ -3,13 +3,11 @@
 import json
 
 import pytest
-import torch
 from datasets import Dataset, DatasetDict
-from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig
 
-from tests.helpers import PAIRS, make_model, make_tokenizer
+from tests.helpers import PAIRS, save_evaluated_models
 from trl_decpo.cli import main
 from trl_decpo.evaluation import NO_DIFFERENCE, evaluate_models, load_scorer
 
@@ -24,17 +22,7 @@ SCORER = f"{__name__}:word_count"
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
-    base = make_model()
-    base.save_pretrained(root / "base")
-    make_tokenizer().save_pretrained(root / "base")
-    torch.manual_seed(0)
-    lora = get_peft_model(
-        make_model(), LoraConfig(r=4, target_modules=["up_proj", "down_proj"], init_lora_weights=False)
-    )
-    lora.save_pretrained(root / "adapter")
-    attn = get_peft_model(make_model(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    attn.save_pretrained(root / "attn_adapter")  # other modules: left-over LoRA layers of `adapter` would show
-    make_model(seed=1).save_pretrained(root / "full")  # no tokenizer: BASE's is used for every model
+    save_evaluated_models(root)
     rows = [{"prompt": p, "chosen": " " + c, "rejected": " " + r} for p, c, r in PAIRS * 2]
     (root / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     return {name: str(root / name) for name in ("base", "adapter", "attn_adapter", "full", "pairs.jsonl")}

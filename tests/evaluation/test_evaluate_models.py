@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.helpers import PAIRS, make_model, make_tokenizer
+from tests.helpers import PAIRS, make_model, make_tokenizer, save_evaluated_models
 from trl_decpo import measure_monosemanticity, paired_bootstrap, weighted_mean
 from trl_decpo.evaluation import (
     NO_DIFFERENCE,
@@ -33,16 +33,7 @@ def word_count(texts):  # the task scorer of these tests
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
-    make_model().save_pretrained(root / "base")
-    make_tokenizer().save_pretrained(root / "base")
-    torch.manual_seed(0)
-    lora = get_peft_model(
-        make_model(), LoraConfig(r=4, target_modules=["up_proj", "down_proj"], init_lora_weights=False)
-    )
-    lora.save_pretrained(root / "adapter")
-    attn = get_peft_model(make_model(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    attn.save_pretrained(root / "attn_adapter")  # other modules: left-over LoRA layers of `adapter` would show
-    make_model(seed=1).save_pretrained(root / "full")  # no tokenizer: BASE's is used for every model
+    save_evaluated_models(root)
     return {name: str(root / name) for name in ("base", "adapter", "attn_adapter", "full")}
 
 
