@@ -50,7 +50,7 @@ def machine(threads: int = 0) -> str:
 class ArmResult:
     name: str
     seed: int | None
-    rewards: object = None  # trl_decpo.PairRewards (per held-out pair)
+    rewards: object = None  # trl_decpo.evaluation.PairRewards (per held-out pair)
     report: object = None  # trl_decpo.MonosemanticityReport (rows kept)
     completions: list = field(default_factory=list)
     scores: list = field(default_factory=list)  # offensiveness of each greedy reply

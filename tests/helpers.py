@@ -48,7 +48,7 @@ def make_dataset(n: int = 8):
     return tiny_preference_dataset(n)
 
 
-# `trl-decpo train` options for a fast, deterministic CPU run (later options on the same command line override them)
+# `trl-decpo dpo` (sft, kto, reward) options for a fast, deterministic CPU run (later options on the same command line override them)
 FAST_TRAIN_ARGS = [
     *("--max_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2"),
     *("--bf16", "false", "--use_cpu", "true", "--report_to", "none", "--logging_steps", "1"),

@@ -365,6 +365,7 @@ def test_17_dpo_prepares_and_collates_eval_pairs_as_the_evaluation_does(tmp_path
     assert type(collator) is DataCollatorForPreference, f"assumption 17 broken: {type(collator)}"
     settings = (collator.pad_token_id, collator.max_length, collator.truncation_mode)
     assert settings == (tokenizer.pad_token_id, 6, "keep_end"), f"assumption 17 broken: {settings}"
+    assert type(compat.dpo_collator(*settings)) is type(collator), "assumption 17: the evaluation's collator differs"
     ours = tokenize_pairs(tokenizer, data)
     theirs = trainer.eval_dataset
     for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
@@ -372,3 +373,15 @@ def test_17_dpo_prepares_and_collates_eval_pairs_as_the_evaluation_does(tmp_path
     batch, their_batch = collate_pairs(ours[:3], tokenizer.pad_token_id, 6, "keep_end"), collator(ours[:3])
     for key in ("input_ids", "attention_mask", "completion_mask"):
         assert torch.equal(batch[key], their_batch[key]), f"assumption 17 broken: collated {key}"
+
+
+def test_18_trl_resolves_accelerate_presets_and_argparse_lists_its_options():
+    from accelerate.commands.launch import launch_command_parser
+
+    resolved = compat.resolve_accelerate_config(["--accelerate_config", "multi_gpu", "--num_processes", "2"])
+    assert resolved[0] == "--config_file" and resolved[1].endswith("multi_gpu.yaml"), (
+        f"assumption 18 broken: {resolved}"
+    )
+    assert os.path.isfile(resolved[1]) and resolved[2:] == ["--num_processes", "2"], "assumption 18 broken"
+    options = compat.parser_options(launch_command_parser())
+    assert options["--num_processes"] is True and options["--multi_gpu"] is False, "assumption 18 broken: _actions"

@@ -57,12 +57,17 @@ assumption) when an upgrade breaks it:
     (``extract_prompt`` when there is no ``prompt``; EOS appended to text completions; prompt, prompt + chosen and
     prompt + rejected tokenized whole; the completion from ``common_prefix_length``; ``keep_start`` drops pairs whose
     prompt fills ``max_length``), a recipe TRL keeps inside its private ``_prepare_dataset``, and collates them with
-    ``trl.trainer.dpo_trainer.DataCollatorForPreference``, which the evaluation calls.
+    ``trl.trainer.dpo_trainer.DataCollatorForPreference``, which the evaluation calls (:func:`dpo_collator`).
+18. ``trl``'s command resolves ``--accelerate_config`` (a preset of ``trl/accelerate_configs`` or a file) into
+    ``accelerate launch``'s ``--config_file`` with ``trl.cli.accelerate_config.resolve_accelerate_config_argument``
+    (:func:`resolve_accelerate_config`), which ``trl-decpo dpo`` reuses; and an argparse parser lists its options in
+    ``_actions`` (:func:`parser_options`: which options ``accelerate launch`` takes, and which of them take a value).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 
@@ -223,12 +228,31 @@ def loss_is_scaled_for_ga(trainer, num_items_in_batch) -> bool:
 def capture_paused_in_kto_kl_pass(trainer_class: type) -> type:
     """Class decorator for a decorrelated ``KTOTrainer``: nothing is captured during ``_compute_kl_logps(model,
     batch)``, KTO's no-grad policy forward over its KL batch, which runs before the policy forward with gradients
-    inside ``compute_loss`` (assumption 14)."""
-    kl_pass = trainer_class._compute_kl_logps
+    inside ``compute_loss`` (assumption 14). The method of the next class in the MRO runs inside the pause."""
 
+    @functools.wraps(trainer_class._compute_kl_logps)
     def _compute_kl_logps(self, model, batch):
         with self.decorrelation_paused():
-            return kl_pass(self, model, batch)
+            return super(trainer_class, self)._compute_kl_logps(model, batch)
 
     trainer_class._compute_kl_logps = _compute_kl_logps
     return trainer_class
+
+
+def dpo_collator(pad_token_id: int, max_length: int | None, truncation_mode: str):
+    """The collator ``DPOTrainer`` builds for these settings: ``DataCollatorForPreference`` (assumption 17)."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    return DataCollatorForPreference(pad_token_id=pad_token_id, max_length=max_length, truncation_mode=truncation_mode)
+
+
+def resolve_accelerate_config(launch_args: list[str]) -> list[str]:
+    """``--accelerate_config NAME_OR_FILE`` in ``launch_args`` as ``trl`` resolves it (assumption 18)."""
+    from trl.cli.accelerate_config import resolve_accelerate_config_argument
+
+    return resolve_accelerate_config_argument(launch_args)
+
+
+def parser_options(parser) -> dict[str, bool]:
+    """Every option string of an argparse ``parser``, and whether it takes a value (assumption 18)."""
+    return {option: action.nargs != 0 for action in parser._actions for option in action.option_strings}

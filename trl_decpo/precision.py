@@ -23,7 +23,7 @@ PRECISION_CHOICES = ("auto", "bf16", "fp32")
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively: oneDNN's own check, ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``
     (x86 with AVX-512 or AMX, Arm with the BF16 extension). A torch without that check counts as ``False``: float32 is
-    never the slow choice. (A private torch op; ``tests/test_precision.py`` pins that it exists and returns a bool.)"""
+    never the slow choice. (A private torch op; ``tests/test_precision_choice.py`` pins that it exists and returns a bool.)"""
     import torch
 
     check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)

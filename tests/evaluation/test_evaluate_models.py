@@ -231,3 +231,10 @@ def test_proxy_differences_are_paired_bootstraps_over_the_probes():
         proxy_differences(reports, [("sft", "dpo")])
     with pytest.raises(ValueError, match=r"`metrics` must be one of \['fd', 'control', 'sparsity'\]"):
         proxy_differences(reports, metrics=["pr"])
+
+
+def test_a_loaded_base_without_a_tokenizer_is_refused_in_one_line(pairs):
+    from trl_decpo import evaluate_models
+
+    with pytest.raises(ValueError, match="`tokenizer` is required when `base` is a loaded model"):
+        evaluate_models(make_model(), {"same": make_model()}, pairs)

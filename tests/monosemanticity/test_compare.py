@@ -152,3 +152,8 @@ def test_tables():
     assert [r["layer"] for r in rows] == [2, 3] and rows[1]["fd"] == report.fd[3]
     assert rows[0]["relative_depth"] == pytest.approx(2 / 3) and not math.isnan(rows[0]["control"])
     assert isinstance(compare_monosemanticity.__doc__, str) and MonosemanticityComparison.save.__doc__
+
+
+def test_a_loaded_base_without_a_tokenizer_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="`tokenizer` is required when `base` is a loaded model"):
+        compare_monosemanticity(make_model(), {"same": make_model()}, ["the cat sat on", "a dog ran"])

@@ -1,6 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """The main job (`make demo` = `python -m research.demo`): its task, its statistics and the whole pipeline on a tiny
-model (the real run needs SmolLM2 and the offline scorer, see docs/demo.md)."""
+model (the real run needs SmolLM2 and the offline scorer, see docs/main_job.md)."""
 
 import json
 import os

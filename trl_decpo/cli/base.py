@@ -39,7 +39,9 @@ def unknown_message(unknown: list[str], options: list[str]) -> str:
 
 
 def option_strings(parser) -> list[str]:
-    return [option for action in parser._actions for option in action.option_strings]
+    from ..compat import parser_options
+
+    return list(parser_options(parser))
 
 
 class CommandParser(TrlParser):

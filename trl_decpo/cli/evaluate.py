@@ -20,7 +20,9 @@ class EvaluateArguments:
         "(saved with `save_to_disk`, or of data files). Gives reward accuracy and margin.",
     )
     dataset_format: str = option(
-        "preference", "Column layout of `--dataset` (as `trl-decpo train`).", choices=list(DATASET_FORMATS)
+        "preference",
+        "Column layout of `--dataset` (as `trl-decpo dpo --dataset_format`).",
+        choices=list(DATASET_FORMATS),
     )
     split: str = option("test", "Split of a dataset folder (a data file is one split).")
     prompts: str | None = option(

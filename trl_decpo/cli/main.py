@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 def launch(name: str, script, argv: list[str]) -> int:
     """``trl-decpo NAME ARGV``: parse, check, then ``accelerate launch SCRIPT.py`` with the options it does not know."""
     from accelerate.commands import launch as accelerate
-    from trl.cli.accelerate_config import resolve_accelerate_config_argument
 
+    from ..compat import parser_options, resolve_accelerate_config
     from .base import option_strings, unknown_message
     from .scripts.common import check_inputs
 
@@ -71,8 +71,8 @@ def launch(name: str, script, argv: list[str]) -> int:
         *parsed, config_rest, cli_rest = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True
         )
-        launch_args = resolve_accelerate_config_argument(config_rest + cli_rest)
-        takes = {option: action.nargs != 0 for action in launcher._actions for option in action.option_strings}
+        launch_args = resolve_accelerate_config(config_rest + cli_rest)
+        takes = parser_options(launcher)
         unknown, i = [], 0
         while i < len(launch_args):  # what accelerate launch does not take either
             flag = launch_args[i].split("=")[0]

@@ -54,6 +54,27 @@ def resume_point(output_dir: str, resume) -> tuple[str | None, str | None]:
     return resume, f"resuming the run in {output_dir} from {os.path.basename(os.path.normpath(resume))}{note}"
 
 
+def decided_on_the_main_process(output_dir: str, resume) -> tuple[str | None, str | None]:
+    """:func:`resume_point`, decided by the main process and followed by every process (one decision even without a
+    shared file system: a rank whose local folder differs neither refuses alone nor resumes something else)."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    outcome = [None]
+    if state.is_main_process:
+        try:
+            outcome = [("ok", resume_point(output_dir, resume))]
+        except ValueError as err:
+            outcome = [("error", str(err))]
+    if state.num_processes > 1:
+        outcome = broadcast_object_list(outcome)
+    kind, value = outcome[0]
+    if kind == "error":
+        raise ValueError(value)
+    return value
+
+
 @contextlib.contextmanager
 def removed_if_left_empty(*folders: str | None):
     """Run the block; when it fails, remove each of ``folders`` that did not exist before it and is empty after it,

@@ -219,6 +219,8 @@ def evaluate_models(
         )
     if isinstance(tokenizer, (str, os.PathLike)) or (tokenizer is None and not isinstance(base, nn.Module)):
         tokenizer = load_tokenizer(tokenizer or base, trust_remote_code=trust_remote_code)
+    if tokenizer is None:
+        raise ValueError("`tokenizer` is required when `base` is a loaded model (a folder or Hub id brings its own)")
     tokenized = tokenize_pairs(tokenizer, pairs) if pairs is not None else None
     load = dict(model_args=model_args, device=device, trust_remote_code=trust_remote_code)
     evaluate = dict(

@@ -143,12 +143,10 @@ def collate_pairs(
 ) -> dict:
     """One batch from TRL's own ``DataCollatorForPreference``: ``input_ids``, ``attention_mask``, ``completion_mask``,
     the chosen sequences first, then the rejected ones, each truncated to ``max_length``, right-padded."""
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
+    from ..compat import dpo_collator
 
     check_choice("truncation_mode", truncation_mode, TRUNCATION_MODES)
-    collator = DataCollatorForPreference(
-        pad_token_id=pad_token_id, max_length=max_length, truncation_mode=truncation_mode
-    )
+    collator = dpo_collator(pad_token_id, max_length, truncation_mode)
     batch = collator([{key: list(t[key]) for key in ("prompt_ids", "chosen_ids", "rejected_ids")} for t in tokenized])
     return {key: batch[key] for key in ("input_ids", "attention_mask", "completion_mask")}
 

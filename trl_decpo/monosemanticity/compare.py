@@ -164,6 +164,8 @@ def compare_monosemanticity(
     base_name, named = name_models(base, models, base_name)
     if isinstance(tokenizer, (str, os.PathLike)) or (tokenizer is None and not isinstance(base, nn.Module)):
         tokenizer = load_tokenizer(tokenizer or base, trust_remote_code=trust_remote_code)
+    if tokenizer is None and not isinstance(prompts, ProbeSet):
+        raise ValueError("`tokenizer` is required when `base` is a loaded model (a folder or Hub id brings its own)")
     probes = prompts if isinstance(prompts, ProbeSet) else prepare_probes(prompts, tokenizer, max_length, pooling)
     load = dict(model_args=model_args, device=device, trust_remote_code=trust_remote_code)
     base_model = base if isinstance(base, nn.Module) else load_model_and_adapter(base, **load)

@@ -23,10 +23,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps", "xpu", "npu")
 
 
 def is_adapter_folder(path) -> bool:
-    """Whether ``path`` is a local PEFT adapter folder (it holds ``adapter_config.json``)."""
-    from peft.utils import CONFIG_NAME
-
-    return isinstance(path, (str, os.PathLike)) and os.path.isfile(os.path.join(path, CONFIG_NAME))
+    """Whether ``path`` is a local PEFT adapter folder (it holds ``adapter_config.json``, PEFT's config file: read
+    without importing peft, an optional extra)."""
+    return isinstance(path, (str, os.PathLike)) and os.path.isfile(os.path.join(path, "adapter_config.json"))
 
 
 def adapter_base(path: str) -> str | None:

@@ -30,7 +30,7 @@ contributes ``(0 - 1)^2``), a constant feature correlates with nothing. A single
 accumulated in float64, so huge bf16 activations normalise correctly (the normalised penalties are scale-free);
 ``normalize=False`` is not scale-free: its float32 value overflows once ``d |z|^2`` exceeds about 1.8e19 (``|z|``
 about 4e7 for d = 11008), which ``DecPOTrainer`` reports as an error instead of training on
-(``tests/trainer/test_numerics.py``). Normalised penalties stay exact up to ``|z|`` about ``3e38 / sqrt(d)``.
+(``tests/mixin/test_numerics.py``). Normalised penalties stay exact up to ``|z|`` about ``3e38 / sqrt(d)``.
 """
 
 from __future__ import annotations

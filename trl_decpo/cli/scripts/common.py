@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from transformers import TrainerCallback
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_dataset
 
-from trl_decpo.cli.output_dir import resume_point
+from trl_decpo.cli.output_dir import decided_on_the_main_process, resume_point
 from trl_decpo.cli.sources import OFFLINE_VARIABLES, check_dataset_source, check_model_source, hub_offline
 from trl_decpo.data import DATASET_FORMATS, load_named, pairs_to_trainer, probe_prompts, to_pairs
 from trl_decpo.monosemanticity.probes import PROBE_POOLING_CHOICES
@@ -95,9 +95,10 @@ def run_script(parser, main) -> None:
         raise SystemExit(2) from None
 
 
-def check_inputs(script_args, training_args, model_args, dataset_args):
+def check_inputs(script_args, training_args, model_args, dataset_args, resume_point=resume_point):
     """The checks before anything loads (``trl-decpo NAME`` runs them before launching, the script again): the model
-    and data can be had, and the output folder is empty or resumed. Returns the checkpoint and what to say of it."""
+    and data can be had, and the output folder is empty or resumed (``resume_point`` decides: in the launched script,
+    the main process's decision). Returns the checkpoint and what to say of it."""
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
     check_model_source(model_args.model_name_or_path, "`model_name_or_path`", model_args.model_revision)
@@ -114,7 +115,10 @@ def check_inputs(script_args, training_args, model_args, dataset_args):
 def prepare(name: str, script_args, training_args, model_args, dataset_args):
     """Before script ``name`` builds its trainer: the checks, the model options as ``trl NAME`` sets them, the train
     and test splits (or ``None``) as the trainer takes them. Returns the checkpoint to resume from and the splits."""
-    resume, message = check_inputs(script_args, training_args, model_args, dataset_args)
+    # under several processes the main process decides about the output folder, and every process follows it
+    resume, message = check_inputs(
+        *(script_args, training_args, model_args, dataset_args), decided_on_the_main_process
+    )
     if message and training_args.process_index == 0:
         print(f"trl-decpo {name}: {message}", file=sys.stderr)
     if model_args.load_in_4bit:
@@ -130,6 +134,8 @@ def prepare(name: str, script_args, training_args, model_args, dataset_args):
         "dtype": model_args.dtype,
         **(training_args.model_init_kwargs or {}),
     }
+    if dataset_args.datasets and script_args.dataset_name:  # as `trl dpo` says
+        print(f"trl-decpo {name}: `datasets` and `dataset_name` both given: the mixture is used", file=sys.stderr)
     if dataset_args.datasets:  # TRL's mixture, held out below with the run's seed
         dataset = get_dataset(replace(dataset_args, test_split_size=None))
     else:
