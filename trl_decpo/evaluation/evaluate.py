@@ -21,15 +21,15 @@ from torch import nn
 from transformers.utils import logging
 
 from ..monosemanticity.loading import (
-    adapter_base,
     apply_adapter,
     is_adapter_folder,
     load_model_and_adapter,
-    load_tokenizer,
     name_models,
+    note_other_base,
     remove_adapter,
     resolve_device,
     source_name,
+    tokenizer_for,
 )
 from .generation import generate_completions
 from .preference import PairLogps, PairRewards, dpo_pair_rewards, length_shortcut, preference_logps, tokenize_pairs
@@ -217,10 +217,7 @@ def evaluate_models(
             if isinstance(scorer, str)
             else scorer
         )
-    if isinstance(tokenizer, (str, os.PathLike)) or (tokenizer is None and not isinstance(base, nn.Module)):
-        tokenizer = load_tokenizer(tokenizer or base, trust_remote_code=trust_remote_code)
-    if tokenizer is None:
-        raise ValueError("`tokenizer` is required when `base` is a loaded model (a folder or Hub id brings its own)")
+    tokenizer = tokenizer_for(tokenizer, base, trust_remote_code)
     tokenized = tokenize_pairs(tokenizer, pairs) if pairs is not None else None
     load = dict(model_args=model_args, device=device, trust_remote_code=trust_remote_code)
     evaluate = dict(
@@ -236,11 +233,7 @@ def evaluate_models(
         say(f"evaluating {name}")
         adapter = isinstance(entry, (str, os.PathLike)) and is_adapter_folder(entry)
         if adapter:  # on BASE for its turn
-            recorded, applied_to = adapter_base(entry), source_name(base_model)
-            if recorded and applied_to and os.path.realpath(recorded) != os.path.realpath(applied_to):
-                logger.warning(
-                    f"note: adapter {entry} records base {recorded!r}; it is applied to BASE {applied_to!r}"
-                )
+            note_other_base(entry, base_model)
             model = apply_adapter(base_model, entry)
         else:
             model = entry if isinstance(entry, nn.Module) else load_model_and_adapter(entry, **load)

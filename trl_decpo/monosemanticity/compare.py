@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers.utils import logging
 
-from .loading import adapter_base, is_adapter_folder, load_model_and_adapter, load_tokenizer, name_models, source_name
+from .loading import (
+    is_adapter_folder,
+    load_model_and_adapter,
+    name_models,
+    note_other_base,
+    source_name,
+    tokenizer_for,
+)
 from .measure import MonosemanticityReport, measure_monosemanticity
 from .neurons import WeightProxyReport, weight_proxy
 from .probes import ProbeSet, prepare_probes
@@ -162,10 +169,8 @@ def compare_monosemanticity(
     Models given as paths are loaded one at a time and released after their measurement.
     """
     base_name, named = name_models(base, models, base_name)
-    if isinstance(tokenizer, (str, os.PathLike)) or (tokenizer is None and not isinstance(base, nn.Module)):
-        tokenizer = load_tokenizer(tokenizer or base, trust_remote_code=trust_remote_code)
-    if tokenizer is None and not isinstance(prompts, ProbeSet):
-        raise ValueError("`tokenizer` is required when `base` is a loaded model (a folder or Hub id brings its own)")
+    if not (isinstance(prompts, ProbeSet) and tokenizer is None and isinstance(base, nn.Module)):  # else none needed
+        tokenizer = tokenizer_for(tokenizer, base, trust_remote_code)
     probes = prompts if isinstance(prompts, ProbeSet) else prepare_probes(prompts, tokenizer, max_length, pooling)
     load = dict(model_args=model_args, device=device, trust_remote_code=trust_remote_code)
     base_model = base if isinstance(base, nn.Module) else load_model_and_adapter(base, **load)
@@ -176,11 +181,7 @@ def compare_monosemanticity(
         if isinstance(entry, nn.Module):
             model = entry
         elif is_adapter_folder(entry):  # on a copy of BASE: the weight proxy compares the two
-            recorded, applied_to = adapter_base(entry), source_name(base)
-            if recorded and applied_to and os.path.realpath(recorded) != os.path.realpath(applied_to):
-                logger.warning(
-                    f"note: adapter {entry} records base {recorded!r}; it is applied to BASE {applied_to!r}"
-                )
+            note_other_base(entry, base)
             copied = copy.deepcopy(base_model) if isinstance(base, nn.Module) else base
             model = load_model_and_adapter(entry, base=copied, **load)
         else:

@@ -16,10 +16,14 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 DEVICES = ("auto", "cpu", "cuda", "mps", "xpu", "npu")
+
+
+logger = logging.get_logger(__name__)
 
 
 def is_adapter_folder(path) -> bool:
@@ -178,3 +182,20 @@ def load_tokenizer(path: str, base: str | None = None, trust_remote_code: bool =
         except (OSError, ValueError) as err:
             errors.append(f"{candidate}: {err}")
     raise ValueError("cannot load a tokenizer: " + "; ".join(errors))
+
+
+def tokenizer_for(tokenizer, base, trust_remote_code: bool = False):
+    """The tokenizer the comparisons use: ``tokenizer`` itself, loaded when it is a folder or Hub id, else ``base``'s
+    when ``base`` is a path; a ``ValueError`` when there is none (a loaded ``base`` brings no tokenizer)."""
+    if isinstance(tokenizer, (str, os.PathLike)) or (tokenizer is None and not isinstance(base, nn.Module)):
+        tokenizer = load_tokenizer(tokenizer or base, trust_remote_code=trust_remote_code)
+    if tokenizer is None:
+        raise ValueError("`tokenizer` is required when `base` is a loaded model (a folder or Hub id brings its own)")
+    return tokenizer
+
+
+def note_other_base(adapter: str, base) -> None:
+    """Warn when an adapter folder records another base model than the one (``base``) it is applied to."""
+    recorded, applied_to = adapter_base(adapter), source_name(base)
+    if recorded and applied_to and os.path.realpath(recorded) != os.path.realpath(applied_to):
+        logger.warning(f"note: adapter {adapter} records base {recorded!r}; it is applied to BASE {applied_to!r}")
