@@ -3,7 +3,7 @@
 
 Each arm is measured on the held-out split with the library's own tools:
 
-* `trl_decpo.evaluation.evaluate_model`: per-pair DPO implicit rewards against the base model (accuracy, margin), and the task score (the
+* `trl_decpo.evaluate_model`: per-pair DPO implicit rewards against the base model (accuracy, margin), and the task score (the
   offline scorer) of greedy replies to the held-out prompts;
 * `measure_monosemanticity`: FD, its control and sparsity per layer on the held-out prompts (chat-formatted, pooled
   at their last content token), rows kept for the paired bootstrap.
@@ -99,11 +99,12 @@ def phase(label: str):
 
 
 def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) -> tuple[ArmResult, object]:
-    from trl_decpo import evaluation, measure_monosemanticity
+    import trl_decpo  # its evaluate_model, not this module's
+    from trl_decpo import measure_monosemanticity
 
     n_pairs, n_prompts = len(task.heldout), len(task.heldout_chats)
     with phase(f"  {result.name}: log-probs of the {n_pairs} held-out pairs"):
-        rewarded = evaluation.evaluate_model(
+        rewarded = trl_decpo.evaluate_model(
             model, tokenizer, task.heldout, reference=ref_logps, beta=args.beta, batch_size=args.eval_batch_size
         )
     result.rewards = rewarded.rewards
@@ -113,7 +114,7 @@ def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) 
         result.report = measure_monosemanticity(model, task.heldout_chats, tokenizer, batch_size=args.eval_batch_size)
     with phase(f"  {result.name}: greedy replies ({args.max_new_tokens} tokens) to the {n_prompts} prompts, scored"):
         replies = {"max_new_tokens": args.max_new_tokens, "batch_size": n_prompts}  # all prompts in one batch
-        scored = evaluation.evaluate_model(
+        scored = trl_decpo.evaluate_model(
             model, tokenizer, prompts=task.heldout_chats, scorer=score_texts, generation_kwargs=replies
         )
     result.completions, result.scores = scored.completions, scored.scores
