@@ -1,7 +1,7 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """How long `trl-decpo` takes before it does anything (docs/benchmarks.md): `trl-decpo --help` (target: under 2 s),
-`import trl_decpo`, and a command's `--help` (target: under 1 s: answered from the stored help,
-`trl_decpo/cli/help_index.py`; without it, by the command's parser, after importing torch, TRL and transformers).
+`import trl_decpo`, and a command's `--help` (answered by the command's parser, after importing torch, TRL and
+transformers, as `trl dpo --help` is; no target).
 
 Each case runs `--repeats` times, each in a fresh interpreter (`python -m trl_decpo ...` from `--root`, so that
 `--root` can time another checkout, e.g. a git worktree of an earlier commit, with the same interpreter); the median

@@ -122,7 +122,7 @@ def test_the_process_finder_finds_the_known_ones():
     """It follows helpers and decorators: the CLI tests that run the console script through a helper are found."""
     found = {f"{rel(path)}::{name}" for path in suite_files() for name in process_tests(path)}
     assert {
-        "cli/test_notices.py::test_a_command_without_4bit_prints_no_notice_and_one_with_4bit_does",
+        "cli/test_train.py::test_the_command_launches_the_script_end_to_end",
         "cli/test_cli.py::test_installed_console_script",
     } <= found
     assert "penalty/test_penalty.py::test_matches_brute_force" not in found

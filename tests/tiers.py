@@ -35,8 +35,6 @@ SLOW_TESTS: dict[str, str | set[str]] = {
         "test_import_and_the_command_help_load_no_heavy_library",
         "test_the_console_script_answers_help",
     },
-    "cli/test_help_index.py": {"test_help_imports_no_heavy_library"},
-    "cli/test_notices.py": {"test_a_command_without_4bit_prints_no_notice_and_one_with_4bit_does"},
     # over ~1 s (and, where said, start processes)
     "capture/test_capture.py": {
         "test_bitsandbytes_4bit_layers_resolve_and_capture",
@@ -56,8 +54,6 @@ SLOW_TESTS: dict[str, str | set[str]] = {
         "test_an_earlier_run_is_refused_or_resumed_and_the_cli_says_which",
         "test_measure_writes_only_inside_output_dir",
         "test_remote_code_runs_only_with_trust_remote_code",
-        "test_resuming_a_model_only_checkpoint_says_the_optimizer_restarts",
-        "test_resuming_another_runs_checkpoint_into_a_used_folder_is_refused",
         "test_training_writes_only_inside_output_dir",
     },
     "cli/test_evaluate.py": {

@@ -127,12 +127,15 @@ def probe_prompts(dataset, max_samples: int | None = None) -> list:
 
 def load_named(name: str, config: str | None = None, streaming: bool = False):
     """A ``DatasetDict``: a local data file read by the ``datasets`` builder of its suffix (one ``train`` split), or
-    what ``datasets.load_dataset`` reads (a Hub id, a folder of data files or one saved with ``save_to_disk``)."""
+    what ``datasets.load_dataset`` reads (a Hub id, a folder of data files or one saved with ``save_to_disk``); a name
+    that cannot be had is a one-line ``ValueError`` (:mod:`trl_decpo.sources`)."""
     import datasets
+
+    from .sources import load_dataset
 
     if os.path.isfile(name):
         return datasets.DatasetDict({"train": load_data_file(name, "dataset_name")})
-    return datasets.load_dataset(name, name=config, streaming=streaming)
+    return load_dataset(name, config, streaming)
 
 
 def load_pairs(path: str, split: str = "test", dataset_format: str = "preference", max_pairs: int = 0, prefix=""):

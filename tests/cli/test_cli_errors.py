@@ -8,8 +8,9 @@ import json
 
 import pytest
 
+import trl_decpo.sources as sources
 from tests.helpers import FAST_TRAIN_ARGS, PAIRS, model_path
-from trl_decpo.cli import main, sources
+from trl_decpo.cli import main
 from trl_decpo.cli.scripts import dpo
 
 
@@ -137,8 +138,11 @@ def test_measure_leaves_no_output_folder_when_the_model_has_no_tokenizer(tmp_pat
     assert not (tmp_path / "o").exists()
 
 
-def test_a_refused_run_removes_the_output_folders_it_created(tmp_path, pairs_file):
-    """transformers and TRL create `output_dir` while building the trainer, before the layer is checked."""
+def test_a_run_refused_by_the_trainer_can_be_run_again_into_the_same_folder(tmp_path, pairs_file):
+    """transformers and TRL create `output_dir` while building the trainer, before the layer is checked: the folder is
+    left empty, so the corrected command is not refused as an earlier run."""
+    from trl_decpo.cli.scripts.common import resume_point
+
     argv = ["--model_name_or_path", model_path(), "--dataset_name", pairs_file, "--test_split_size", "0.25"]
     argv += [*FAST_TRAIN_ARGS, "--decorrelation_layers", "99"]
 
@@ -147,10 +151,8 @@ def test_a_refused_run_removes_the_output_folders_it_created(tmp_path, pairs_fil
             dpo.main(*dpo.make_parser().parse_args_and_config([*argv, "--output_dir", str(out)]))
 
     refused(tmp_path / "new" / "run")
-    assert not (tmp_path / "new").exists()  # the folder, and the parent created for it
-    (tmp_path / "empty").mkdir()  # a folder that was there before stays, empty as it was
-    refused(tmp_path / "empty")
-    assert (tmp_path / "empty").is_dir()
+    assert not any((tmp_path / "new").rglob("*.*"))  # no file written
+    assert resume_point(str(tmp_path / "new" / "run"), None) == (None, None)
 
 
 def test_a_failed_measure_removes_only_the_empty_output_folder_it_created(tmp_path, prompts_file, capsys):
@@ -161,26 +163,3 @@ def test_a_failed_measure_removes_only_the_empty_output_folder_it_created(tmp_pa
     (tmp_path / "kept").mkdir()
     error_line(capsys, [*argv, "--output_dir", str(tmp_path / "kept" / "out")])
     assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "out").exists()
-
-
-def test_removed_if_left_empty_never_removes_what_existed_or_holds_anything(tmp_path):
-    from trl_decpo.cli.output_dir import removed_if_left_empty
-
-    class Failed(Exception):
-        pass
-
-    def fail_after(make):
-        with pytest.raises(Failed), removed_if_left_empty(str(tmp_path / "a" / "b"), str(tmp_path / "c"), None):
-            make()
-            raise Failed
-
-    fail_after(lambda: (tmp_path / "a" / "b").mkdir(parents=True))
-    assert not (tmp_path / "a").exists()
-    fail_after(lambda: ((tmp_path / "a" / "b").mkdir(parents=True), (tmp_path / "a" / "b" / "f").write_text("x")))
-    assert (tmp_path / "a" / "b" / "f").is_file()  # something was written: kept
-    (tmp_path / "c").mkdir()
-    fail_after(lambda: None)
-    assert (tmp_path / "c").is_dir() and (tmp_path / "a" / "b" / "f").is_file()  # there before: kept
-    with removed_if_left_empty(str(tmp_path / "d")):  # no failure: nothing removed
-        (tmp_path / "d").mkdir()
-    assert (tmp_path / "d").is_dir()

@@ -148,30 +148,6 @@ def test_resume_errors(workspace, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_resuming_another_runs_checkpoint_into_a_used_folder_is_refused(workspace, capsys):
-    root, data = workspace
-    first, second = str(root / "first"), str(root / "second")
-    assert main(train_argv(data, first, "--save_strategy", "steps", "--save_steps", "2")) == 0
-    assert main(train_argv(data, second, "--save_strategy", "steps", "--save_steps", "2")) == 0
-    capsys.readouterr()
-    argv = train_argv(data, second, "--resume_from_checkpoint", os.path.join(first, "checkpoint-2"))
-    assert main(argv) == 2
-    assert "would mix two runs" in capsys.readouterr().err
-
-
-def test_resuming_a_model_only_checkpoint_says_the_optimizer_restarts(workspace, capsys):
-    root, data = workspace
-    out = str(root / "run")
-    assert (
-        main(train_argv(data, out, "--save_strategy", "steps", "--save_steps", "2", "--save_only_model", "true")) == 0
-    )
-    capsys.readouterr()
-    argv = train_argv(data, out, "--resume_from_checkpoint", "last")
-    argv[argv.index("--max_steps") + 1] = "3"
-    assert main(argv) == 0
-    assert "holds no optimizer state" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("command", ["dpo", "measure"])
 def test_remote_code_runs_only_with_trust_remote_code(workspace, capsys, command):
     root, data = workspace

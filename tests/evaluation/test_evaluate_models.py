@@ -178,6 +178,10 @@ def test_results_files(tmp_path, pairs):
         ({}, "nothing to evaluate"),
         ({"pairs": "P", "beta": 0}, "`beta` must be > 0"),
         ({"scorer": word_count}, "no prompts for the task score"),
+        (
+            {"pairs": "P"},
+            "model 'base' does not exist as a local folder, and as a Hub id it is not in the Hugging Face",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_model_loads(monkeypatch, pairs, kwargs, message):

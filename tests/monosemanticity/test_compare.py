@@ -157,3 +157,17 @@ def test_tables():
 def test_a_loaded_base_without_a_tokenizer_is_refused_in_one_line():
     with pytest.raises(ValueError, match="`tokenizer` is required when `base` is a loaded model"):
         compare_monosemanticity(make_model(), {"same": make_model()}, ["the cat sat on", "a dog ran"])
+
+
+def test_every_model_is_checked_before_the_first_loads(gpt2_folders, tmp_path, monkeypatch):
+    """A misspelled tuned model fails in one line naming it, before the base model is loaded and measured."""
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
+    missing = str(tmp_path / "runs" / "typo")
+    with pytest.raises(ValueError, match=f"model {missing!r} does not exist: no such folder"):
+        compare_monosemanticity(gpt2_folders["base_dir"], [gpt2_folders["tuned_dir"], missing], PROMPTS)
+    with pytest.raises(
+        ValueError, match="'someone/not-cached' does not exist as a local folder, and as a Hub id it is"
+    ):
+        compare_monosemanticity(gpt2_folders["base_dir"], ["someone/not-cached"], PROMPTS)  # offline (the suite)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import OutputArguments, command, option, prepare_output, write_results
-from .loading import LoadArguments, check_models
+from .base import OutputArguments, command, option
+from .loading import LoadArguments
 from .measure import ProbeArguments
 
 
@@ -20,7 +20,7 @@ def compare_command(
     models: list[str], probes: ProbeArguments, load: LoadArguments, output: OutputArguments, compare: CompareArguments
 ) -> dict:
     """The prompts are tokenized once, with BASE's tokenizer; PEFT adapters among TUNED are applied to BASE."""
-    from ..monosemanticity import compare_monosemanticity, load_tokenizer
+    from ..monosemanticity import compare_monosemanticity
 
     if len(models) < 2:
         raise ValueError("`compare` needs a BASE model and at least one TUNED model")
@@ -29,18 +29,14 @@ def compare_command(
             "`base_model` is not used by `compare`: PEFT adapters among TUNED are applied to BASE (the first model); "
             "put the model they were trained on first"
         )
-    prompts = probes.load()
-    check_models(models, load, adapters_on_first=True)
-    tokenizer = load_tokenizer(models[0], trust_remote_code=load.trust_remote_code)
-    out_dir = prepare_output(output)
     comparison = compare_monosemanticity(
-        models[0], models[1:], prompts, tokenizer, pooling=probes.pooling, progress=True,
+        models[0], models[1:], probes.load(), pooling=probes.pooling, progress=True,
         weight_proxy_top_k=compare.weight_proxy_top_k, **probes.measuring(), **load.loading(),
     )  # fmt: skip
     print(comparison.to_text())
-    write_results(
-        out_dir, "compare", comparison.to_dict(), comparison.table(), comparison.plot if output.plot else None
-    )
+    if output.output_dir:
+        comparison.save(output.output_dir, output.plot)
+        print(f"wrote {output.output_dir}")
     return comparison.to_dict()
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from ..data import DATASET_FORMATS, load_pairs
 from ..utils import check_int
-from .base import command, option, prepare_output
-from .loading import LoadArguments, check_models
+from .base import command, option
+from .loading import LoadArguments
 
 
 @dataclass
@@ -72,8 +72,9 @@ class EvaluateArguments:
 
 def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArguments) -> dict:
     from ..evaluation import evaluate_models, load_scorer
-    from ..monosemanticity import load_prompts, load_tokenizer
+    from ..monosemanticity import load_prompts
     from ..monosemanticity.loading import name_models, resolve_device
+    from ..sources import check_models
 
     if len(models) < 2:
         raise ValueError(
@@ -87,7 +88,7 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
         raise ValueError(
             f"`--names` must give {len(models)} distinct comma-separated names (BASE then each MODEL), got {args.names!r}"
         )
-    check_models(models, load, adapters_on_first=True)
+    check_models(models, load.model_revision)
     pairs = (
         load_pairs(args.dataset, args.split, args.dataset_format, args.max_pairs, "--")
         if args.dataset is not None
@@ -96,19 +97,17 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
     prompts = load_prompts(args.prompts, args.prompt_column, args.split) if args.prompts is not None else None
     device, remote = resolve_device(load.device), load.trust_remote_code
     scorer = load_scorer(args.scorer, args.scorer_label, device, args.batch_size, remote) if args.scorer else None
-    tokenizer = load_tokenizer(models[0], trust_remote_code=load.trust_remote_code)
-    out_dir = prepare_output(args)
     result = evaluate_models(
-        models[0], dict(zip(names[1:], models[1:], strict=True)), pairs, prompts, scorer, tokenizer,
+        models[0], dict(zip(names[1:], models[1:], strict=True)), pairs, prompts, scorer,
         base_name=names[0], pairs_name=args.dataset, beta=args.beta, batch_size=args.batch_size,
         max_length=args.max_length or None, truncation_mode=args.truncation_mode, max_prompts=args.max_prompts or None,
         generation_kwargs=dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, seed=args.seed),
         num_resamples=args.num_resamples, seed=args.seed, progress=True, **load.loading(),
     )  # fmt: skip
     print(result.to_markdown())
-    if out_dir:
-        result.save(out_dir, settings={k: v for k, v in vars(args).items() if k != "output_dir"})
-        print(f"wrote {out_dir}")
+    if args.output_dir:
+        result.save(args.output_dir, settings={k: v for k, v in vars(args).items() if k != "output_dir"})
+        print(f"wrote {args.output_dir}")
     return result.to_dict()
 
 

@@ -8,11 +8,9 @@ from dataclasses import dataclass, field, fields, make_dataclass
 
 from trl import ModelConfig
 
-from ..monosemanticity.loading import adapter_base, check_device, is_adapter_folder
+from ..monosemanticity.loading import check_device
 from ..utils import check_choice
 from .base import option
-from .notices import release_bitsandbytes_notice
-from .sources import check_model_source
 
 
 MODEL_OPTIONS = ("dtype", "model_revision", "attn_implementation", "load_in_4bit", "load_in_8bit")
@@ -55,19 +53,5 @@ class LoadArguments(_ModelOptions):
         return ModelConfig(**{name: getattr(self, name) for name in MODEL_OPTIONS})
 
     def loading(self) -> dict:
-        """Keyword arguments of ``load_model_and_adapter`` (bitsandbytes' held-back notice let out for 4/8-bit)."""
-        if self.load_in_4bit or self.load_in_8bit:
-            release_bitsandbytes_notice()
+        """Keyword arguments of ``load_model_and_adapter``."""
         return {"model_args": self.model_config(), "device": self.device, "trust_remote_code": self.trust_remote_code}
-
-
-def check_models(paths: list[str], args: LoadArguments, adapters_on_first: bool = False) -> None:
-    """Each model (and the base model of each PEFT adapter folder, unless adapters are applied to the first model)
-    is an existing local folder or a Hub id that can be had: a one-line ``ValueError`` otherwise, before anything
-    loads or any output folder is made."""
-    for path in paths:
-        check_model_source(path, "model", args.model_revision)
-        if is_adapter_folder(path) and not adapters_on_first:
-            base = args.base_model or adapter_base(path)
-            if base:
-                check_model_source(base, f"the base model of adapter {path!r}", args.model_revision)

@@ -8,8 +8,7 @@
   launches TRL's.
 * ``measure``, ``compare``, ``top-tokens``, ``evaluate``: ``main(make_parser(), argv)`` of the command's module.
 
-Only the command that runs is imported, and ``COMMAND --help`` is answered from the stored help (:mod:`.help_index`),
-so that ``trl-decpo --help`` and ``trl-decpo COMMAND --help`` load neither torch nor TRL."""
+Only the command that runs is imported: ``trl-decpo --help`` loads neither torch nor TRL."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ import sys
 from argparse import ArgumentParser
 
 from .commands import COMMANDS
-from .help_index import answer
-from .notices import hold_bitsandbytes_notice, quiet_launch_defaults
 
 
 def build_parser() -> ArgumentParser:
@@ -48,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     rest = argv[argv.index(args.command) + 1 :]
-    if answer(args.command, rest):
-        return 0
-    hold_bitsandbytes_notice()  # bitsandbytes' CPU-kernel notice, only when 4-bit is asked for (.notices)
     module = importlib.import_module(COMMANDS[args.command].module)
     if COMMANDS[args.command].is_training:
         return launch(args.command, module, rest)
@@ -71,14 +65,11 @@ def launch(name: str, script, argv: list[str]) -> int:
         *parsed, config_rest, cli_rest = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True
         )
-        launch_args = resolve_accelerate_config(config_rest + cli_rest)
-        takes = parser_options(launcher)
-        unknown, i = [], 0
-        while i < len(launch_args):  # what accelerate launch does not take either
-            flag = launch_args[i].split("=")[0]
-            if flag not in takes:
-                unknown.append(launch_args[i])
-            i += 1 + (flag in takes and takes[flag] and "=" not in launch_args[i])
+        launch_args, takes, unknown = resolve_accelerate_config(config_rest + cli_rest), parser_options(launcher), []
+        for i, arg in enumerate(launch_args):  # what accelerate launch does not take either (values follow flags)
+            previous = launch_args[i - 1] if i else ""
+            if arg.split("=")[0] not in takes and not (takes.get(previous) and "=" not in previous):
+                unknown.append(arg)
         if unknown:
             parser.error(unknown_message(unknown, option_strings(parser) + list(takes)))
         check_inputs(*parsed)
@@ -89,17 +80,17 @@ def launch(name: str, script, argv: list[str]) -> int:
         return 2
     if parser.precision_args:  # the script is given them, and says nothing
         print(f"{parser.prog}: {parser.precision_note}", file=sys.stderr)
-    script_args, remaining = [], iter(cli_rest)  # the command line without what went to accelerate, as `trl` does
-    current = next(remaining, None)
+    rest = iter(cli_rest)  # the command line without what goes to accelerate (an ordered subsequence), as `trl` does
+    current, script_args = next(rest, None), []
     for arg in argv:
         if arg == current:
-            current = next(remaining, None)
+            current = next(rest, None)
         else:
             script_args.append(arg)
-    args = launcher.parse_args([*launch_args, script.__file__, *script_args, *parser.precision_args])
-    quiet_launch_defaults()
     try:
-        accelerate.launch_command(args)
+        accelerate.launch_command(
+            launcher.parse_args([*launch_args, script.__file__, *script_args, *parser.precision_args])
+        )
     except subprocess.CalledProcessError as err:  # the script said why (one line for bad input)
         return err.returncode
     except Exception as err:  # torch's launcher, for several processes: ChildFailedError, by rank

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from ..monosemanticity import PROBE_POOLING_CHOICES, load_prompts
 from ..utils import check_choice, check_int
-from .base import OutputArguments, command, option, prepare_output, write_results
-from .loading import LoadArguments, check_models
+from .base import OutputArguments, command, option
+from .loading import LoadArguments
 
 
 @dataclass
@@ -61,23 +61,21 @@ class ProbeArguments:
 
 def measure_command(model: str, probes: ProbeArguments, load: LoadArguments, output: OutputArguments) -> dict:
     from ..monosemanticity import load_model_and_adapter, load_tokenizer, measure_monosemanticity
-    from ..monosemanticity.loading import display_name
-    from ..monosemanticity.plotting import plot_depth_profiles
     from ..monosemanticity.tables import report_summary, report_table
+    from ..sources import check_models
 
     prompts = probes.load()
-    check_models([model], load)
+    check_models([model, load.base_model], load.model_revision)
     tokenizer = load_tokenizer(model, load.base_model, load.trust_remote_code)
-    out_dir = prepare_output(output)
     loaded = load_model_and_adapter(model, load.base_model, **load.loading())
     report = measure_monosemanticity(
         loaded, prompts, tokenizer, pooling=probes.pooling, progress=True, **probes.measuring()
     )
     print(f"{model}: {report.num_prompts} prompts, site {report.site}, pooling {report.pooling}")
     print(f"{report_table(report).to_text()}\n{report_summary(report)}")
-    title, name = f"{display_name(model)} ({report.site}, {report.num_prompts} prompts)", display_name(model)
-    plot = (lambda path: plot_depth_profiles({name: report.to_dict()}, path, title=title)) if output.plot else None
-    write_results(out_dir, "monosemanticity", {"model": model, **report.to_dict()}, report_table(report), plot)
+    if output.output_dir:
+        report.save(output.output_dir, model, output.plot)
+        print(f"wrote {output.output_dir}")
     return {"model": model, **report.to_dict()}
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..utils import check_int
-from .base import OutputArguments, command, option, prepare_output, write_results
-from .loading import LoadArguments, check_models
+from .base import OutputArguments, command, option
+from .loading import LoadArguments
 from .measure import ProbeArguments
 
 
@@ -32,7 +32,8 @@ def top_tokens_command(
     model: str, top: TopTokenArguments, probes: ProbeArguments, load: LoadArguments, output: OutputArguments
 ) -> dict:
     from ..monosemanticity import load_model_and_adapter, load_tokenizer, prepare_probes, top_tokens
-    from ..monosemanticity.tables import Table
+    from ..monosemanticity.tables import Table, save_results
+    from ..sources import check_models
 
     if (probes.prompts is None) == (top.base is None):
         raise ValueError(
@@ -44,9 +45,8 @@ def top_tokens_command(
             f"`pooling` ({probes.pooling!r}) chooses the probe tokens whose mean |activation| ranks the dimensions; "
             "with `--base` they are ranked by weight change, on no probe: drop `--pooling`"
         )
-    check_models([model] + ([top.base] if top.base is not None else []), load)
+    check_models([model, top.base, load.base_model], load.model_revision)
     tokenizer, prompts = load_tokenizer(model, load.base_model, load.trust_remote_code), probes.load(required=False)
-    out_dir = prepare_output(output)
     if top.base is not None:
         ranked = {"base_model": load_model_and_adapter(top.base, load.base_model, **load.loading())}
         ranking = f"input-weight change against {top.base}"
@@ -61,7 +61,9 @@ def top_tokens_command(
     rows = [[i + 1, n.dimension, n.score, " | ".join(repr(t) for t in n.tokens)] for i, n in enumerate(neurons)]
     print(Table(["rank", "dimension", "score", "top tokens"], rows).to_text())
     result = {"model": model, "layer": top.layer, "ranking": ranking, "dimensions": [n.__dict__ for n in neurons]}
-    write_results(out_dir, f"top_tokens_layer{top.layer}", result)
+    if output.output_dir:
+        save_results(output.output_dir, f"top_tokens_layer{top.layer}", result)
+        print(f"wrote {output.output_dir}")
     return result
 
 

@@ -31,6 +31,7 @@ from ..monosemanticity.loading import (
     source_name,
     tokenizer_for,
 )
+from ..sources import check_models
 from .generation import generate_completions
 from .preference import PairLogps, PairRewards, dpo_pair_rewards, length_shortcut, preference_logps, tokenize_pairs
 from .report import EvaluationTable, comparison_table
@@ -212,11 +213,9 @@ def evaluate_models(
         prompts = prompts[:max_prompts] if max_prompts else prompts
         if not prompts:
             raise ValueError("no prompts for the task score: give `prompts` or `pairs`")
-        scorer = (
-            load_scorer(scorer, device=resolve_device(device), batch_size=batch_size)
-            if isinstance(scorer, str)
-            else scorer
-        )
+    check_models([base, *named.values()], getattr(model_args, "model_revision", None))  # before any loads
+    if isinstance(scorer, str):
+        scorer = load_scorer(scorer, device=resolve_device(device), batch_size=batch_size)
     tokenizer = tokenizer_for(tokenizer, base, trust_remote_code)
     tokenized = tokenize_pairs(tokenizer, pairs) if pairs is not None else None
     load = dict(model_args=model_args, device=device, trust_remote_code=trust_remote_code)

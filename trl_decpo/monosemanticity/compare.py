@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers.utils import logging
 
+from ..sources import check_models
 from .loading import (
     is_adapter_folder,
     load_model_and_adapter,
@@ -169,6 +170,7 @@ def compare_monosemanticity(
     Models given as paths are loaded one at a time and released after their measurement.
     """
     base_name, named = name_models(base, models, base_name)
+    check_models([base, *named.values()], getattr(model_args, "model_revision", None))  # before any loads
     if not (isinstance(prompts, ProbeSet) and tokenizer is None and isinstance(base, nn.Module)):  # else none needed
         tokenizer = tokenizer_for(tokenizer, base, trust_remote_code)
     probes = prompts if isinstance(prompts, ProbeSet) else prepare_probes(prompts, tokenizer, max_length, pooling)

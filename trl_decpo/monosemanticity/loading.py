@@ -139,6 +139,10 @@ def load_model_and_adapter(
     """
     from transformers import AutoModelForCausalLM
 
+    from ..sources import check_model_source
+
+    revision = getattr(model_args, "model_revision", None)
+    check_model_source(path, "model", revision)  # one line, before transformers' error or network retries
     if os.path.isfile(path):
         raise ValueError(f"model {path!r} is a file; give a model folder or a Hub id")
     adapter = path if is_adapter_folder(path) else None
@@ -146,6 +150,8 @@ def load_model_and_adapter(
         base = base if base is not None else adapter_base(adapter)
         if not base:
             raise ValueError(f"adapter folder {adapter!r} records no base model; give its base model")
+        if isinstance(base, str):
+            check_model_source(base, f"the base model of adapter {adapter!r}", revision)
     target = base if adapter is not None else path
     kwargs = model_kwargs(model_args, device, trust_remote_code)
     if isinstance(target, nn.Module):

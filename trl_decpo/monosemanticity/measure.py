@@ -88,6 +88,20 @@ class MonosemanticityReport:
         """Each prompt's sparsity (variance across hidden dimensions) at ``layer``, in prompt order."""
         return self.accumulators[layer].row_sparsity()
 
+    def save(self, output_dir: str, model: str | None = None, plot: bool = True) -> list[str]:
+        """Write ``monosemanticity.json`` (with ``model``, its name or path), ``.csv`` and (``plot``) ``.png`` of the
+        depth profile into ``output_dir`` (created if missing); returns the paths written."""
+        from .loading import display_name
+        from .plotting import plot_depth_profiles
+        from .tables import report_table, save_results
+
+        name = display_name(model) if model else "model"
+        title = f"{name} ({self.site}, {self.num_prompts} prompts)"
+        draw = (lambda path: plot_depth_profiles({name: self.to_dict()}, path, title=title)) if plot else None
+        return save_results(
+            output_dir, "monosemanticity", {"model": model, **self.to_dict()}, report_table(self), draw
+        )
+
     def to_dict(self) -> dict:
         return {
             "site": self.site,

@@ -5,9 +5,4 @@ training_args, model_args, dataset_args)``; what they share is :mod:`.common`. `
 accelerate as ``trl NAME`` does; ``python -m trl_decpo.cli.scripts.NAME`` and ``accelerate launch
 trl_decpo/cli/scripts/NAME.py`` run it too."""
 
-from trl_decpo.cli.notices import hold_bitsandbytes_notice
-
-
-hold_bitsandbytes_notice()  # before the scripts import TRL (and so bitsandbytes): shown only for 4-bit models
-
 SCRIPTS = ("dpo", "sft", "kto", "reward")

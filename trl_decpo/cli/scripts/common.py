@@ -11,11 +11,10 @@ from dataclasses import dataclass, field, replace
 from transformers import TrainerCallback
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_dataset
 
-from trl_decpo.cli.output_dir import decided_on_the_main_process, resume_point
-from trl_decpo.cli.sources import OFFLINE_VARIABLES, check_dataset_source, check_model_source, hub_offline
 from trl_decpo.data import DATASET_FORMATS, load_named, pairs_to_trainer, probe_prompts, to_pairs
 from trl_decpo.monosemanticity.probes import PROBE_POOLING_CHOICES
 from trl_decpo.precision import fit_mixed_precision
+from trl_decpo.sources import check_dataset_source, check_model_source
 from trl_decpo.utils import check_choice, check_int, check_layers
 
 
@@ -75,14 +74,13 @@ class ScriptParser(TrlParser):
 def make_parser(name: str, config, subparsers=None, prog: str | None = None):
     """Script ``name``'s parser, as TRL's scripts build theirs: its script arguments, ``config`` (the decorrelated
     config of its trainer), ``ModelConfig`` and ``DatasetMixtureConfig``."""
-    from trl_decpo.cli.base import HelpFormatter
     from trl_decpo.cli.commands import COMMANDS
 
     types, command = (DecPOScriptArguments, config, ModelConfig, DatasetMixtureConfig), COMMANDS[name]
     if subparsers is not None:
         return subparsers.add_parser(name, help=command.help, dataclass_types=types)
     prog = prog or f"trl-decpo {name}"
-    return ScriptParser(types, prog=prog, description=command.help, usage=command.usage, formatter_class=HelpFormatter)
+    return ScriptParser(types, prog=prog, description=command.help, usage=command.usage)
 
 
 def run_script(parser, main) -> None:
@@ -95,10 +93,38 @@ def run_script(parser, main) -> None:
         raise SystemExit(2) from None
 
 
-def check_inputs(script_args, training_args, model_args, dataset_args, resume_point=resume_point):
+def resume_point(output_dir: str, resume) -> tuple[str | None, str | None]:
+    """The checkpoint to resume from (``resume_from_checkpoint``: a path, or ``true`` / ``last`` for the last one in
+    ``output_dir``) and what to say of it; a ``ValueError`` for a used ``output_dir`` without it: a run never clobbers
+    an earlier one silently."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    existing = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if resume in (None, "", "false", "False"):
+        if existing:
+            checkpoints = [name for name in existing if name.startswith("checkpoint-")]
+            what = f"a run with checkpoints {checkpoints}" if checkpoints else f"files {existing[:5]}"
+            todo = "Pass `--resume_from_checkpoint true` to continue it, or choose" if checkpoints else "Choose"
+            raise ValueError(
+                f"`output_dir` {output_dir!r} already holds {what}. {todo} an empty `--output_dir` (or delete that "
+                "folder to start over there)."
+            )
+        return None, None
+    if str(resume) in ("true", "True", "last"):
+        resume = get_last_checkpoint(output_dir) if existing else None
+        if resume is None:
+            raise ValueError(
+                f"`resume_from_checkpoint` asks for the last checkpoint in `output_dir` {output_dir!r}, which holds "
+                "none (`checkpoint-<step>` folders); drop it to start a new run"
+            )
+    elif not os.path.isdir(resume):
+        raise ValueError(f"`resume_from_checkpoint` {resume!r} is not a checkpoint folder")
+    return resume, f"resuming the run in {output_dir} from {os.path.basename(os.path.normpath(resume))}"
+
+
+def check_inputs(script_args, training_args, model_args, dataset_args):
     """The checks before anything loads (``trl-decpo NAME`` runs them before launching, the script again): the model
-    and data can be had, and the output folder is empty or resumed (``resume_point`` decides: in the launched script,
-    the main process's decision). Returns the checkpoint and what to say of it."""
+    and data can be had, and the output folder is empty or resumed. Returns the checkpoint and what to say of it."""
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
     check_model_source(model_args.model_name_or_path, "`model_name_or_path`", model_args.model_revision)
@@ -115,16 +141,9 @@ def check_inputs(script_args, training_args, model_args, dataset_args, resume_po
 def prepare(name: str, script_args, training_args, model_args, dataset_args):
     """Before script ``name`` builds its trainer: the checks, the model options as ``trl NAME`` sets them, the train
     and test splits (or ``None``) as the trainer takes them. Returns the checkpoint to resume from and the splits."""
-    # under several processes the main process decides about the output folder, and every process follows it
-    resume, message = check_inputs(
-        *(script_args, training_args, model_args, dataset_args), decided_on_the_main_process
-    )
+    resume, message = check_inputs(script_args, training_args, model_args, dataset_args)
     if message and training_args.process_index == 0:
         print(f"trl-decpo {name}: {message}", file=sys.stderr)
-    if model_args.load_in_4bit:
-        from trl_decpo.cli.notices import release_bitsandbytes_notice
-
-        release_bitsandbytes_notice()
     if training_args.device.type == "cpu":  # no accelerator to pin memory for: no torch warning
         training_args.dataloader_pin_memory = False
     training_args.model_init_kwargs = {
@@ -139,16 +158,7 @@ def prepare(name: str, script_args, training_args, model_args, dataset_args):
     if dataset_args.datasets:  # TRL's mixture, held out below with the run's seed
         dataset = get_dataset(replace(dataset_args, test_split_size=None))
     else:
-        try:
-            dataset = load_named(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
-        except ConnectionError as err:  # offline mode, and not in the cache
-            if hub_offline():
-                raise ValueError(
-                    f"`dataset_name` {script_args.dataset_name!r} does not exist as a local file or folder, and as a "
-                    f"Hub dataset it is not in the cache while offline mode is on ({OFFLINE_VARIABLES}): give a local "
-                    f"data file or folder, or download it first with the Hub reachable and those variables unset ({err})"
-                ) from err
-            raise
+        dataset = load_named(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if train_split not in dataset:
         raise ValueError(

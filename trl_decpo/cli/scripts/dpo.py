@@ -10,7 +10,6 @@ options) and `MonosemanticityCallback`.
 
 import argparse
 
-from trl_decpo.cli.output_dir import removed_if_left_empty
 from trl_decpo.cli.scripts import common
 
 
@@ -20,21 +19,18 @@ def main(script_args, training_args, model_args, dataset_args):
     from trl_decpo import DecPOTrainer
     from trl_decpo.compat import ignore_bool_buffers_in_ddp
 
-    with removed_if_left_empty(training_args.output_dir):  # a run refused before training leaves no folder
-        resume, train_dataset, eval_dataset = common.prepare(
-            "dpo", script_args, training_args, model_args, dataset_args
-        )
-        trainer = DecPOTrainer(
-            model=model_args.model_name_or_path,
-            args=training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            quantization_config=get_quantization_config(model_args),
-            peft_config=get_peft_config(model_args),
-        )
-        if script_args.ignore_bias_buffers:  # torch distributed hack, as in `trl dpo`
-            ignore_bool_buffers_in_ddp(trainer.model)
-        return common.train(trainer, eval_dataset, resume, script_args, model_args)
+    resume, train_dataset, eval_dataset = common.prepare("dpo", script_args, training_args, model_args, dataset_args)
+    trainer = DecPOTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+    if script_args.ignore_bias_buffers:  # torch distributed hack, as in `trl dpo`
+        ignore_bool_buffers_in_ddp(trainer.model)
+    return common.train(trainer, eval_dataset, resume, script_args, model_args)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

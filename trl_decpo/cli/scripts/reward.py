@@ -8,7 +8,6 @@ classifier with one label, its pad token set) and `MonosemanticityCallback`, on 
 
 import argparse
 
-from trl_decpo.cli.output_dir import removed_if_left_empty
 from trl_decpo.cli.scripts import common
 
 
@@ -17,21 +16,20 @@ def main(script_args, training_args, model_args, dataset_args):
 
     from trl_decpo import DecorrelatedRewardTrainer
 
-    with removed_if_left_empty(training_args.output_dir):  # a run refused before training leaves no folder
-        resume, train_dataset, eval_dataset = common.prepare(
-            "reward", script_args, training_args, model_args, dataset_args
-        )
-        if model_args.use_peft and model_args.lora_task_type == "CAUSAL_LM":  # ModelConfig's default; a reward model
-            model_args.lora_task_type = "SEQ_CLS"  # is a sequence classifier, its `score` head trained in full
-        trainer = DecorrelatedRewardTrainer(
-            model=model_args.model_name_or_path,
-            args=training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            quantization_config=get_quantization_config(model_args),
-            peft_config=get_peft_config(model_args),
-        )
-        return common.train(trainer, eval_dataset, resume, script_args, model_args)
+    resume, train_dataset, eval_dataset = common.prepare(
+        "reward", script_args, training_args, model_args, dataset_args
+    )
+    if model_args.use_peft and model_args.lora_task_type == "CAUSAL_LM":  # ModelConfig's default; a reward model
+        model_args.lora_task_type = "SEQ_CLS"  # is a sequence classifier, its `score` head trained in full
+    trainer = DecorrelatedRewardTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+    return common.train(trainer, eval_dataset, resume, script_args, model_args)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

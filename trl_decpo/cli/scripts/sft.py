@@ -9,7 +9,6 @@
 
 import argparse
 
-from trl_decpo.cli.output_dir import removed_if_left_empty
 from trl_decpo.cli.scripts import common
 
 
@@ -18,19 +17,16 @@ def main(script_args, training_args, model_args, dataset_args):
 
     from trl_decpo import DecorrelatedSFTTrainer
 
-    with removed_if_left_empty(training_args.output_dir):  # a run refused before training leaves no folder
-        resume, train_dataset, eval_dataset = common.prepare(
-            "sft", script_args, training_args, model_args, dataset_args
-        )
-        trainer = DecorrelatedSFTTrainer(
-            model=model_args.model_name_or_path,
-            args=training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            quantization_config=get_quantization_config(model_args),
-            peft_config=get_peft_config(model_args),
-        )
-        return common.train(trainer, eval_dataset, resume, script_args, model_args)
+    resume, train_dataset, eval_dataset = common.prepare("sft", script_args, training_args, model_args, dataset_args)
+    trainer = DecorrelatedSFTTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+    return common.train(trainer, eval_dataset, resume, script_args, model_args)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

@@ -1,7 +1,10 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """Where models and datasets come from, checked before anything loads: a local path that does not exist, or a Hub id
 that cannot be had (offline mode and not in the cache, or the Hub unreachable), is one line saying what to do, instead
-of transformers' "Repo id must be in the form ..." or a minute of network retries."""
+of transformers' "Repo id must be in the form ..." or a minute of network retries. The library's loaders
+(:func:`~trl_decpo.monosemanticity.load_model_and_adapter`, :func:`~trl_decpo.data.load_named`) and comparisons
+(:func:`~trl_decpo.compare_monosemanticity`, :func:`~trl_decpo.evaluate_models`, every model before the first loads)
+run these checks; the training commands run them before they launch."""
 
 from __future__ import annotations
 
@@ -86,10 +89,17 @@ def check_model_source(name: str, option: str, revision: str | None = None) -> N
         raise ValueError(f"{option} {name!r} does not exist as a local folder, and {problem}; {todo}")
 
 
+def check_models(models, revision: str | None = None) -> None:
+    """:func:`check_model_source` for each of ``models`` given as a path or Hub id (loaded models pass)."""
+    for model in models:
+        if isinstance(model, (str, os.PathLike)):
+            check_model_source(os.fspath(model), "model", revision)
+
+
 def check_dataset_source(name: str, option: str) -> None:
     """As :func:`check_model_source` for a dataset: a local path (or a name with a data file's suffix) that does not
     exist, or a Hub id with the Hub unreachable (offline, ``datasets`` itself reads its cache at once)."""
-    from ..utils import DATA_FILE_BUILDERS
+    from .utils import DATA_FILE_BUILDERS
 
     if os.path.exists(os.path.expanduser(name)):
         return
@@ -101,3 +111,21 @@ def check_dataset_source(name: str, option: str) -> None:
             f"{option} {name!r} does not exist as a local file or folder, and {problem}: give a local data file, or "
             "set HF_HUB_OFFLINE=1 to use a copy in the datasets cache"
         )
+
+
+def load_dataset(name: str, config: str | None = None, streaming: bool = False):
+    """``datasets.load_dataset(name)`` after :func:`check_dataset_source`, with a Hub dataset missing from the cache in
+    offline mode said in one line (``datasets`` raises a ``ConnectionError``)."""
+    import datasets
+
+    check_dataset_source(name, "`dataset_name`")
+    try:
+        return datasets.load_dataset(name, name=config, streaming=streaming)
+    except ConnectionError as err:
+        if not hub_offline():
+            raise
+        raise ValueError(
+            f"`dataset_name` {name!r} does not exist as a local file or folder, and as a Hub dataset it is not in the "
+            f"cache while offline mode is on ({OFFLINE_VARIABLES}): give a local data file or folder, or download it "
+            f"first with the Hub reachable and those variables unset ({err})"
+        ) from err
