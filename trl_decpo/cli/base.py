@@ -1,7 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""What the ``trl-decpo`` commands share: unknown options reported as argparse reports its
-errors (with the closest known option), and, for the measuring commands, their options, ``make_parser`` and ``main``
-(one-line errors; results are written only once computed, so a failed command leaves no folder)."""
+"""What the ``trl-decpo`` commands share: unknown options reported with the closest known one, and the measuring
+commands' parser, options, ``make_parser`` and ``main`` (one-line errors)."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from ..compat import parser_options
 from .commands import COMMANDS
 
 
@@ -26,20 +26,13 @@ def unknown_message(unknown: list[str], options: list[str]) -> str:
     return message
 
 
-def option_strings(parser) -> list[str]:
-    from ..compat import parser_options
-
-    return list(parser_options(parser))
-
-
 class CommandParser(TrlParser):
-    """``TrlParser`` for a measuring command: a short usage line, and unknown options reported before any dataclass is
-    built (so it never returns unknown strings)."""
+    """``TrlParser`` for a measuring command: unknown options are an error before any dataclass is built."""
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, unknown = super().parse_known_args(args, namespace)
         if unknown:
-            self.error(unknown_message(unknown, option_strings(self)))
+            self.error(unknown_message(unknown, list(parser_options(self))))
         return namespace, unknown
 
 
@@ -55,9 +48,8 @@ class OutputArguments:
 
 
 def command(name: str, dataclass_types: tuple, run: Callable, positional: str, **argument):
-    """Measuring command ``name``'s ``make_parser(prog=None)`` (the dataclasses' options, then the positional argument
-    ``positional``) and ``main(parser, argv)``: ``run(positional value, *dataclasses)``, a ``ValueError`` as one line
-    on stderr and exit status 2."""
+    """Measuring command ``name``'s ``make_parser(prog=None)`` and ``main(parser, argv)``, which calls
+    ``run(positional value, *dataclasses)``; a ``ValueError`` is one line on stderr and exit status 2."""
 
     def make_parser(prog: str | None = None):
         prog, help, usage = prog or f"trl-decpo {name}", COMMANDS[name].help, COMMANDS[name].usage
@@ -68,7 +60,7 @@ def command(name: str, dataclass_types: tuple, run: Callable, positional: str, *
     def main(parser, argv: list[str]) -> int:
         try:
             *parsed, args = parser.parse_args_into_dataclasses(argv)
-            for out in filter(None, (getattr(args, "output_dir", None) for args in parsed)):
+            for out in filter(None, (getattr(group, "output_dir", None) for group in parsed)):
                 if os.path.exists(out) and not os.path.isdir(out):
                     raise ValueError(f"`output_dir` {out!r} exists and is not a folder")
             run(getattr(args, positional), *parsed)

@@ -7,40 +7,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+TRAIN = "%(prog)s --model_name_or_path MODEL --dataset_name DATASET --output_dir DIR [OPTIONS] [--config FILE.yaml] "
+TRAIN += "[--accelerate_config NAME_OR_FILE]"
+
+
 @dataclass(frozen=True)
 class Command:
     module: str  # a training script (`make_parser(subparsers, prog)`, `main(4 dataclasses)`), launched through
     # accelerate; or a measuring command of `trl_decpo.cli` (`make_parser(prog)`, `main(parser, argv)`), run in-process
     help: str
-    usage: str  # argparse's own usage line would list every option
+    usage: str = TRAIN  # argparse's own usage line would list every option
 
     @property
     def is_training(self) -> bool:
         return self.module.startswith("trl_decpo.cli.scripts.")
 
 
-TRAIN = "%(prog)s --model_name_or_path MODEL --dataset_name DATASET --output_dir DIR [OPTIONS] [--config FILE.yaml] "
-TRAIN += "[--accelerate_config NAME_OR_FILE]"
 COMMANDS = {
-    "dpo": Command(
-        "trl_decpo.cli.scripts.dpo", "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's).", TRAIN
-    ),
+    "dpo": Command("trl_decpo.cli.scripts.dpo", "DPO + the DecPO penalty (`trl dpo`'s options and DecPOConfig's)."),
     "sft": Command(
         "trl_decpo.cli.scripts.sft",
         "SFT + the decorrelation penalty (`trl sft`'s options and DecorrelatedSFTConfig's); a preference dataset "
         "trains on its chosen completions.",
-        TRAIN,
     ),
     "kto": Command(
         "trl_decpo.cli.scripts.kto",
         "KTO + the decorrelation penalty (`trl kto`'s options and DecorrelatedKTOConfig's); a preference dataset is "
         "unpaired.",
-        TRAIN,
     ),
     "reward": Command(
         "trl_decpo.cli.scripts.reward",
         "A reward model + the decorrelation penalty (`trl reward`'s options and DecorrelatedRewardConfig's).",
-        TRAIN,
     ),
     "measure": Command(
         "trl_decpo.cli.measure",
@@ -55,9 +52,8 @@ COMMANDS = {
     ),
     "top-tokens": Command(
         "trl_decpo.cli.top_tokens",
-        "The top vocabulary tokens of a layer's most predominant hidden dimensions (paper Table 1): ranked by mean "
-        "|activation| over the probe tokens `--pooling` picks in `--prompts`, or by input-weight change against "
-        "`--base` (then `--pooling` does not apply).",
+        "The top vocabulary tokens of a layer's most predominant hidden dimensions (paper Table 1), ranked by mean "
+        "|activation| on `--prompts` (probe tokens per `--pooling`) or by input-weight change against `--base`.",
         "%(prog)s MODEL --layer LAYER (--prompts PROMPTS | --base BASE) [OPTIONS]",
     ),
     "evaluate": Command(

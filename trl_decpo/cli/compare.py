@@ -1,6 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo compare`: a BASE model against TUNED checkpoints or PEFT adapters, with relative changes
-(:func:`~trl_decpo.monosemanticity.compare_monosemanticity`)."""
+"""`trl-decpo compare`: BASE against TUNED models or PEFT adapters (:func:`~trl_decpo.compare_monosemanticity`)."""
 
 from __future__ import annotations
 

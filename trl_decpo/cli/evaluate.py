@@ -16,18 +16,14 @@ from .loading import LoadArguments
 class EvaluateArguments:
     dataset: str | None = option(
         None,
-        "Preference pairs (prompt/chosen/rejected): a .json/.jsonl/.csv/.parquet/.arrow file or a dataset folder "
-        "(saved with `save_to_disk`, or of data files). Gives reward accuracy and margin.",
+        "Preference pairs (prompt/chosen/rejected) for reward accuracy and margin: a .json/.jsonl/.csv/.parquet/"
+        ".arrow file or a dataset folder (saved with `save_to_disk`, or of data files).",
     )
     dataset_format: str = option(
-        "preference",
-        "Column layout of `--dataset` (as `trl-decpo dpo --dataset_format`).",
-        choices=list(DATASET_FORMATS),
+        "preference", "Column layout of `--dataset` (as in `trl-decpo dpo`).", choices=list(DATASET_FORMATS)
     )
     split: str = option("test", "Split of a dataset folder (a data file is one split).")
-    prompts: str | None = option(
-        None, "Prompts for the task score (as `trl-decpo measure --prompts`); default: the dataset's prompts."
-    )
+    prompts: str | None = option(None, "Prompts for the task score (as `measure --prompts`); default: the dataset's.")
     prompt_column: str = option("prompt", "Field or column of `--prompts` holding them.")
     scorer: str | None = option(
         None,
@@ -35,13 +31,10 @@ class EvaluateArguments:
         "profanity_check:predict_prob) or a local text-classification model folder.",
     )
     scorer_label: str | None = option(
-        None,
-        "Label of a classifier `--scorer` whose probability is the score (default: 'positive' or the last label).",
+        None, "Label of a classifier `--scorer` whose probability is the score (default: 'positive' or the last)."
     )
     beta: float = option(0.1, "DPO's beta in the implicit reward beta * (logp - ref_logp).")
-    max_length: int = option(
-        1024, "Truncate each prompt+completion to this many tokens, as DPOConfig.max_length; 0 = never."
-    )
+    max_length: int = option(1024, "Truncate prompt+completion to this many tokens (DPOConfig.max_length); 0 = never.")
     truncation_mode: str = option("keep_start", "As DPOConfig.truncation_mode.", choices=["keep_start", "keep_end"])
     max_new_tokens: int = option(32, "Tokens generated per prompt for the task score.")
     do_sample: bool = option(False, "Sample completions (seeded by `--seed`); else greedy.")
@@ -89,11 +82,9 @@ def evaluate_command(models: list[str], args: EvaluateArguments, load: LoadArgum
             f"`--names` must give {len(models)} distinct comma-separated names (BASE then each MODEL), got {args.names!r}"
         )
     check_models(models, load.model_revision)
-    pairs = (
-        load_pairs(args.dataset, args.split, args.dataset_format, args.max_pairs, "--")
-        if args.dataset is not None
-        else None
-    )
+    pairs = None
+    if args.dataset is not None:
+        pairs = load_pairs(args.dataset, args.split, args.dataset_format, args.max_pairs, "--")
     prompts = load_prompts(args.prompts, args.prompt_column, args.split) if args.prompts is not None else None
     device, remote = resolve_device(load.device), load.trust_remote_code
     scorer = load_scorer(args.scorer, args.scorer_label, device, args.batch_size, remote) if args.scorer else None

@@ -1,6 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""How the measuring commands load models: the options of TRL's ``ModelConfig`` that apply to loading (dtype,
-revision, attention, 4-bit / 8-bit), and the device, remote code and an adapter's base, which it lacks."""
+"""How the measuring commands load models: TRL's ``ModelConfig`` options that apply to loading (dtype, revision,
+attention, 4-bit / 8-bit), and the device, remote code and an adapter's base, which it lacks."""
 
 from __future__ import annotations
 
@@ -34,15 +34,9 @@ _ModelOptions = make_dataclass(
 
 @dataclass
 class LoadArguments(_ModelOptions):
-    """How ``trl-decpo`` loads models (``from_pretrained``: local folders offline, Hub ids when online)."""
-
-    device: str = option(
-        "auto", "Where the model runs: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1'."
-    )
+    device: str = option("auto", "Device to run on: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1'.")
     trust_remote_code: bool = option(False, "Allow custom model code from the Hub.")
-    base_model: str | None = option(
-        None, "Base model for PEFT adapter folders (default: the adapter's `base_model_name_or_path`)."
-    )
+    base_model: str | None = option(None, "Base model of PEFT adapters (default: their `base_model_name_or_path`).")
 
     def __post_init__(self):
         check_choice("dtype", self.dtype, ModelConfig.__dataclass_fields__["dtype"].metadata["choices"])

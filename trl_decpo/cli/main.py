@@ -1,14 +1,7 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The ``trl-decpo`` command, shaped like TRL's ``trl``: an argparse parser picks the command (:mod:`.commands`).
-
-* ``dpo``, ``sft``, ``kto``, ``reward``: the script's parser reads the options (``--help``, a bad value and the
-  config's own checks stop here); what it does not know goes to ``accelerate launch``, ``--accelerate_config``
-  resolved first as TRL resolves it (one of TRL's presets, ``zero3``, ``fsdp2``, ``multi_gpu``, ..., or a file);
-  after the cheap checks (:func:`trl_decpo.cli.scripts.common.check_inputs`) the script is launched as ``trl NAME``
-  launches TRL's.
-* ``measure``, ``compare``, ``top-tokens``, ``evaluate``: ``main(make_parser(), argv)`` of the command's module.
-
-Only the command that runs is imported: ``trl-decpo --help`` loads neither torch nor TRL."""
+"""The ``trl-decpo`` command, shaped like TRL's ``trl`` (the commands: :mod:`.commands`). A training command is parsed
+and checked here, then launched through ``accelerate launch`` as ``trl NAME`` does; a measuring command runs in this
+process. Only the command that runs is imported: ``trl-decpo --help`` loads neither torch nor TRL."""
 
 from __future__ import annotations
 
@@ -20,7 +13,9 @@ from argparse import ArgumentParser
 from .commands import COMMANDS
 
 
-def build_parser() -> ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
+    """Run ``trl-decpo``; returns the exit status (2 for bad input, with a one-line error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = ArgumentParser(
         prog="trl-decpo",
         description="DecPO (DPO + activation decorrelation) for TRL, and monosemanticity measurements.",
@@ -30,13 +25,6 @@ def build_parser() -> ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         subparsers.add_parser(name, help=command.help, add_help=False)  # the command's options: its own parser
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``trl-decpo``; returns the exit status (2 for bad input, with a one-line error)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     try:
         args, _ = parser.parse_known_args(argv)  # --help, or an unknown command, exit here
     except SystemExit as done:
@@ -52,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def launch(name: str, script, argv: list[str]) -> int:
-    """``trl-decpo NAME ARGV``: parse, check, then ``accelerate launch SCRIPT.py`` with the options it does not know."""
+    """``trl-decpo NAME ARGV``: parse, check, then ``accelerate launch SCRIPT.py`` with what it does not know."""
     from accelerate.commands import launch as accelerate
 
     from ..compat import parser_options, resolve_accelerate_config
-    from .base import option_strings, unknown_message
+    from .base import unknown_message
     from .scripts.common import check_inputs
 
     parser, launcher = script.make_parser(prog=f"trl-decpo {name}"), accelerate.launch_command_parser()
@@ -71,7 +59,7 @@ def launch(name: str, script, argv: list[str]) -> int:
             if arg.split("=")[0] not in takes and not (takes.get(previous) and "=" not in previous):
                 unknown.append(arg)
         if unknown:
-            parser.error(unknown_message(unknown, option_strings(parser) + list(takes)))
+            parser.error(unknown_message(unknown, [*parser_options(parser), *takes]))
         check_inputs(*parsed)
     except SystemExit as done:  # --help, or argparse's error: the usage line, then the message
         return done.code if isinstance(done.code, int) else 2

@@ -1,6 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo measure`: per-layer feature decorrelation, its control and activation sparsity of one model
-(:func:`~trl_decpo.measure_monosemanticity`)."""
+"""`trl-decpo measure`: one model's per-layer FD, control and sparsity (:func:`~trl_decpo.measure_monosemanticity`)."""
 
 from __future__ import annotations
 
@@ -14,12 +13,8 @@ from .loading import LoadArguments
 
 @dataclass
 class ProbeArguments:
-    """The probe prompts and what is measured on them."""
-
     prompts: str | None = option(
-        None,
-        "Probe prompts: a .txt (one per line), .json, .jsonl, .csv or .parquet file, a dataset folder saved with "
-        "`save_to_disk`, or a Hub dataset id.",
+        None, "Probe prompts: a .txt (one per line), .json, .jsonl, .csv or .parquet file, a saved dataset or Hub id."
     )
     prompt_column: str = option("prompt", "Field or column holding the prompt.")
     split: str = option("train", "Dataset split (dataset folders and Hub ids).")
@@ -28,15 +23,12 @@ class ProbeArguments:
     batch_size: int = option(8, "Prompts per forward pass.")
     layers: list[int] | None = option(None, "Decoder layers to measure (default: all).")
     site: str | None = option(
-        None,
-        "Module path inside a decoder layer, e.g. 'mlp.up_proj' or 'mlp.down_proj:input' (default: the "
-        "architecture's, see docs/method.md).",
+        None, "Module path in a decoder layer, e.g. 'mlp.up_proj' or 'mlp.down_proj:input' (default: docs/method.md)."
     )
     pooling: str = option(
         "auto",
-        "Which tokens of a probe make its row: 'last', 'mean' (chat template tokens included), 'last_content' (the "
-        "last token of the last message's content, before the generation prompt), or 'auto' ('last_content' for "
-        "chat-message probes, 'last' for plain text). See docs/measurement.md.",
+        "Probe tokens making its row: 'last', 'mean' (chat template included), 'last_content' (last token of the last "
+        "message's content) or 'auto' ('last_content' for chat probes, 'last' for text); docs/measurement.md.",
     )
 
     def __post_init__(self):

@@ -1,6 +1,5 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo top-tokens`: the top vocabulary tokens of a layer's most predominant hidden dimensions (the paper's
-Table 1, :func:`~trl_decpo.top_tokens`)."""
+"""`trl-decpo top-tokens`: the paper's Table 1 for any model and layer (:func:`~trl_decpo.top_tokens`)."""
 
 from __future__ import annotations
 
@@ -17,9 +16,7 @@ class TopTokenArguments:
     layer: int = option(None, "Decoder layer to inspect (required; negative counts from the end).")
     k: int = option(10, "Number of predominant hidden dimensions.")
     num_tokens: int = option(10, "Top vocabulary tokens per dimension.")
-    base: str | None = option(
-        None, "Rank dimensions by input-weight change against this base model instead of by activation on `--prompts`."
-    )
+    base: str | None = option(None, "Rank by input-weight change against this base model instead of by activation.")
 
     def __post_init__(self):
         if self.layer is None:

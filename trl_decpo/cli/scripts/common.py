@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from transformers import TrainerCallback
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_dataset
 
+from trl_decpo.cli.base import option
+from trl_decpo.cli.commands import COMMANDS
 from trl_decpo.data import DATASET_FORMATS, load_named, pairs_to_trainer, probe_prompts, to_pairs
 from trl_decpo.monosemanticity.probes import PROBE_POOLING_CHOICES
 from trl_decpo.precision import fit_mixed_precision
@@ -20,27 +22,17 @@ from trl_decpo.utils import check_choice, check_int, check_layers
 
 @dataclass
 class DecPOScriptArguments(ScriptArguments):
-    """TRL's script arguments, the paper's data formats and the options of the monosemanticity callback."""
-
-    dataset_format: str = field(
-        default="preference",
-        metadata={"help": "A TRL dataset, or the columns of a paper's task.", "choices": list(DATASET_FORMATS)},
+    dataset_format: str = option(
+        "preference", "A TRL dataset, or the columns of a paper's task.", choices=list(DATASET_FORMATS)
     )
-    monosemanticity: bool = field(
-        default=True,
-        metadata={
-            "help": "Measure FD and sparsity per layer (MonosemanticityCallback) on the test prompts or "
-            "`monosemanticity_probes`; with neither, the run trains without it and says so."
-        },
+    monosemanticity: bool = option(
+        True, "Measure per-layer FD and sparsity (MonosemanticityCallback) on the test prompts or the probes."
     )
-    monosemanticity_probes: str | None = field(
-        default=None, metadata={"help": "A probe file or dataset (`trl-decpo measure --help`) instead."}
-    )
-    monosemanticity_layers: list[int] | None = field(default=None, metadata={"help": "Layers measured (all)."})
-    monosemanticity_max_samples: int = field(default=1000, metadata={"help": "At most this many probe prompts."})
-    monosemanticity_pooling: str = field(
-        default="auto",
-        metadata={"help": "Probe tokens measured (docs/measurement.md).", "choices": list(PROBE_POOLING_CHOICES)},
+    monosemanticity_probes: str | None = option(None, "A probe file or dataset (`trl-decpo measure --help`) instead.")
+    monosemanticity_layers: list[int] | None = option(None, "Layers measured (all).")
+    monosemanticity_max_samples: int = option(1000, "At most this many probe prompts.")
+    monosemanticity_pooling: str = option(
+        "auto", "Probe tokens measured (docs/measurement.md).", choices=list(PROBE_POOLING_CHOICES)
     )
 
     def __post_init__(self):
@@ -51,9 +43,8 @@ class DecPOScriptArguments(ScriptArguments):
 
 
 class ScriptParser(TrlParser):
-    """``TrlParser`` that turns mixed precision off where transformers would refuse it or where it is slow
-    (:func:`trl_decpo.precision.fit_mixed_precision`), saying so in one line (unless ``hold_notes``; ``precision_args`` repeats it for the
-    launched script), and passes the deprecated ``gradient_checkpointing*`` options on under their new names."""
+    """``TrlParser`` that turns mixed precision off where it would fail or be slow (``fit_mixed_precision``), saying so
+    unless ``hold_notes``, and passes the deprecated ``gradient_checkpointing*`` options on under their new names."""
 
     hold_notes = False
 
@@ -72,10 +63,7 @@ class ScriptParser(TrlParser):
 
 
 def make_parser(name: str, config, subparsers=None, prog: str | None = None):
-    """Script ``name``'s parser, as TRL's scripts build theirs: its script arguments, ``config`` (the decorrelated
-    config of its trainer), ``ModelConfig`` and ``DatasetMixtureConfig``."""
-    from trl_decpo.cli.commands import COMMANDS
-
+    """Script ``name``'s parser, as TRL's scripts build theirs; ``config`` is its trainer's decorrelated config."""
     types, command = (DecPOScriptArguments, config, ModelConfig, DatasetMixtureConfig), COMMANDS[name]
     if subparsers is not None:
         return subparsers.add_parser(name, help=command.help, dataclass_types=types)
@@ -84,8 +72,7 @@ def make_parser(name: str, config, subparsers=None, prog: str | None = None):
 
 
 def run_script(parser, main) -> None:
-    """``python NAME.py ARGS``, as ``trl-decpo NAME`` launches it: bad input is one line and exit status 2. Keys of a
-    ``--config`` file that no dataclass has are ``accelerate launch``'s (``trl-decpo NAME`` gave them to it)."""
+    """``python NAME.py ARGS``: bad input is one line and exit status 2. Unknown ``--config`` keys are accelerate's."""
     try:
         main(*parser.parse_args_and_config(fail_with_unknown_args=False))
     except (ValueError, OSError) as err:
@@ -94,9 +81,8 @@ def run_script(parser, main) -> None:
 
 
 def resume_point(output_dir: str, resume) -> tuple[str | None, str | None]:
-    """The checkpoint to resume from (``resume_from_checkpoint``: a path, or ``true`` / ``last`` for the last one in
-    ``output_dir``) and what to say of it; a ``ValueError`` for a used ``output_dir`` without it: a run never clobbers
-    an earlier one silently."""
+    """The checkpoint to resume from (a path, or ``true`` / ``last`` for the last one in ``output_dir``) and what to
+    say of it; a ``ValueError`` for a used ``output_dir`` without it: a run never clobbers an earlier one silently."""
     from transformers.trainer_utils import get_last_checkpoint
 
     existing = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
@@ -123,8 +109,7 @@ def resume_point(output_dir: str, resume) -> tuple[str | None, str | None]:
 
 
 def check_inputs(script_args, training_args, model_args, dataset_args):
-    """The checks before anything loads (``trl-decpo NAME`` runs them before launching, the script again): the model
-    and data can be had, and the output folder is empty or resumed. Returns the checkpoint and what to say of it."""
+    """The checks before anything loads (model, data, output folder), run before launching too: ``resume_point``'s."""
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: a Hub id or a local model folder")
     check_model_source(model_args.model_name_or_path, "`model_name_or_path`", model_args.model_revision)
@@ -139,8 +124,7 @@ def check_inputs(script_args, training_args, model_args, dataset_args):
 
 
 def prepare(name: str, script_args, training_args, model_args, dataset_args):
-    """Before script ``name`` builds its trainer: the checks, the model options as ``trl NAME`` sets them, the train
-    and test splits (or ``None``) as the trainer takes them. Returns the checkpoint to resume from and the splits."""
+    """The checks, the model options as ``trl NAME`` sets them; the checkpoint, train and test splits (or ``None``)."""
     resume, message = check_inputs(script_args, training_args, model_args, dataset_args)
     if message and training_args.process_index == 0:
         print(f"trl-decpo {name}: {message}", file=sys.stderr)
@@ -164,10 +148,9 @@ def prepare(name: str, script_args, training_args, model_args, dataset_args):
         raise ValueError(
             f"`dataset_train_split` {train_split!r} is not in the dataset; its splits are {list(dataset)}"
         )
-    train, test = (dataset[split] if split in dataset else None for split in (train_split, test_split))
     train, test = (
-        part if part is None else to_pairs(part, name, script_args.dataset_format, f"`trl-decpo {name}`")
-        for part in (train, test)
+        to_pairs(dataset[split], name, script_args.dataset_format, f"`trl-decpo {name}`") if split in dataset else None
+        for split in (train_split, test_split)
     )
     if dataset_args.test_split_size:
         if test is not None:
@@ -186,8 +169,7 @@ def prepare(name: str, script_args, training_args, model_args, dataset_args):
 
 
 class LossLine(TrainerCallback):
-    """One console line per logged step: the optimised loss (TRL's ``loss``) as the trainer's own loss (``name``) plus
-    the weighted penalty; where the trainer logs no loss of its own, the loss and the penalty."""
+    """One console line per logged step: the loss as the trainer's own loss (``name``) plus the weighted penalty."""
 
     def __init__(self, coef: float, name: str = "DPO"):
         self.coef, self.name, self.key = coef, name, f"decorrelation/{name.lower()}_loss"
@@ -198,17 +180,15 @@ class LossLine(TrainerCallback):
             if not state.is_world_process_zero or loss is None or penalty is None:
                 continue
             base = logs.get(f"{prefix}{self.key}")
-            parts = (
-                f"= {self.name} loss {base:.4f} + {self.coef:g} x penalty {penalty:.4f}"
-                if base is not None
-                else f"({self.name} loss + {self.coef:g} x penalty {penalty:.4f})"
-            )
+            if base is not None:
+                parts = f"= {self.name} loss {base:.4f} + {self.coef:g} x penalty {penalty:.4f}"
+            else:
+                parts = f"({self.name} loss + {self.coef:g} x penalty {penalty:.4f})"
             print(f"{what} {state.global_step}/{state.max_steps}: loss {loss:.4f} {parts}")
 
 
 def train(trainer, test, resume, script_args, model_args):
-    """Attach the loss line and ``MonosemanticityCallback`` (on ``test``'s prompts or the probes), train, save with the
-    model card, push if asked, print the next steps and end the processes, as TRL's scripts do. Returns the trainer."""
+    """Attach the callbacks, train, save with the model card, push if asked and print the next steps, as TRL's do."""
     from trl_decpo import MonosemanticityCallback
 
     args, name = trainer.args, trainer.decorrelation_base_name().lower()

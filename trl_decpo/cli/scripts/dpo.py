@@ -1,12 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo dpo`: TRL's `trl dpo` with the DecPO penalty (`DecPOTrainer`; `DecPOConfig`'s `decorrelation_*`
-options) and `MonosemanticityCallback`.
-
-    trl-decpo dpo --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct \
-        --dataset_name trl-lib/ultrafeedback_binarized --use_peft --lora_target_modules q_proj v_proj up_proj \
-        --decorrelation_coef 1.0 --decorrelation_layers 10 --output_dir outputs/smollm2-decpo
-    trl-decpo dpo --config examples/configs/decpo_qlora_llama2.yaml --accelerate_config multi_gpu
-"""
+"""`trl-decpo dpo`: `trl dpo` with the DecPO penalty (`DecPOTrainer`) and `MonosemanticityCallback`; examples in
+docs/training.md."""
 
 import argparse
 
@@ -21,13 +15,10 @@ def main(script_args, training_args, model_args, dataset_args):
 
     resume, train_dataset, eval_dataset = common.prepare("dpo", script_args, training_args, model_args, dataset_args)
     trainer = DecPOTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-    )
+        model=model_args.model_name_or_path, args=training_args,
+        train_dataset=train_dataset, eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args), peft_config=get_peft_config(model_args),
+    )  # fmt: skip
     if script_args.ignore_bias_buffers:  # torch distributed hack, as in `trl dpo`
         ignore_bool_buffers_in_ddp(trainer.model)
     return common.train(trainer, eval_dataset, resume, script_args, model_args)

@@ -1,11 +1,7 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo kto`: TRL's `trl kto` with the decorrelation penalty (`DecorrelatedKTOTrainer`) and
-`MonosemanticityCallback`. A preference dataset is unpaired (a desirable row with `chosen`, an undesirable one with
-`rejected`, per pair, after the test split is held out); a `prompt`/`completion`/`label` dataset is used as it is.
-
-    trl-decpo kto --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct \
-        --dataset_name trl-lib/ultrafeedback_binarized --decorrelation_coef 1.0 --output_dir outputs/smollm2-kto
-"""
+"""`trl-decpo kto`: `trl kto` with the decorrelation penalty (`DecorrelatedKTOTrainer`) and `MonosemanticityCallback`.
+A preference dataset is unpaired (a desirable `chosen` row and an undesirable `rejected` one per pair, after the test
+split is held out); a `prompt`/`completion`/`label` dataset is used as it is. Examples: docs/training.md."""
 
 import argparse
 
@@ -19,13 +15,10 @@ def main(script_args, training_args, model_args, dataset_args):
 
     resume, train_dataset, eval_dataset = common.prepare("kto", script_args, training_args, model_args, dataset_args)
     trainer = DecorrelatedKTOTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-    )
+        model=model_args.model_name_or_path, args=training_args,
+        train_dataset=train_dataset, eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args), peft_config=get_peft_config(model_args),
+    )  # fmt: skip
     return common.train(trainer, eval_dataset, resume, script_args, model_args)
 
 

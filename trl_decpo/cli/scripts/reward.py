@@ -1,10 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo reward`: TRL's `trl reward` with the decorrelation penalty (`DecorrelatedRewardTrainer`: a sequence
-classifier with one label, its pad token set) and `MonosemanticityCallback`, on the chosen/rejected pairs.
-
-    trl-decpo reward --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct \
-        --dataset_name trl-lib/ultrafeedback_binarized --decorrelation_coef 1.0 --output_dir outputs/smollm2-reward
-"""
+"""`trl-decpo reward`: `trl reward` with the decorrelation penalty (`DecorrelatedRewardTrainer`: a sequence classifier
+with one label, its pad token set) and `MonosemanticityCallback`, on the chosen/rejected pairs; docs/training.md."""
 
 import argparse
 
@@ -22,13 +18,10 @@ def main(script_args, training_args, model_args, dataset_args):
     if model_args.use_peft and model_args.lora_task_type == "CAUSAL_LM":  # ModelConfig's default; a reward model
         model_args.lora_task_type = "SEQ_CLS"  # is a sequence classifier, its `score` head trained in full
     trainer = DecorrelatedRewardTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-    )
+        model=model_args.model_name_or_path, args=training_args,
+        train_dataset=train_dataset, eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args), peft_config=get_peft_config(model_args),
+    )  # fmt: skip
     return common.train(trainer, eval_dataset, resume, script_args, model_args)
 
 

@@ -1,11 +1,6 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""`trl-decpo sft`: TRL's `trl sft` with the decorrelation penalty (`DecorrelatedSFTTrainer`) and
-`MonosemanticityCallback`. A preference dataset trains on its chosen completions (the usual stage before DPO); a
-`text`, `messages` or `prompt`/`completion` dataset is used as it is.
-
-    trl-decpo sft --model_name_or_path HuggingFaceTB/SmolLM2-135M --dataset_name trl-lib/ultrafeedback_binarized \
-        --decorrelation_coef 1.0 --decorrelation_layers 10 --output_dir outputs/smollm2-sft
-"""
+"""`trl-decpo sft`: `trl sft` with the decorrelation penalty (`DecorrelatedSFTTrainer`) and `MonosemanticityCallback`.
+A preference dataset trains on its chosen completions; TRL's SFT formats are used as they are (docs/training.md)."""
 
 import argparse
 
@@ -19,13 +14,10 @@ def main(script_args, training_args, model_args, dataset_args):
 
     resume, train_dataset, eval_dataset = common.prepare("sft", script_args, training_args, model_args, dataset_args)
     trainer = DecorrelatedSFTTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-    )
+        model=model_args.model_name_or_path, args=training_args,
+        train_dataset=train_dataset, eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args), peft_config=get_peft_config(model_args),
+    )  # fmt: skip
     return common.train(trainer, eval_dataset, resume, script_args, model_args)
 
 
