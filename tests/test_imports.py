@@ -20,6 +20,7 @@ PUBLIC = [  # every name `from trl_decpo import ...` offers, in the order of the
     *("activation_sparsity",),
     *("decorrelation_control", "feature_decorrelation", "load_prompts", "measure_monosemanticity"),
     *("participation_ratio", "top_tokens", "weight_proxy", "weighted_control", "weighted_feature_decorrelation"),
+    *("SAESettings", "load_sae", "sae_report", "sparse_probing", "train_sae"),
     *("evaluate_model", "evaluate_models", "proxy_differences"),
     *("dpo_pair_rewards", "generate_completions", "load_scorer", "paired_bootstrap", "preference_logps"),
     *("weighted_mean", "choose_precision"),

@@ -42,6 +42,7 @@ SLOW_TESTS: dict[str, str | set[str]] = {
     },
     "cli/test_cli.py": {
         "test_compare_chat_prompts_pool_at_their_content_by_default",
+        "test_compare_with_labels_and_a_base_model_sae",
         "test_compare_with_peft_adapter_and_weight_proxy",
         "test_installed_console_script",  # a process
         "test_load_options_are_trl_model_config_options",
@@ -121,6 +122,7 @@ SLOW_TESTS: dict[str, str | set[str]] = {
         "test_rows_control_and_participation_ratio_match_prompts_run_one_by_one",
     },
     "monosemanticity/test_neurons.py": {"test_four_bit_weights_are_dequantised"},
+    "independent/test_sae.py": {"test_a_trained_sae_recovers_a_planted_dictionary_and_round_trips_in_saelens_format"},
     "monosemanticity/test_pooling.py": {
         "test_last_content_picks_the_last_content_token_of_chat_probes",
         "test_mean_pooling_equals_the_mean_over_each_prompts_tokens",

@@ -9,6 +9,7 @@ The package reads from the bottom up (``docs/design.md``):
 * :mod:`trl_decpo.mixin`: ``DecorrelationMixin``, the penalty on any TRL trainer, thin glue over the two above;
 * :mod:`trl_decpo.trainers`: one module per TRL trainer, its config and its trainer (``dpo``: DecPO; ``sft``, ``kto``,
   ``reward``, ``grpo``, ``rloo``);
+* :mod:`trl_decpo.independent`: measures the penalty does not train (k-sparse probing, a sparse autoencoder);
 * :mod:`trl_decpo.monosemanticity`: the proxies, the measurement, the callback, the figures;
 * :mod:`trl_decpo.evaluation`: trained models against their base, with paired bootstrap intervals;
 * :mod:`trl_decpo.precision`: bf16 where the hardware runs it natively, float32 otherwise;
@@ -64,6 +65,8 @@ _GROUPS = {
         "weighted_control",
         "weighted_feature_decorrelation",
     ),
+    # measures the penalty does not train: k-sparse probing of neurons on labelled concepts, a sparse autoencoder
+    "independent": ("SAESettings", "load_sae", "sae_report", "sparse_probing", "train_sae"),
     # trained models against their base, with paired bootstrap intervals
     "evaluation": (
         "evaluate_model",
@@ -108,6 +111,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         proxy_differences,
         weighted_mean,
     )
+    from .independent import SAESettings, load_sae, sae_report, sparse_probing, train_sae
     from .mixin import DecorrelationArguments, DecorrelationMixin
     from .monosemanticity import (
         MonosemanticityCallback,

@@ -412,3 +412,38 @@ def test_pooling_help(capsys):
     for command in ("measure", "compare", "top-tokens"):
         assert main([command, "--help"]) == 0
         assert "--pooling" in capsys.readouterr().out
+
+
+def test_compare_with_labels_and_a_base_model_sae(tmp_path, capsys):
+    """`--labels` probes every model's rows per layer; `--sae_layer` trains one SAE (SAELens) on BASE's tokens, saves it
+    beside the results, and scores every model with it; `--sae FOLDER` scores with that SAE instead."""
+    pytest.importorskip("sae_lens")
+    from transformers import AutoModelForCausalLM
+
+    from trl_decpo import load_sae, sae_report, sparse_probing
+    from trl_decpo.monosemanticity.tokens import token_activations
+
+    prompts = tmp_path / "labelled.jsonl"
+    rows = [("the cat sat on the mat", "animal"), ("a dog ran fast", "animal"), ("you are very good", "person")]
+    rows += [("is the cat happy", "animal"), ("you are kind to me", "person"), ("she said yes to him", "person")]
+    prompts.write_text("\n".join(json.dumps({"prompt": p, "topic": t}) for p, t in rows))
+    base, tuned, out = model_path(), model_path("llama", 4, 1), tmp_path / "cmp"
+    argv = ["compare", base, tuned, "--prompts", str(prompts), "--labels", "topic", "--no_plot"]
+    assert main([*argv, "--sae_layer", "1", "--output_dir", str(out)]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tuned, dtype=torch.float32)
+    tokens = token_activations(model, [p for p, _ in rows], make_tokenizer(), layers=[1])[1]
+    assert f"SAE at layer 1, scored on {len(tokens)} token activations per model:" in capsys.readouterr().out
+    result = json.load(open(out / "compare.json"))
+    report = measure_monosemanticity(model, [p for p, _ in rows], make_tokenizer())
+    expected = sparse_probing(report.rows(2), [t for _, t in rows])
+    assert result["sparse_probing"]["llama-4-1"]["2"]["accuracy"]["1"] == pytest.approx(expected.accuracy[1])
+    sae = load_sae(str(out / "sae"))  # saved in SAELens' format
+    assert result["sae"]["llama-4-1"]["l0"] == pytest.approx(sae_report(sae, tokens).l0)
+    again = tmp_path / "again"
+    assert main([*argv, "--sae_layer", "1", "--sae", str(out / "sae"), "--output_dir", str(again)]) == 0
+    reused = json.load(open(again / "compare.json"))["sae"]  # the same SAE, loaded: no training
+    for name in ("llama-4-0", "llama-4-1"):
+        assert reused[name] == pytest.approx(result["sae"][name], rel=1e-5)
+    assert not (again / "sae").exists()
+    assert main([*argv, "--sae", str(out / "sae")]) == 2
+    assert "`sae` is the SAE of one layer: pass `--sae_layer` too" in capsys.readouterr().err

@@ -214,3 +214,69 @@ def test_callback_errors(tmp_path):
         MonosemanticityCallback(trainer, probes=["a", "b"], measure_steps=0)
     with pytest.raises(ValueError, match="needs the trainer"):
         MonosemanticityCallback(None)
+
+
+PROBES = ["the cat sat on the mat", "a dog ran fast", "yes i agree", "is the cat happy", "i think you are good", "no"]
+
+
+def test_labels_and_an_sae_are_logged_at_each_measurement(tmp_path, monkeypatch):
+    """Sparse probing of each measured layer, and one SAE trained at step 0 (before training) that scores every later
+    measurement; a resumed run would load that SAE from the output folder."""
+    import torch
+
+    from trl_decpo.independent import SAESettings, sae_report, sparse_probing
+    from trl_decpo.monosemanticity.tokens import token_activations
+
+    trained = []
+
+    class Identity:  # stands in for a trained SAE: remembers the tokens it was trained on
+        def __init__(self, tokens):
+            trained.append(tokens)
+            self.W_dec = torch.eye(tokens.shape[1])
+
+        def encode(self, x):
+            return x
+
+    monkeypatch.setattr(SAESettings, "train", lambda self, tokens: Identity(tokens))
+    trainer = DecPOTrainer(
+        model=make_model(),
+        args=decpo_config(tmp_path, decorrelation_layers=[1], **EVAL_KW),
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(6),
+        processing_class=make_tokenizer(),
+    )
+    labels = [0, 1, 0, 1, 0, 1]
+    callback = run(trainer, probes=PROBES, labels=labels, probing_ks=(1,), sae=SAESettings(layer=2, max_rows=30))
+    logs = monosemanticity_logs(trainer)
+    assert [h["step"] for h in logs] == [0, 1, 2] and len(trained) == 1  # the SAE: trained once, at step 0
+    report = measure_monosemanticity(trainer.model, PROBES, make_tokenizer())
+    for layer in range(4):
+        expected = sparse_probing(report.rows(layer), labels, ks=(1,))
+        assert logs[-1][f"eval_monosemanticity/probe_k1/layer_{layer}"] == pytest.approx(expected.accuracy[1])
+        assert logs[-1][f"eval_monosemanticity/probe_dense/layer_{layer}"] == pytest.approx(expected.accuracy[None])
+    assert logs[-1]["eval_monosemanticity/probe_k1/hooked"] == logs[-1]["eval_monosemanticity/probe_k1/layer_1"]
+    tokens = token_activations(trainer.model, PROBES, make_tokenizer(), layers=[2], max_rows=30)[2]
+    final = sae_report(Identity(tokens), tokens)
+    assert logs[-1]["eval_monosemanticity/sae_l0"] == pytest.approx(final.l0)
+    assert logs[-1]["eval_monosemanticity/sae_neuron_features"] == pytest.approx(final.mean_neuron_features)
+    assert callback.history[-1]["sae"]["layer"] == 2 and set(callback.history[-1]["sparse_probing"]) == set("0123")
+
+
+def test_labels_from_a_probe_dataset_column_follow_the_prompts_kept(tmp_path):
+    from datasets import Dataset
+
+    trainer = DPOTrainer(
+        model=make_model(),
+        args=DPOConfig(**base_kwargs(tmp_path)),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
+    probes = Dataset.from_dict({"prompt": [*PROBES, PROBES[0]], "topic": ["a", "b", "a", "b", "a", "b", "x"]})
+    callback = MonosemanticityCallback(trainer, probes=probes, labels="topic", max_samples=5)
+    assert callback.labels == ["a", "b", "a", "b", "a"]  # the repeated prompt (and its label) counted once
+    with pytest.raises(ValueError, match="`labels` 'nope' is not a column of the probes"):
+        MonosemanticityCallback(trainer, probes=probes, labels="nope")
+    with pytest.raises(ValueError, match="`labels` has 2 entries for 6 probe prompts"):
+        MonosemanticityCallback(trainer, probes=PROBES, labels=[0, 1])
+    with pytest.raises(ValueError, match="`sae` must be an SAESettings"):
+        MonosemanticityCallback(trainer, probes=PROBES, sae=4)

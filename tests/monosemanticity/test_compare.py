@@ -171,3 +171,46 @@ def test_every_model_is_checked_before_the_first_loads(gpt2_folders, tmp_path, m
         ValueError, match="'someone/not-cached' does not exist as a local folder, and as a Hub id it is"
     ):
         compare_monosemanticity(gpt2_folders["base_dir"], ["someone/not-cached"], PROMPTS)  # offline (the suite)
+
+
+def test_labels_probe_every_model_and_one_base_sae_scores_them_all(gpt2_folders, monkeypatch):
+    """With labels, each model's rows at each layer are probed on the same split; with SAE settings, one SAE is
+    trained on the base's token activations (once) and every model's tokens are scored with it."""
+    from trl_decpo.independent import SAESettings, sae_report, sparse_probing
+    from trl_decpo.monosemanticity.tokens import token_activations
+
+    trained = []
+
+    class Identity:  # stands in for a trained SAE: records what it was trained on
+        def __init__(self, tokens):
+            trained.append(tokens)
+            self.W_dec = torch.eye(tokens.shape[1])
+
+        def encode(self, x):
+            return x
+
+    monkeypatch.setattr(SAESettings, "train", lambda self, tokens: Identity(tokens))
+    labels = [1, 0, 1, 0, 1]
+    comparison = compare_monosemanticity(
+        gpt2_folders["base_dir"], {"tuned": gpt2_folders["tuned_dir"]}, PROMPTS, layers=[0, 1], labels=labels,
+        probing_ks=(1,), sae=SAESettings(layer=1, max_rows=20),
+    )  # fmt: skip
+    for name in ("base", "tuned"):
+        for layer in (0, 1):
+            expected = sparse_probing(comparison.reports[name].rows(layer), labels, ks=(1,))
+            assert comparison.probing[name][layer].accuracy == expected.accuracy
+    assert len(trained) == 1 and comparison.sae_layer == 1  # trained once, on the base model's tokens
+    base_tokens = token_activations(gpt2_folders["base"], PROMPTS, make_tokenizer(), layers=[1], max_rows=20)[1]
+    torch.testing.assert_close(trained[0], base_tokens)
+    tuned_tokens = token_activations(gpt2_folders["tuned"], PROMPTS, make_tokenizer(), layers=[1], max_rows=20)[1]
+    assert comparison.sae["tuned"].to_dict() == pytest.approx(
+        sae_report(Identity(tuned_tokens), tuned_tokens).to_dict()
+    )
+    table = comparison.table()
+    assert table.headers[-2:] == ["probe_k1_accuracy", "probe_dense_accuracy"]
+    text = comparison.to_text()
+    assert "SAE at layer 1, scored on 20 token activations per model:" in text
+    saved = comparison.to_dict()
+    assert set(saved["sparse_probing"]) == {"base", "tuned"} and saved["sae"]["layer"] == 1
+    with pytest.raises(ValueError, match="`labels` has 2 entries for 5 prompts"):
+        compare_monosemanticity(gpt2_folders["base_dir"], [gpt2_folders["tuned_dir"]], PROMPTS, labels=[0, 1])

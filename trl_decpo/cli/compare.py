@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from ..independent import SAESettings
 from .base import OutputArguments, command, option
 from .loading import LoadArguments
 from .measure import ProbeArguments
@@ -13,6 +15,9 @@ from .measure import ProbeArguments
 @dataclass
 class CompareArguments:
     weight_proxy_top_k: int = option(100, "Weight proxy change: neurons whose input weights changed most.")
+    labels: str | None = option(None, "Field of `--prompts` with each prompt's concept label (k-sparse probing).")
+    sae_layer: int | None = option(None, "Train an SAE on BASE's tokens at this layer and score every model with it.")
+    sae: str | None = option(None, "With `--sae_layer`: a saved SAE folder (SAELens format) instead of training one.")
 
 
 def compare_command(
@@ -28,8 +33,19 @@ def compare_command(
             "`base_model` is not used by `compare`: PEFT adapters among TUNED are applied to BASE (the first model); "
             "put the model they were trained on first"
         )
+    if compare.sae is not None and compare.sae_layer is None:
+        raise ValueError("`sae` is the SAE of one layer: pass `--sae_layer` too")
+    if compare.labels and str(probes.prompts).endswith(".txt"):
+        raise ValueError(
+            "`labels` names a field of `--prompts`: give a .json, .jsonl, .csv or .parquet file or a dataset"
+        )
+    sae = None
+    if compare.sae_layer is not None:  # a trained SAE is saved beside the results
+        folder = os.path.join(output.output_dir, "sae") if output.output_dir and not compare.sae else None
+        sae = SAESettings(compare.sae_layer, sae=compare.sae, output_dir=folder)
+    labels = probes.load(column=compare.labels) if compare.labels else None
     comparison = compare_monosemanticity(
-        models[0], models[1:], probes.load(), pooling=probes.pooling, progress=True,
+        models[0], models[1:], probes.load(), pooling=probes.pooling, progress=True, labels=labels, sae=sae,
         weight_proxy_top_k=compare.weight_proxy_top_k, **probes.measuring(), **load.loading(),
     )  # fmt: skip
     print(comparison.to_text())

@@ -4,6 +4,7 @@ alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -13,9 +14,11 @@ from transformers.utils import logging
 
 from ..capture import describe_sites, resolve_measurement_sites, unwrap_model
 from ..compat import log_outside_step, trainer_pad_token_id
+from ..independent import SAESettings, load_sae, sae_report, sparse_probing
 from ..utils import check_choice, check_int
 from .measure import METRICS, measure_monosemanticity
 from .probes import PROBE_POOLING_CHOICES, first_occurrences, load_prompts, prepare_probes, prompts_from_dataset
+from .tokens import token_activations
 
 
 logger = logging.get_logger(__name__)
@@ -62,6 +65,15 @@ class MonosemanticityCallback(TrainerCallback):
         measure_steps: also measure every this many optimizer steps, without a full evaluation (``None``: only at
             evaluations).
         plot: draw the curves at the end of training.
+        labels: a concept label per probe, for k-sparse probing at every measured layer (:func:`sparse_probing`,
+            ``probing_ks`` its ``ks``): a column of the probe dataset (or of the probe file), or a list with one label
+            per given probe. Logs ``.../probe_k1/layer_<i>`` and ``.../probe_dense/layer_<i>`` (held-out accuracy of
+            the best neuron and of every neuron) and their mean and hooked mean.
+        sae: an SAE's view of the probes' token activations at ``sae.layer``: trained at the first measurement (step
+            0: the model before training) unless ``sae.sae`` gives one, saved to ``<output_dir>/monosemanticity_sae``
+            (SAELens' format; a resumed run loads it from there), and scoring every later measurement. Logs
+            ``.../sae_explained_variance``, ``.../sae_l0``, ``.../sae_dead_fraction`` and
+            ``.../sae_neuron_features`` (mean effective number of features per neuron; lower = more monosemantic).
     """
 
     def __init__(
@@ -81,8 +93,13 @@ class MonosemanticityCallback(TrainerCallback):
         history_file: str = "monosemanticity.json",
         plot_file: str = "monosemanticity_by_step.png",
         pooling: str = "auto",
+        labels: str | Sequence | None = None,
+        probing_ks: Sequence[int | None] | None = None,
+        sae: SAESettings | None = None,
     ):
         check_choice("pooling", pooling, PROBE_POOLING_CHOICES)
+        if sae is not None and not isinstance(sae, SAESettings):
+            raise ValueError(f"`sae` must be an SAESettings, got {type(sae).__name__}")
         if trainer is None or not hasattr(trainer, "log") or not hasattr(trainer, "model"):
             raise ValueError(
                 "MonosemanticityCallback needs the trainer: MonosemanticityCallback(trainer), then "
@@ -118,14 +135,16 @@ class MonosemanticityCallback(TrainerCallback):
         measured = {s.layer: s.site for s in sites}
         self.hooked_layers = [s.layer for s in penalised if measured.get(s.layer) == s.site]
 
-        prompts, chats = self._probe_prompts(probes, prompt_column, max_samples)
+        prompts, chats, self.labels = self._probe_prompts(probes, prompt_column, max_samples, labels)
         self.probes = prepare_probes(prompts, trainer.processing_class, max_length, pooling, chats)
+        self.probing_ks, self.sae_settings, self.sae = probing_ks, sae, None
         self.pooling = self.probes.pooling  # "auto" resolved
         if len(self.probes) < 2:
             raise ValueError(f"MonosemanticityCallback needs at least 2 probe prompts, got {len(self.probes)}")
 
-    def _probe_prompts(self, probes, column: str, max_samples: int | None) -> tuple[list, list | None]:
-        """The probe prompts, and for a tokenized dataset the chat messages beside its ``prompt_ids`` (if any)."""
+    def _probe_prompts(self, probes, column: str, max_samples: int | None, labels=None):
+        """The probe prompts, for a tokenized dataset the chat messages beside its ``prompt_ids`` (if any), and the
+        labels of the prompts kept (``None`` without ``labels``)."""
         if probes is None:
             dataset = self.trainer.eval_dataset
             if dataset is None:
@@ -137,7 +156,10 @@ class MonosemanticityCallback(TrainerCallback):
                 )
             probes = dataset
         if isinstance(probes, str):
-            return load_prompts(probes, column=column, max_samples=max_samples), None
+            prompts = load_prompts(probes, column=column, max_samples=max_samples)
+            if isinstance(labels, str):
+                labels = load_prompts(probes, column=labels, max_samples=max_samples)
+            return prompts, None, self._check_labels(labels, prompts)
         if hasattr(probes, "column_names") and not hasattr(probes, "__len__"):
             raise ValueError(
                 "MonosemanticityCallback: `probes` is an IterableDataset; pass a map-style dataset or a "
@@ -151,10 +173,28 @@ class MonosemanticityCallback(TrainerCallback):
             if "prompt_ids" in names and column in names:
                 messages = probes[column]
                 chats = [messages[i] for i in keep]
-            return [prompts[i] for i in keep], chats
+            if isinstance(labels, str):
+                if labels not in names:
+                    raise ValueError(f"`labels` {labels!r} is not a column of the probes; their columns are {names}")
+                labels = probes[labels]
+            if labels is not None:
+                labels = [labels[i] for i in keep] if len(labels) == len(prompts) else labels
+            kept = [prompts[i] for i in keep]
+            return kept, chats, self._check_labels(labels, kept)
         if isinstance(probes, (list, tuple)):
-            return list(probes)[:max_samples], None
+            if isinstance(labels, str):
+                raise ValueError(
+                    "`labels` names a column: give the probes as a dataset or a file, or labels as a list"
+                )
+            kept = list(probes)[:max_samples]
+            return kept, None, self._check_labels(None if labels is None else list(labels)[:max_samples], kept)
         raise ValueError(f"`probes` must be None, a dataset, a list of prompts or a path, got {type(probes).__name__}")
+
+    @staticmethod
+    def _check_labels(labels, prompts) -> list | None:
+        if labels is not None and len(labels) != len(prompts):
+            raise ValueError(f"`labels` has {len(labels)} entries for {len(prompts)} probe prompts: one per probe")
+        return None if labels is None else list(labels)
 
     # ------------------------------------------------------------------------------------------------------------------
 
@@ -187,12 +227,56 @@ class MonosemanticityCallback(TrainerCallback):
             **report.to_dict(),
             "hooked_layers": self.hooked_layers,
         }
+        if self.labels is not None:
+            record["sparse_probing"] = self._probe(report, logs)
+        if self.sae_settings is not None:
+            record["sae"] = self._score_sae(args, logs)
         self.history.append(record)
         self._last_step = state.global_step
         log_outside_step(trainer, logs)  # leaves the step's own training metrics and log to the trainer
         if state.is_world_process_zero:
             self._write_history(args.output_dir)
         return logs
+
+    def _probe(self, report, logs: dict) -> dict:
+        """k-sparse probing of every measured layer's rows; the accuracies go into ``logs``."""
+        results = {
+            layer: sparse_probing(report.rows(layer), self.labels, ks=self.probing_ks) for layer in report.layers
+        }
+        for key, k in (("probe_k1", 1), ("probe_dense", None)):
+            values = {layer: result.accuracy.get(k) for layer, result in results.items()}
+            if any(v is None for v in values.values()):
+                continue
+            for layer, value in values.items():
+                logs[f"{KEY_PREFIX}/{key}/layer_{layer}"] = value
+            logs[f"{KEY_PREFIX}/{key}/mean"] = sum(values.values()) / len(values)
+            if self.hooked_layers:
+                logs[f"{KEY_PREFIX}/{key}/hooked"] = sum(values[i] for i in self.hooked_layers) / len(
+                    self.hooked_layers
+                )
+        return {str(layer): result.to_dict() for layer, result in results.items()}
+
+    def _score_sae(self, args, logs: dict) -> dict:
+        """The SAE's report on the probes' token activations now (training or loading the SAE first if needed)."""
+        settings, trainer = self.sae_settings, self.trainer
+        captured = token_activations(
+            trainer.model, self.probes, trainer.processing_class, [settings.layer], self.site,
+            self.batch_size or args.per_device_eval_batch_size, None, settings.max_rows, trainer_pad_token_id(trainer),
+        )  # fmt: skip
+        layer, tokens = next(iter(captured.items()))
+        if self.sae is None:
+            saved = os.path.join(args.output_dir, "monosemanticity_sae")
+            if settings.sae is None and os.path.isfile(os.path.join(saved, "cfg.json")):
+                self.sae = load_sae(saved)  # a resumed run: the SAE of its step 0
+            else:  # saved (by the main process) so that a resumed run scores with the same SAE
+                folder = (settings.output_dir or saved) if trainer.is_world_process_zero() else None
+                self.sae = dataclasses.replace(settings, output_dir=folder).train(tokens)
+        result = sae_report(self.sae, tokens)
+        values = result.to_dict()
+        for key in ("explained_variance", "l0", "dead_fraction"):
+            logs[f"{KEY_PREFIX}/sae_{key}"] = values[key]
+        logs[f"{KEY_PREFIX}/sae_neuron_features"] = values["mean_neuron_features"]
+        return {"layer": layer, **values}
 
     def _write_history(self, output_dir: str) -> None:
         os.makedirs(output_dir, exist_ok=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers.utils import logging
 
+from ..independent import SAEReport, SAESettings, SparseProbingResult, sae_report, sparse_probing
 from ..sources import check_models
 from .loading import (
     is_adapter_folder,
@@ -33,6 +34,7 @@ from .measure import MonosemanticityReport, measure_monosemanticity
 from .neurons import WeightProxyReport, weight_proxy
 from .probes import ProbeSet, prepare_probes
 from .tables import Table, report_summary, save_results
+from .tokens import token_activations
 
 
 logger = logging.get_logger(__name__)
@@ -56,6 +58,9 @@ class MonosemanticityComparison:
     weight_proxy: dict[str, WeightProxyReport] = field(default_factory=dict)
     weight_proxy_note: str | None = None
     sources: dict[str, str | None] = field(default_factory=dict)  # name -> the path or Hub id it was loaded from
+    probing: dict[str, dict[int, SparseProbingResult]] = field(default_factory=dict)  # name -> layer -> result
+    sae: dict[str, SAEReport] = field(default_factory=dict)  # name -> the SAE's report on its token activations
+    sae_layer: int | None = None
 
     @property
     def names(self) -> list[str]:
@@ -81,7 +86,8 @@ class MonosemanticityComparison:
     def table(self) -> Table:
         """One row per model and layer: the values, then the changes against the base (the CLI's CSV)."""
         extra = ["weight_proxy_relative_change"] if self.weight_proxy else []
-        headers = ["model", "layer", *VALUE_COLUMNS, *CHANGE_COLUMNS, *extra]
+        probing = ["probe_k1_accuracy", "probe_dense_accuracy"] if self.probing else []
+        headers = ["model", "layer", *VALUE_COLUMNS, *CHANGE_COLUMNS, *extra, *probing]
         rows = []
         for name, report in self.reports.items():
             for entry in report.to_dict()["layers"]:
@@ -89,13 +95,27 @@ class MonosemanticityComparison:
                 changes.setdefault("weight_proxy_relative_change", "")
                 rows.append([name, entry["layer"], *(entry[k] for k in VALUE_COLUMNS)])
                 rows[-1] += [changes[k] for k in (*CHANGE_COLUMNS, *extra)]
+                if probing:
+                    result = self.probing[name][entry["layer"]]
+                    rows[-1] += [result.accuracy.get(1, ""), result.accuracy[None]]
         return Table(headers, rows)
+
+    def sae_table(self) -> Table | None:
+        """One row per model: what the SAE says of its token activations at ``sae_layer`` (``None`` without an SAE)."""
+        if not self.sae:
+            return None
+        headers = ["model", "explained_variance", "l0", "dead_fraction", "mean_neuron_features"]
+        return Table(headers, [[name, *list(r.to_dict().values())[:4]] for name, r in self.sae.items()])
 
     def to_text(self) -> str:
         """What ``trl-decpo compare`` prints: the probes, the table and each model's means over the layers."""
         base = self.reports[self.base]
         lines = [f"base {self.base}; {base.num_prompts} prompts, site {base.site}, pooling {base.pooling}"]
         lines += [self.table().to_text()] + [f"{n}: {report_summary(r)}" for n, r in self.reports.items()]
+        if self.sae:
+            rows = next(iter(self.sae.values())).num_rows
+            lines += [f"SAE at layer {self.sae_layer}, scored on {rows} token activations per model:"]
+            lines += [self.sae_table().to_text()]
         return "\n".join(lines + ([self.weight_proxy_note] if self.weight_proxy_note else []))
 
     def to_dict(self) -> dict:
@@ -106,6 +126,14 @@ class MonosemanticityComparison:
             "measurements": {name: report.to_dict() for name, report in self.reports.items()},
             "weight_proxy": {name: report.to_dict() for name, report in self.weight_proxy.items()} or None,
             "weight_proxy_note": self.weight_proxy_note,
+            "sparse_probing": {
+                name: {str(layer): result.to_dict() for layer, result in layers.items()}
+                for name, layers in self.probing.items()
+            }
+            or None,
+            "sae": {"layer": self.sae_layer, **{name: r.to_dict() for name, r in self.sae.items()}}
+            if self.sae
+            else None,
         }
 
     def plot(self, path: str, title: str | None = None) -> str:
@@ -149,6 +177,9 @@ def compare_monosemanticity(
     device: str | None = None,
     trust_remote_code: bool = False,
     progress: bool = False,
+    labels: Sequence | None = None,
+    probing_ks: Sequence[int | None] | None = None,
+    sae: SAESettings | None = None,
 ) -> MonosemanticityComparison:
     """Measure ``base`` and each of ``models`` on the same probes (:func:`measure_monosemanticity`), and the weight
     proxy of each model against the base.
@@ -166,10 +197,16 @@ def compare_monosemanticity(
         weight_proxy_top_k: neurons whose input weights changed most (the weight proxy needs MLP input biases: on other
             models ``weight_proxy_note`` says why it is missing).
         model_args, device, trust_remote_code: how models given as paths load (:func:`load_model_and_adapter`).
+        labels: one concept label per prompt: each model's rows at each layer are probed (:func:`sparse_probing`,
+            ``probing_ks`` its ``ks``, split seed 0), the same split for every model.
+        sae: an SAE trained on the base model's token activations at ``sae.layer`` (or ``sae.sae``), which scores
+            every model's token activations of the same prompts there (:func:`sae_report`).
 
     Models given as paths are loaded one at a time and released after their measurement.
     """
     base_name, named = name_models(base, models, base_name)
+    if labels is not None and len(labels) != len(prompts):
+        raise ValueError(f"`labels` has {len(labels)} entries for {len(prompts)} prompts: one label per prompt")
     check_models([base, *named.values()], getattr(model_args, "model_revision", None))  # before any loads
     if not (isinstance(prompts, ProbeSet) and tokenizer is None and isinstance(base, nn.Module)):  # else none needed
         tokenizer = tokenizer_for(tokenizer, base, trust_remote_code)
@@ -179,6 +216,8 @@ def compare_monosemanticity(
     measure = dict(tokenizer=tokenizer, layers=layers, site=site, batch_size=batch_size, max_length=None)
     reports = {base_name: measure_monosemanticity(base_model, probes, progress=progress, **measure)}
     comparison = MonosemanticityComparison(reports, sources={base_name: source_name(base)})
+    independent = dict(labels=labels, probing_ks=probing_ks, sae=sae, probes=probes, tokenizer=tokenizer, site=site)
+    independent["trained"] = _independent_measures(comparison, base_name, base_model, batch_size, **independent)
     for name, entry in named.items():
         if isinstance(entry, nn.Module):
             model = entry
@@ -190,6 +229,7 @@ def compare_monosemanticity(
             model = load_model_and_adapter(entry, **load)
         comparison.sources[name] = source_name(entry)
         reports[name] = measure_monosemanticity(model, probes, progress=progress, **measure)
+        _independent_measures(comparison, name, model, batch_size, **independent)
         if reports[name].layers != reports[base_name].layers:
             raise ValueError(
                 f"{name} has layers {reports[name].layers} at the site, the base has {reports[base_name].layers}: "
@@ -204,3 +244,22 @@ def compare_monosemanticity(
                 comparison.weight_proxy, comparison.weight_proxy_note = {}, f"weight proxy not computed: {err}"
         del model
     return comparison
+
+
+def _independent_measures(
+    comparison, name, model, batch_size, labels, probing_ks, sae, probes, tokenizer, site, trained=None
+):
+    """Sparse probing of ``name``'s rows (with ``labels``) and the SAE's report on its token activations (with
+    ``sae``); the first call (the base) trains the SAE, and returns it for the others."""
+    report = comparison.reports[name]
+    if labels is not None:
+        comparison.probing[name] = {
+            layer: sparse_probing(report.rows(layer), labels, ks=probing_ks) for layer in report.layers
+        }
+    if sae is None:
+        return None
+    captured = token_activations(model, probes, tokenizer, [sae.layer], site, batch_size, None, sae.max_rows)
+    comparison.sae_layer, tokens = next(iter(captured.items()))
+    trained = sae.train(tokens) if trained is None else trained
+    comparison.sae[name] = sae_report(trained, tokens)
+    return trained
