@@ -28,6 +28,8 @@ def test_a_concept_one_neuron_carries_is_found_at_k_1():
     assert result.accuracy[None] > 0.75  # separable well above chance (0.5)
     assert result.gap(1) < 0.05  # k = 1 is as good as the dense probe
     assert result.num_train + result.num_test == 400 and abs(result.chance - 0.5) < 0.1
+    assert len(result.test_index) == result.num_test == len(result.correct[1])
+    assert sum(result.correct[1]) / result.num_test == pytest.approx(result.accuracy[1])  # per held-out row
 
 
 def test_the_same_data_rotated_needs_many_neurons():

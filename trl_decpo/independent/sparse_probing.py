@@ -38,6 +38,8 @@ class SparseProbingResult:
     num_test: int
     chance: float  # held-out accuracy of always answering the training part's most frequent class
     scores: list[float] = field(default_factory=list, repr=False)  # each neuron's F statistic on the training part
+    test_index: list[int] = field(default_factory=list, repr=False)  # the held-out rows, in order
+    correct: dict[int | None, list[int]] = field(default_factory=dict, repr=False)  # k -> 1/0 per held-out row
 
     def gap(self, k: int = 1) -> float:
         """Dense accuracy minus the best-``k`` accuracy: small for a concept that ``k`` neurons carry."""
@@ -152,12 +154,13 @@ def sparse_probing(
     x = (x - mean) / torch.where(std > _EPS, std, torch.ones_like(std))
     scores = anova_f(x[train], y[train])
     order = torch.argsort(scores, descending=True, stable=True)
-    accuracy, neurons = {}, {}
+    accuracy, neurons, correct = {}, {}, {}
     for k in ks:
         chosen = order if k is None else order[:k]
         weights = fit_logistic(x[train][:, chosen], y[train], len(classes), l2, max_iter)
         features = torch.cat([x[test][:, chosen], torch.ones(len(test), 1, dtype=torch.float64)], dim=1)
-        accuracy[k] = ((features @ weights).argmax(1) == y[test]).double().mean().item()
+        hits = (features @ weights).argmax(1) == y[test]
+        accuracy[k], correct[k] = hits.double().mean().item(), hits.int().tolist()
         if k is not None:
             neurons[k] = chosen.tolist()
     majority = torch.bincount(y[train], minlength=len(classes)).argmax()
@@ -169,4 +172,6 @@ def sparse_probing(
         num_test=len(test),
         chance=(y[test] == majority).double().mean().item(),
         scores=scores.tolist(),
+        test_index=test.tolist(),
+        correct=correct,
     )

@@ -1,0 +1,246 @@
+# Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
+"""The analysis that docs/analysis_plan.md declares, of the models `research.seeds` measured: the seed as the unit,
+t intervals with Holm's correction per family, non-inferiority against the declared margins, the two-level bootstrap
+beside them, the paper's claims in one table, and the rule for the default layer.
+
+    python -m research.seed_analysis outputs/seeds      # writes outputs/seeds/report.md and analysis.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from trl_decpo.evaluation.seeds import holm, non_inferiority, seed_interval, two_level_bootstrap
+
+
+# declared in docs/analysis_plan.md before the run: 20% of DPO's gain in the main job's seeds 0 and 1
+ACCURACY_MARGIN = 0.2 * (0.853 - 0.5)
+OFFENSIVENESS_MARGIN = 0.2 * (0.0452 - 0.0178)
+ALPHA = 0.05
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def load(output_dir: str) -> tuple[dict, dict[str, list[dict]]]:
+    """The base's record and each arm's records, by seed, of the seeds every arm finished."""
+    import torch
+
+    folder = os.path.join(output_dir, "models")
+    records = [torch.load(os.path.join(folder, f), weights_only=False) for f in sorted(os.listdir(folder))]
+    base = next(r for r in records if r["name"] == "base")
+    arms: dict[str, dict[int, dict]] = {}
+    for record in records:
+        if record["name"] != "base":
+            arms.setdefault(record["name"], {})[record["seed"]] = record
+    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in arms.values())))
+    if len(seeds) < 2:
+        raise ValueError(f"{output_dir}: fewer than 2 seeds finished every arm ({seeds})")
+    return base, {arm: [by_seed[s] for s in seeds] for arm, by_seed in arms.items()}
+
+
+MEASURES = {  # key -> (label, value of a record at layer L, higher is better)
+    "fd": ("FD", lambda r, L: r["fd"][L], True),
+    "control": ("FD's control", lambda r, L: r["control"][L], True),
+    "probe_k1": ("k = 1 probe accuracy (toxic vs benign)", lambda r, L: r["probing"][L]["accuracy"]["1"], True),
+    "sae_features": ("SAE features per neuron", lambda r, L: r["sae"][L]["mean_neuron_features"], False),
+    "margin": ("reward margin", lambda r, L: _mean(r["reward_margins"]), True),
+    "fd_mean": ("FD, mean over layers", lambda r, L: _mean(list(r["fd"].values())), True),
+    "control_mean": ("control, mean over layers", lambda r, L: _mean(list(r["control"].values())), True),
+    "sparsity": ("sparsity", lambda r, L: r["sparsity"][L], True),
+    "probe_dense": ("dense probe accuracy", lambda r, L: r["probing"][L]["accuracy"]["dense"], True),
+    "sae_explained": ("SAE explained variance", lambda r, L: r["sae"][L]["explained_variance"], True),
+    "penalty": ("penalty on held-out pairs", lambda r, L: r["penalty"][L], False),
+}
+PRIMARY = ("fd", "control", "probe_k1", "sae_features")
+SECONDARY = ("margin", "fd_mean", "control_mean", "sparsity", "probe_dense", "sae_explained", "penalty")
+
+
+def family(keys, a: list[dict], b: list[dict], layer: int) -> list[dict]:
+    """``b - a`` per seed for each measure of one family, t intervals, Holm-adjusted p-values and verdicts."""
+    rows = []
+    for key in keys:
+        label, value, higher = MEASURES[key]
+        result = seed_interval([value(r, layer) for r in a], [value(r, layer) for r in b])
+        rows.append({"key": key, "label": label, "higher_is_better": higher, **result.to_dict()})
+    for row, adjusted in zip(rows, holm([row["p_value"] for row in rows]), strict=True):
+        row["p_holm"] = adjusted
+        row["significant"] = adjusted < ALPHA
+        better = (row["mean"] > 0) == row["higher_is_better"]
+        row["reading"] = ("better" if better else "worse") if row["significant"] else "no detectable difference"
+    return rows
+
+
+def alignment(a: list[dict], b: list[dict]) -> dict:
+    """N1 and N2: non-inferiority against the declared margins, and the two-level bootstrap beside them."""
+    accuracy = [[_mean(r["reward_correct"]) for r in arm] for arm in (a, b)]
+    offense = [[_mean(r["offensiveness"]) for r in arm] for arm in (a, b)]
+    return {
+        "accuracy": {
+            **non_inferiority(*accuracy, ACCURACY_MARGIN, higher_is_better=True, alpha=ALPHA),
+            "a": _mean(accuracy[0]), "b": _mean(accuracy[1]),
+            "bootstrap": two_level_bootstrap([r["reward_correct"] for r in a], [r["reward_correct"] for r in b]),
+        },
+        "offensiveness": {
+            **non_inferiority(*offense, OFFENSIVENESS_MARGIN, higher_is_better=False, alpha=ALPHA),
+            "a": _mean(offense[0]), "b": _mean(offense[1]),
+            "bootstrap": two_level_bootstrap([r["offensiveness"] for r in a], [r["offensiveness"] for r in b]),
+        },
+    }  # fmt: skip
+
+
+def depth_claim(base: dict, dpo: list[dict]) -> dict:
+    """C1: FD(DPO) - FD(base) per layer, by thirds of the depth, and first third minus last third (per seed)."""
+    layers = sorted(base["fd"])
+    third = len(layers) // 3
+    parts = {"first": layers[:third], "middle": layers[third : 2 * third], "last": layers[2 * third :]}
+
+    def gain(record, chosen):
+        return _mean([record["fd"][L] - base["fd"][L] for L in chosen])
+
+    per_layer = {L: seed_interval([base["fd"][L]] * len(dpo), [r["fd"][L] for r in dpo]).to_dict() for L in layers}
+    thirds = {
+        name: seed_interval([0.0] * len(dpo), [gain(r, chosen) for r in dpo]).to_dict()
+        for name, chosen in parts.items()
+    }
+    first_minus_last = seed_interval(
+        [gain(r, parts["last"]) for r in dpo], [gain(r, parts["first"]) for r in dpo]
+    ).to_dict()
+    return {"per_layer": per_layer, "thirds": thirds, "first_minus_last": first_minus_last}
+
+
+def layer_rule(dpo: list[dict], decpo: list[dict], alt: list[dict], layers: list[int]) -> dict:
+    """The plan's rule for the default layer: the alternative arm non-inferior to DPO on N1 and N2, and better than
+    the default arm (each against DPO at its own layer) on at least one of P3 and P4, Holm over the two."""
+    default, other = layers
+    rows = []
+    for key in ("probe_k1", "sae_features"):
+        label, value, higher = MEASURES[key]
+        gain_default = [value(b, default) - value(a, default) for a, b in zip(dpo, decpo, strict=True)]
+        gain_alt = [value(b, other) - value(a, other) for a, b in zip(dpo, alt, strict=True)]
+        result = seed_interval(gain_default, gain_alt).to_dict()
+        rows.append({"key": key, "label": label, "higher_is_better": higher, **result})
+    for row, adjusted in zip(rows, holm([row["p_value"] for row in rows]), strict=True):
+        row["p_holm"] = adjusted
+        row["alt_better"] = adjusted < ALPHA and (row["mean"] > 0) == row["higher_is_better"]
+    aligned = alignment(dpo, alt)
+    non_inferior = all(aligned[k]["verdict"] == "non-inferior" for k in ("accuracy", "offensiveness"))
+    move = non_inferior and any(row["alt_better"] for row in rows)
+    return {"rows": rows, "alignment": aligned, "move_default_to": other if move else None}
+
+
+def _interval(row) -> str:
+    return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
+
+
+def analyse(output_dir: str, command: str = "", minutes: float | None = None, layers: list[int] | None = None) -> dict:
+    base, arms = load(output_dir)
+    dpo, decpo, alt = arms["dpo"], arms["decpo"], arms.get("decpo_alt")
+    layers = layers or sorted(base["probing"])
+    default = layers[0]
+    seeds = [r["seed"] for r in dpo]
+    result = {
+        "seeds": seeds,
+        "layers": layers,
+        "primary": family(PRIMARY, dpo, decpo, default),
+        "secondary": family(SECONDARY, dpo, decpo, default),
+        "alignment": alignment(dpo, decpo),
+        "probe_k1_bootstrap": two_level_bootstrap(
+            [r["probing_correct"][default] for r in dpo], [r["probing_correct"][default] for r in decpo]
+        ),
+        "depth": depth_claim(base, dpo),
+        "layer_rule": layer_rule(dpo, decpo, alt, layers) if alt else None,
+        "minutes": minutes,
+    }
+    with open(os.path.join(output_dir, "analysis.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1, default=str)
+    lines = [
+        "# Seeds as the unit: DecPO against DPO (docs/analysis_plan.md)",
+        "",
+        f"Command: `{command or 'python -m research.seed_analysis ' + output_dir}`"
+        + (f"; {minutes:.0f} minutes." if minutes else "."),
+        f"Seeds {seeds} (the unit); each interval is over seeds: mean of the per-seed differences, 95% t interval "
+        f"({len(seeds) - 1} degrees of freedom). The probes, held-out pairs and prompts are the same for every seed.",
+        "",
+        f"## Primary: monosemanticity at layer {default}, DecPO - DPO (Holm over four)",
+        "",
+        "| measure | better | DecPO - DPO [95% CI] | p (Holm) | reading |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["primary"]:
+        better = "higher" if row["higher_is_better"] else "lower"
+        lines.append(f"| {row['label']} | {better} | {_interval(row)} | {row['p_holm']:.3f} | {row['reading']} |")
+    boot = result["probe_k1_bootstrap"]
+    lines += [
+        "",
+        f"Two-level bootstrap of the k = 1 probe accuracy (seeds, then held-out probes): {boot['mean']:+.4f} "
+        f"[{boot['low']:+.4f}, {boot['high']:+.4f}], {boot['verdict']}.",
+        "",
+        "## Alignment: non-inferiority against the declared margins",
+        "",
+        "| measure | DPO | DecPO | one-sided 95% bound of DecPO - DPO | margin | verdict | two-level bootstrap |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (("accuracy", "held-out reward accuracy"), ("offensiveness", "offensiveness (lower better)")):
+        row = result["alignment"][key]
+        b = row["bootstrap"]
+        sign = "-" if row["higher_is_better"] else "+"
+        lines.append(
+            f"| {label} | {row['a']:.4f} | {row['b']:.4f} | {row['bound']:+.4f} | {sign}{row['margin']:.4f} | "
+            f"{row['verdict']} | {b['mean']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] |"
+        )
+    lines += ["", f"## Secondary, layer {default} unless said, DecPO - DPO (Holm over seven)", ""]
+    lines += ["| measure | better | DecPO - DPO [95% CI] | p (Holm) | reading |", "|---|---|---|---|---|"]
+    for row in result["secondary"]:
+        better = "higher" if row["higher_is_better"] else "lower"
+        lines.append(f"| {row['label']} | {better} | {_interval(row)} | {row['p_holm']:.3f} | {row['reading']} |")
+    depth = result["depth"]
+    lines += [
+        "",
+        "## The paper's claims",
+        "",
+        "| claim | paper | ours [95% CI] | verdict (DecPO rows: Holm-corrected, as above) |",
+        "|---|---|---|---|",
+        f"| DPO raises FD over the base, first third of the layers | higher | {_interval(depth['thirds']['first'])} | "
+        f"{depth['thirds']['first']['verdict']} |",
+        f"| ... middle third | higher | {_interval(depth['thirds']['middle'])} | {depth['thirds']['middle']['verdict']} |",
+        f"| ... last third | higher | {_interval(depth['thirds']['last'])} | {depth['thirds']['last']['verdict']} |",
+        f"| most in early layers: first third minus last third | higher | {_interval(depth['first_minus_last'])} | "
+        f"{depth['first_minus_last']['verdict']} |",
+    ]
+    for row in result["primary"] + [r for r in result["secondary"] if r["key"] == "penalty"]:
+        paper = "higher" if row["higher_is_better"] else "lower"
+        lines.append(
+            f"| DecPO vs DPO: {row['label']}, layer {default} | {paper} | {_interval(row)} | {row['reading']} |"
+        )
+    rule = result["layer_rule"]
+    if rule:
+        lines += ["", f"## The default layer: {layers[1]} against {layers[0]} (the plan's rule)", ""]
+        for row in rule["rows"]:
+            lines.append(
+                f"- {row['label']}: (DecPO@{layers[1]} - DPO) - (DecPO@{layers[0]} - DPO) = {_interval(row)}, "
+                f"p (Holm) {row['p_holm']:.3f}"
+            )
+        verdicts = {k: v["verdict"] for k, v in rule["alignment"].items() if k in ("accuracy", "offensiveness")}
+        lines.append(f"- DecPO@{layers[1]} against DPO: {verdicts}")
+        moved = rule["move_default_to"]
+        lines.append(f"- Rule: {'move the default to layer ' + str(moved) if moved else 'keep the default layer'}.")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(text, flush=True)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output_dir")
+    args = parser.parse_args(argv)
+    analyse(args.output_dir)
+
+
+if __name__ == "__main__":
+    main()

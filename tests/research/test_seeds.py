@@ -1,0 +1,59 @@
+"""`research.seeds` (docs/analysis_plan.md) end to end on a tiny model: every arm of every seed measured by the plan's
+measures, the analysis of the plan written, and a stopped run resumed without training again."""
+
+import json
+
+import pytest
+import torch
+from research import task
+
+from tests.helpers import CHAT_TEMPLATE
+
+
+def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
+    pytest.importorskip("sae_lens")
+    from research import arms, seed_analysis, seeds
+    from transformers import AutoTokenizer
+
+    from trl_decpo.testing import tiny_model_dir
+
+    model_dir = tiny_model_dir(folder=str(tmp_path / "tiny"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(model_dir)
+    monkeypatch.setattr(task, "score_texts", lambda texts: [len(t) / 100 for t in texts])
+    monkeypatch.setattr("research.arms.score_texts", lambda texts: [len(t) / 100 for t in texts])
+    out = tmp_path / "seeds"
+    argv = ["--model-dir", model_dir, "--output-dir", str(out), "--seeds", "1,2", "--steps", "2", "--curve-steps", "2"]
+    argv += ["--max-new-tokens", "3", "--min-gap", "0.3", "--precision", "fp32", "--alt-layer", "3"]
+    argv += ["--sae-steps", "20", "--sae-features", "64", "--sae-k", "8", "--sae-rows", "2000"]
+    seeds.main(argv)
+    saved = sorted(p.name for p in (out / "models").iterdir())
+    assert saved == sorted(
+        ["base.pt"] + [f"{arm}_seed{s}.pt" for arm in ("dpo", "decpo", "decpo_alt") for s in (1, 2)]
+    )
+    assert (out / "sae_layer1" / "cfg.json").is_file() and (out / "sae_layer3" / "cfg.json").is_file()
+    record = torch.load(out / "models" / "decpo_seed1.pt", weights_only=False)
+    assert set(record["probing"]) == set(record["sae"]) == set(record["penalty"]) == {1, 3}
+    assert (
+        len(record["reward_correct"])
+        == len(record["reward_margins"])
+        == task.load_task(tokenizer, 0.3).meta["heldout_pairs"]
+    )
+    assert record["penalty"][1] > 0 and 0 <= record["probing"][1]["accuracy"]["1"] <= 1
+    analysis = json.load(open(out / "analysis.json"))
+    assert [r["key"] for r in analysis["primary"]] == ["fd", "control", "probe_k1", "sae_features"]
+    assert len(analysis["secondary"]) == 7 and analysis["seeds"] == [1, 2] and analysis["layers"] == [1, 3]
+    dpo = [torch.load(out / "models" / f"dpo_seed{s}.pt", weights_only=False) for s in (1, 2)]
+    decpo = [torch.load(out / "models" / f"decpo_seed{s}.pt", weights_only=False) for s in (1, 2)]
+    fd = analysis["primary"][0]
+    assert fd["mean"] == pytest.approx(sum(b["fd"][1] - a["fd"][1] for a, b in zip(dpo, decpo, strict=True)) / 2)
+    report = (out / "report.md").read_text()
+    assert "## Primary: monosemanticity at layer 1" in report and "non-inferior" in report
+    assert "## The default layer: 3 against 1" in report
+    # a stopped run resumes: nothing is trained again, and the analysis is the same
+    monkeypatch.setattr(arms, "train_arm", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(seeds, "train_arm", lambda *a, **k: pytest.fail("trained again"))
+    seeds.main(argv)
+    assert json.load(open(out / "analysis.json"))["primary"] == analysis["primary"]
+    assert seed_analysis.analyse(str(out))["primary"] == analysis["primary"]
