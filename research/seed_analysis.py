@@ -136,6 +136,14 @@ def _interval(row) -> str:
     return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
 
 
+def _family_table(rows: list[dict]) -> list[str]:
+    lines = ["| measure | better | DecPO - DPO [95% CI] | p (Holm) | reading |", "|---|---|---|---|---|"]
+    for row in rows:
+        better = "higher" if row["higher_is_better"] else "lower"
+        lines.append(f"| {row['label']} | {better} | {_interval(row)} | {row['p_holm']:.3f} | {row['reading']} |")
+    return lines
+
+
 def analyse(output_dir: str, command: str = "", minutes: float | None = None, layers: list[int] | None = None) -> dict:
     base, arms = load(output_dir)
     dpo, decpo, alt = arms["dpo"], arms["decpo"], arms.get("decpo_alt")
@@ -167,12 +175,8 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "",
         f"## Primary: monosemanticity at layer {default}, DecPO - DPO (Holm over four)",
         "",
-        "| measure | better | DecPO - DPO [95% CI] | p (Holm) | reading |",
-        "|---|---|---|---|---|",
+        *_family_table(result["primary"]),
     ]
-    for row in result["primary"]:
-        better = "higher" if row["higher_is_better"] else "lower"
-        lines.append(f"| {row['label']} | {better} | {_interval(row)} | {row['p_holm']:.3f} | {row['reading']} |")
     boot = result["probe_k1_bootstrap"]
     lines += [
         "",
@@ -193,10 +197,7 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
             f"{row['verdict']} | {b['mean']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] |"
         )
     lines += ["", f"## Secondary, layer {default} unless said, DecPO - DPO (Holm over seven)", ""]
-    lines += ["| measure | better | DecPO - DPO [95% CI] | p (Holm) | reading |", "|---|---|---|---|---|"]
-    for row in result["secondary"]:
-        better = "higher" if row["higher_is_better"] else "lower"
-        lines.append(f"| {row['label']} | {better} | {_interval(row)} | {row['p_holm']:.3f} | {row['reading']} |")
+    lines += _family_table(result["secondary"])
     depth = result["depth"]
     lines += [
         "",

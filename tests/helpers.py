@@ -271,3 +271,40 @@ def save_evaluated_models(root) -> None:
     attention = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(make_model(), attention).save_pretrained(root / "attn_adapter")
     make_model(seed=1).save_pretrained(root / "full")
+
+
+class IdentitySAE:
+    """Stands in for a trained SAE (``SAESettings.train`` patched to build one): its features are the neurons
+    themselves, and every instance records the tokens it was "trained" on in ``trained``."""
+
+    trained: list = []
+
+    def __init__(self, tokens):
+        IdentitySAE.trained.append(tokens)
+        self.W_dec = torch.eye(tokens.shape[1])
+
+    def encode(self, x):
+        return x
+
+
+def identity_sae(monkeypatch) -> list:
+    """``SAESettings.train`` builds an :class:`IdentitySAE`; returns the list of the tokens each one was trained on."""
+    from trl_decpo.independent import SAESettings
+
+    monkeypatch.setattr(IdentitySAE, "trained", [])
+    monkeypatch.setattr(SAESettings, "train", lambda self, tokens: IdentitySAE(tokens))
+    return IdentitySAE.trained
+
+
+def research_model_dir(tmp_path, monkeypatch) -> str:
+    """A tiny model with a chat template for the research jobs, and their offline scorer replaced by reply length."""
+    from research import task
+    from transformers import AutoTokenizer
+
+    model_dir = tiny_model_dir(folder=str(tmp_path / "tiny"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(model_dir)
+    monkeypatch.setattr(task, "score_texts", lambda texts: [len(t) / 100 for t in texts])
+    monkeypatch.setattr("research.arms.score_texts", lambda texts: [len(t) / 100 for t in texts])
+    return model_dir

@@ -222,22 +222,11 @@ PROBES = ["the cat sat on the mat", "a dog ran fast", "yes i agree", "is the cat
 def test_labels_and_an_sae_are_logged_at_each_measurement(tmp_path, monkeypatch):
     """Sparse probing of each measured layer, and one SAE trained at step 0 (before training) that scores every later
     measurement; a resumed run would load that SAE from the output folder."""
-    import torch
-
+    from tests.helpers import IdentitySAE, identity_sae
     from trl_decpo.independent import SAESettings, sae_report, sparse_probing
     from trl_decpo.monosemanticity.tokens import token_activations
 
-    trained = []
-
-    class Identity:  # stands in for a trained SAE: remembers the tokens it was trained on
-        def __init__(self, tokens):
-            trained.append(tokens)
-            self.W_dec = torch.eye(tokens.shape[1])
-
-        def encode(self, x):
-            return x
-
-    monkeypatch.setattr(SAESettings, "train", lambda self, tokens: Identity(tokens))
+    trained = identity_sae(monkeypatch)
     trainer = DecPOTrainer(
         model=make_model(),
         args=decpo_config(tmp_path, decorrelation_layers=[1], **EVAL_KW),
@@ -256,7 +245,7 @@ def test_labels_and_an_sae_are_logged_at_each_measurement(tmp_path, monkeypatch)
         assert logs[-1][f"eval_monosemanticity/probe_dense/layer_{layer}"] == pytest.approx(expected.accuracy[None])
     assert logs[-1]["eval_monosemanticity/probe_k1/hooked"] == logs[-1]["eval_monosemanticity/probe_k1/layer_1"]
     tokens = token_activations(trainer.model, PROBES, make_tokenizer(), layers=[2], max_rows=30)[2]
-    final = sae_report(Identity(tokens), tokens)
+    final = sae_report(IdentitySAE(tokens), tokens)
     assert logs[-1]["eval_monosemanticity/sae_l0"] == pytest.approx(final.l0)
     assert logs[-1]["eval_monosemanticity/sae_neuron_features"] == pytest.approx(final.mean_neuron_features)
     assert callback.history[-1]["sae"]["layer"] == 2 and set(callback.history[-1]["sparse_probing"]) == set("0123")

@@ -176,20 +176,11 @@ def test_every_model_is_checked_before_the_first_loads(gpt2_folders, tmp_path, m
 def test_labels_probe_every_model_and_one_base_sae_scores_them_all(gpt2_folders, monkeypatch):
     """With labels, each model's rows at each layer are probed on the same split; with SAE settings, one SAE is
     trained on the base's token activations (once) and every model's tokens are scored with it."""
+    from tests.helpers import IdentitySAE, identity_sae
     from trl_decpo.independent import SAESettings, sae_report, sparse_probing
     from trl_decpo.monosemanticity.tokens import token_activations
 
-    trained = []
-
-    class Identity:  # stands in for a trained SAE: records what it was trained on
-        def __init__(self, tokens):
-            trained.append(tokens)
-            self.W_dec = torch.eye(tokens.shape[1])
-
-        def encode(self, x):
-            return x
-
-    monkeypatch.setattr(SAESettings, "train", lambda self, tokens: Identity(tokens))
+    trained = identity_sae(monkeypatch)
     labels = [1, 0, 1, 0, 1]
     comparison = compare_monosemanticity(
         gpt2_folders["base_dir"], {"tuned": gpt2_folders["tuned_dir"]}, PROMPTS, layers=[0, 1], labels=labels,
@@ -204,7 +195,7 @@ def test_labels_probe_every_model_and_one_base_sae_scores_them_all(gpt2_folders,
     torch.testing.assert_close(trained[0], base_tokens)
     tuned_tokens = token_activations(gpt2_folders["tuned"], PROMPTS, make_tokenizer(), layers=[1], max_rows=20)[1]
     assert comparison.sae["tuned"].to_dict() == pytest.approx(
-        sae_report(Identity(tuned_tokens), tuned_tokens).to_dict()
+        sae_report(IdentitySAE(tuned_tokens), tuned_tokens).to_dict()
     )
     table = comparison.table()
     assert table.headers[-2:] == ["probe_k1_accuracy", "probe_dense_accuracy"]

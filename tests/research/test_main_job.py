@@ -10,7 +10,7 @@ import pytest
 import torch
 from research import evidence, task
 
-from tests.helpers import CHAT_TEMPLATE, model_path
+from tests.helpers import model_path, research_model_dir
 from trl_decpo.evaluation.preference import PairRewards
 from trl_decpo.evaluation.stats import NO_DIFFERENCE
 
@@ -111,16 +111,8 @@ def test_compare_finds_planted_effects_and_flags_the_ones_against_the_paper():
 
 def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     from research import demo
-    from transformers import AutoTokenizer
 
-    from trl_decpo.testing import tiny_model_dir
-
-    model_dir = tiny_model_dir(folder=str(tmp_path / "tiny"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(model_dir)
-    monkeypatch.setattr(task, "score_texts", lambda texts: [len(t) / 100 for t in texts])
-    monkeypatch.setattr("research.arms.score_texts", lambda texts: [len(t) / 100 for t in texts])
+    model_dir = research_model_dir(tmp_path, monkeypatch)
     out = tmp_path / "demo"
     demo.main(
         [

@@ -6,23 +6,16 @@ import json
 import pytest
 import torch
 from research import task
+from transformers import AutoTokenizer
 
-from tests.helpers import CHAT_TEMPLATE
+from tests.helpers import research_model_dir
 
 
 def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     pytest.importorskip("sae_lens")
     from research import arms, seed_analysis, seeds
-    from transformers import AutoTokenizer
 
-    from trl_decpo.testing import tiny_model_dir
-
-    model_dir = tiny_model_dir(folder=str(tmp_path / "tiny"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(model_dir)
-    monkeypatch.setattr(task, "score_texts", lambda texts: [len(t) / 100 for t in texts])
-    monkeypatch.setattr("research.arms.score_texts", lambda texts: [len(t) / 100 for t in texts])
+    model_dir = research_model_dir(tmp_path, monkeypatch)
     out = tmp_path / "seeds"
     argv = ["--model-dir", model_dir, "--output-dir", str(out), "--seeds", "1,2", "--steps", "2", "--curve-steps", "2"]
     argv += ["--max-new-tokens", "3", "--min-gap", "0.3", "--precision", "fp32", "--alt-layer", "3"]
@@ -38,7 +31,7 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert (
         len(record["reward_correct"])
         == len(record["reward_margins"])
-        == task.load_task(tokenizer, 0.3).meta["heldout_pairs"]
+        == task.load_task(AutoTokenizer.from_pretrained(model_dir), 0.3).meta["heldout_pairs"]
     )
     assert record["penalty"][1] > 0 and 0 <= record["probing"][1]["accuracy"]["1"] <= 1
     analysis = json.load(open(out / "analysis.json"))

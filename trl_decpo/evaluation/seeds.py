@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .stats import NO_DIFFERENCE, bootstrap_weights, weighted_mean
+from .stats import bootstrap_weights, interval_verdict, weighted_mean
 
 
 @dataclass
@@ -30,11 +30,7 @@ class SeedComparison:
     confidence: float
 
     def verdict(self, higher: str = "higher", lower: str = "lower") -> str:
-        if self.low > 0:
-            return higher
-        if self.high < 0:
-            return lower
-        return NO_DIFFERENCE
+        return interval_verdict(self.low, self.high, higher, lower)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "verdict": self.verdict()}
@@ -139,5 +135,5 @@ def two_level_bootstrap(
     tail = (1 - confidence) / 2
     low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
     mean = sum(observed) / len(observed)
-    verdict = "higher" if low > 0 else "lower" if high < 0 else NO_DIFFERENCE
+    verdict = interval_verdict(low, high)
     return {"mean": mean, "low": low, "high": high, "num_seeds": len(observed), "verdict": verdict}

@@ -25,6 +25,15 @@ Statistic = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NO_DIFFERENCE = "no detectable difference"
 
 
+def interval_verdict(low: float, high: float, higher: str = "higher", lower: str = "lower") -> str:
+    """``higher`` / ``lower`` when the interval ``[low, high]`` excludes 0, otherwise "no detectable difference"."""
+    if low > 0:
+        return higher
+    if high < 0:
+        return lower
+    return NO_DIFFERENCE
+
+
 def bootstrap_weights(num_units: int, num_resamples: int, seed: int = 0) -> torch.Tensor:
     """``[num_resamples, num_units]`` float64 draw counts; every row sums to ``num_units``."""
     if num_units < 1:
@@ -59,11 +68,7 @@ class Comparison:
 
     def verdict(self, higher: str = "higher", lower: str = "lower") -> str:
         """``higher`` / ``lower`` when the interval excludes 0, otherwise "no detectable difference"."""
-        if self.low > 0:
-            return higher
-        if self.high < 0:
-            return lower
-        return NO_DIFFERENCE
+        return interval_verdict(self.low, self.high, higher, lower)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "verdict": self.verdict()}
