@@ -37,15 +37,16 @@ def statements(meta: dict, records: list[dict]) -> tuple[list, list[bool]]:
     return [make_chat(r["prompt"], meta.get("system")) for r in records], [bool(r["is_toxic"]) for r in records]
 
 
-def heldout_penalty(model, tokenizer, task, layer: int, args) -> float:
-    """The penalty `DecPOTrainer` computes at ``layer`` on the held-out pairs (its evaluation, no gradients)."""
+def heldout_penalty(model, tokenizer, task, layers: list[int], args) -> dict[int, float]:
+    """The penalty `DecPOTrainer` computes at each of ``layers`` on the held-out pairs (one evaluation, no gradients:
+    each layer's penalty is logged apart, and does not depend on the other layers being hooked)."""
     import tempfile
 
     from trl_decpo import DecPOConfig, DecPOTrainer
 
     with tempfile.TemporaryDirectory() as scratch:
         config = DecPOConfig(
-            output_dir=scratch, per_device_eval_batch_size=4, decorrelation_layers=[layer], beta=args.beta,
+            output_dir=scratch, per_device_eval_batch_size=4, decorrelation_layers=layers, beta=args.beta,
             use_cpu=True, bf16=False, report_to="none", activation_checkpointing=False, disable_tqdm=True,
         )  # fmt: skip
         held_out = dict(train_dataset=task.heldout, eval_dataset=task.heldout)  # DPOTrainer asks for a train set
@@ -55,7 +56,7 @@ def heldout_penalty(model, tokenizer, task, layer: int, args) -> float:
         finally:  # TRL copied a PEFT model's adapter as its reference, "ref": gone again for the next measurement
             if "ref" in getattr(model, "peft_config", {}):
                 model.delete_adapter("ref")
-    return metrics["eval_decorrelation/penalty"]
+    return {layer: metrics[f"eval_decorrelation/layer_{layer}"] for layer in layers}
 
 
 def measure(model, tokenizer, task, probes, labels, saes, layers, args, ref_logps, result: ArmResult) -> dict:
@@ -70,7 +71,7 @@ def measure(model, tokenizer, task, probes, labels, saes, layers, args, ref_logp
         tokens = token_activations(model, probes, tokenizer, layers, batch_size=args.eval_batch_size)
         sae = {layer: sae_report(saes[layer], tokens[layer][: args.sae_rows]) for layer in layers} if saes else {}
     with phase(f"  {result.name}: the penalty at layers {layers} on the held-out pairs"):
-        penalty = {layer: heldout_penalty(model, tokenizer, task, layer, args) for layer in layers}
+        penalty = heldout_penalty(model, tokenizer, task, layers, args)
     report = result.report
     return {
         "name": result.name,

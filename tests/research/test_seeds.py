@@ -2,11 +2,12 @@
 measures, the analysis of the plan written, and a stopped run resumed without training again."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from research import task
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.helpers import research_model_dir
 
@@ -34,6 +35,14 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
         == task.load_task(AutoTokenizer.from_pretrained(model_dir), 0.3).meta["heldout_pairs"]
     )
     assert record["penalty"][1] > 0 and 0 <= record["probing"][1]["accuracy"]["1"] <= 1
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    heldout = task.load_task(AutoTokenizer.from_pretrained(model_dir), 0.3)
+    args = SimpleNamespace(beta=0.1)
+    both = seeds.heldout_penalty(base, AutoTokenizer.from_pretrained(model_dir), heldout, [1, 3], args)
+    alone = seeds.heldout_penalty(base, AutoTokenizer.from_pretrained(model_dir), heldout, [1], args)
+    assert both[1] == pytest.approx(alone[1], rel=1e-6)  # a layer's penalty does not depend on the others hooked
+    saved_base = torch.load(out / "models" / "base.pt", weights_only=False)
+    assert saved_base["penalty"][3] == pytest.approx(both[3], rel=1e-6)
     analysis = json.load(open(out / "analysis.json"))
     assert [r["key"] for r in analysis["primary"]] == ["fd", "control", "probe_k1", "sae_features"]
     assert len(analysis["secondary"]) == 7 and analysis["seeds"] == [1, 2] and analysis["layers"] == [1, 3]
