@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 
-from trl_decpo.evaluation.seeds import holm, non_inferiority, seed_interval, two_level_bootstrap
+from trl_decpo.evaluation.seeds import holm, non_inferiority, seed_bootstrap, seed_interval, two_level_bootstrap
 
 
 # declared in docs/analysis_plan.md before the run: 20% of DPO's gain in the main job's seeds 0 and 1
@@ -30,7 +30,8 @@ def load(output_dir: str) -> tuple[dict, dict[str, list[dict]]]:
     import torch
 
     folder = os.path.join(output_dir, "models")
-    records = [torch.load(os.path.join(folder, f), weights_only=False) for f in sorted(os.listdir(folder))]
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".pt"))  # not a `.tmp` a stopped run left
+    records = [torch.load(os.path.join(folder, f), weights_only=False) for f in names]
     base = next(r for r in records if r["name"] == "base")
     arms: dict[str, dict[int, dict]] = {}
     for record in records:
@@ -55,6 +56,12 @@ MEASURES = {  # key -> (label, value of a record at layer L, higher is better)
     "sae_explained": ("SAE explained variance", lambda r, L: r["sae"][L]["explained_variance"], True),
     "penalty": ("penalty on held-out pairs", lambda r, L: r["penalty"][L], False),
 }
+# the per-unit data of a measure, for the two-level bootstrap (seeds, then units); the others resample seeds only
+UNITS = {
+    "margin": lambda r, L: r["reward_margins"],
+    "probe_k1": lambda r, L: r["probing_correct"][L]["1"],
+    "probe_dense": lambda r, L: r["probing_correct"][L]["dense"],
+}
 PRIMARY = ("fd", "control", "probe_k1", "sae_features")
 SECONDARY = ("margin", "fd_mean", "control_mean", "sparsity", "probe_dense", "sae_explained", "penalty")
 
@@ -64,32 +71,42 @@ def family(keys, a: list[dict], b: list[dict], layer: int) -> list[dict]:
     rows = []
     for key in keys:
         label, value, higher = MEASURES[key]
-        result = seed_interval([value(r, layer) for r in a], [value(r, layer) for r in b])
-        rows.append({"key": key, "label": label, "higher_is_better": higher, **result.to_dict()})
+        per_seed = [value(r, layer) for r in a], [value(r, layer) for r in b]
+        result = seed_interval(*per_seed)
+        if key in UNITS:
+            boot = two_level_bootstrap(*([UNITS[key](r, layer) for r in arm] for arm in (a, b)))
+        else:
+            boot = seed_bootstrap(*per_seed)
+        rows.append({"key": key, "label": label, "higher_is_better": higher, **result.to_dict(), "bootstrap": boot})
     for row, adjusted in zip(rows, holm([row["p_value"] for row in rows]), strict=True):
         row["p_holm"] = adjusted
         row["significant"] = adjusted < ALPHA
         better = (row["mean"] > 0) == row["higher_is_better"]
         row["reading"] = ("better" if better else "worse") if row["significant"] else "no detectable difference"
+        row["bootstrap_agrees"] = row["bootstrap"]["verdict"] == row["verdict"]
     return rows
 
 
 def alignment(a: list[dict], b: list[dict]) -> dict:
-    """N1 and N2: non-inferiority against the declared margins, and the two-level bootstrap beside them."""
-    accuracy = [[_mean(r["reward_correct"]) for r in arm] for arm in (a, b)]
-    offense = [[_mean(r["offensiveness"]) for r in arm] for arm in (a, b)]
-    return {
-        "accuracy": {
-            **non_inferiority(*accuracy, ACCURACY_MARGIN, higher_is_better=True, alpha=ALPHA),
-            "a": _mean(accuracy[0]), "b": _mean(accuracy[1]),
-            "bootstrap": two_level_bootstrap([r["reward_correct"] for r in a], [r["reward_correct"] for r in b]),
-        },
-        "offensiveness": {
-            **non_inferiority(*offense, OFFENSIVENESS_MARGIN, higher_is_better=False, alpha=ALPHA),
-            "a": _mean(offense[0]), "b": _mean(offense[1]),
-            "bootstrap": two_level_bootstrap([r["offensiveness"] for r in a], [r["offensiveness"] for r in b]),
-        },
-    }  # fmt: skip
+    """N1 and N2: non-inferiority against the declared margins ("worse" only when the two-sided 95% interval lies
+    wholly on the bad side of 0), and the two-level bootstrap's one-sided bound against the same margin beside it."""
+    out = {}
+    for key, field, margin, higher in (
+        ("accuracy", "reward_correct", ACCURACY_MARGIN, True),
+        ("offensiveness", "offensiveness", OFFENSIVENESS_MARGIN, False),
+    ):
+        per_seed = [[_mean(r[field]) for r in arm] for arm in (a, b)]
+        row = non_inferiority(*per_seed, margin, higher_is_better=higher, alpha=ALPHA)
+        two_sided = seed_interval(*per_seed)
+        if (two_sided.high < 0) if higher else (two_sided.low > 0):
+            row["verdict"] = "worse"
+        boot = two_level_bootstrap([r[field] for r in a], [r[field] for r in b], confidence=1 - ALPHA)
+        bound = boot["low_one_sided"] if higher else boot["high_one_sided"]
+        holds = bound > -margin if higher else bound < margin
+        boot["verdict"] = "non-inferior" if holds else "not shown non-inferior"
+        out[key] = {**row, "a": _mean(per_seed[0]), "b": _mean(per_seed[1]), "two_sided": two_sided.to_dict()}
+        out[key]["bootstrap"] = {**boot, "bound": bound}
+    return out
 
 
 def depth_claim(base: dict, dpo: list[dict]) -> dict:
@@ -132,6 +149,16 @@ def layer_rule(dpo: list[dict], decpo: list[dict], alt: list[dict], layers: list
     return {"rows": rows, "alignment": aligned, "move_default_to": other if move else None}
 
 
+def _disagreements(rows: list[dict]) -> list[str]:
+    """A line for each measure whose bootstrap verdict differs from its t interval's."""
+    return [
+        f"The bootstrap disagrees on {row['label']}: {row['bootstrap']['verdict']} "
+        f"[{row['bootstrap']['low']:+.4f}, {row['bootstrap']['high']:+.4f}] against the t interval's {row['verdict']}."
+        for row in rows
+        if not row["bootstrap_agrees"]
+    ]
+
+
 def _interval(row) -> str:
     return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
 
@@ -147,7 +174,7 @@ def _family_table(rows: list[dict]) -> list[str]:
 def analyse(output_dir: str, command: str = "", minutes: float | None = None, layers: list[int] | None = None) -> dict:
     base, arms = load(output_dir)
     dpo, decpo, alt = arms["dpo"], arms["decpo"], arms.get("decpo_alt")
-    layers = layers or sorted(base["probing"])
+    layers = layers or base["layers"]  # [default, alternative], as research.seeds measured them
     default = layers[0]
     seeds = [r["seed"] for r in dpo]
     result = {
@@ -156,9 +183,6 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "primary": family(PRIMARY, dpo, decpo, default),
         "secondary": family(SECONDARY, dpo, decpo, default),
         "alignment": alignment(dpo, decpo),
-        "probe_k1_bootstrap": two_level_bootstrap(
-            [r["probing_correct"][default] for r in dpo], [r["probing_correct"][default] for r in decpo]
-        ),
         "depth": depth_claim(base, dpo),
         "layer_rule": layer_rule(dpo, decpo, alt, layers) if alt else None,
         "minutes": minutes,
@@ -177,27 +201,25 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "",
         *_family_table(result["primary"]),
     ]
-    boot = result["probe_k1_bootstrap"]
+    lines += [""] + _disagreements(result["primary"])
     lines += [
-        "",
-        f"Two-level bootstrap of the k = 1 probe accuracy (seeds, then held-out probes): {boot['mean']:+.4f} "
-        f"[{boot['low']:+.4f}, {boot['high']:+.4f}], {boot['verdict']}.",
         "",
         "## Alignment: non-inferiority against the declared margins",
         "",
-        "| measure | DPO | DecPO | one-sided 95% bound of DecPO - DPO | margin | verdict | two-level bootstrap |",
-        "|---|---|---|---|---|---|---|",
+        "| measure | DPO | DecPO | DecPO - DPO [95% CI] | one-sided 95% bound | margin | verdict | two-level bootstrap: "
+        "bound, verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("accuracy", "held-out reward accuracy"), ("offensiveness", "offensiveness (lower better)")):
         row = result["alignment"][key]
         b = row["bootstrap"]
         sign = "-" if row["higher_is_better"] else "+"
         lines.append(
-            f"| {label} | {row['a']:.4f} | {row['b']:.4f} | {row['bound']:+.4f} | {sign}{row['margin']:.4f} | "
-            f"{row['verdict']} | {b['mean']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] |"
+            f"| {label} | {row['a']:.4f} | {row['b']:.4f} | {_interval(row['two_sided'])} | {row['bound']:+.4f} | "
+            f"{sign}{row['margin']:.4f} | {row['verdict']} | {b['bound']:+.4f}, {b['verdict']} |"
         )
     lines += ["", f"## Secondary, layer {default} unless said, DecPO - DPO (Holm over seven)", ""]
-    lines += _family_table(result["secondary"])
+    lines += _family_table(result["secondary"]) + [""] + _disagreements(result["secondary"])
     depth = result["depth"]
     lines += [
         "",
@@ -217,6 +239,16 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         lines.append(
             f"| DecPO vs DPO: {row['label']}, layer {default} | {paper} | {_interval(row)} | {row['reading']} |"
         )
+    for key, label in (("accuracy", "held-out reward accuracy"), ("offensiveness", "offensiveness")):
+        row = result["alignment"][key]
+        lines.append(
+            f"| DecPO vs DPO: {label}, no cost beyond the margin | not worse | {_interval(row['two_sided'])} | "
+            f"{row['verdict']} |"
+        )
+    margin = next(r for r in result["secondary"] if r["key"] == "margin")
+    lines.append(f"| DecPO vs DPO: reward margin | not worse | {_interval(margin)} | {margin['reading']} |")
+    lines += ["", "FD(DPO) - FD(base) per layer (exploratory: not corrected, not tested):", ""]
+    lines += [f"- layer {L}: {_interval(row)}" for L, row in depth["per_layer"].items()]
     rule = result["layer_rule"]
     if rule:
         lines += ["", f"## The default layer: {layers[1]} against {layers[0]} (the plan's rule)", ""]

@@ -9,7 +9,8 @@ Per model, into `<output-dir>/models/<arm>_seed<s>.pt` (a finished model is kept
 * k-sparse probing (k = 1 and dense, toxic vs benign statement) at the default and the alternative layer, on every
   ToxiGen statement of the task's file;
 * one base-model SAE per layer (trained once, `<output-dir>/sae_layer<L>/`): its report on the model's token
-  activations of the same statements;
+  activations of the same statements, their content tokens only (not the chat template's tokens every statement
+  shares);
 * the penalty `DecPOTrainer` computes on the held-out pairs at each of the two layers, without gradients.
 
     python -m research.seeds --output-dir outputs/seeds --threads 2
@@ -22,7 +23,7 @@ import argparse
 import os
 import time
 
-from research.arms import ArmResult, evaluate_model, phase, say, train_arm, with_reference_logps
+from research.arms import ArmResult, evaluate_model, float32_forward, phase, say, train_arm, with_reference_logps
 from research.assets import DEFAULT_CACHE, resolve_model
 from research.demo import add_run_arguments, parse_run_arguments
 from research.task import load_task, make_chat, read_records
@@ -59,18 +60,29 @@ def heldout_penalty(model, tokenizer, task, layers: list[int], args) -> dict[int
     return {layer: metrics[f"eval_decorrelation/layer_{layer}"] for layer in layers}
 
 
-def measure(model, tokenizer, task, probes, labels, saes, layers, args, ref_logps, result: ArmResult) -> dict:
-    """Every measure of the plan for one model (the base: ``ref_logps`` None)."""
-    from trl_decpo import measure_monosemanticity, sae_report, sparse_probing
+def content_tokens(model, tokenizer, probes, layers, args):
+    """The statements' content tokens at ``layers`` (what the SAEs train on and score), the first ``--sae-rows``."""
     from trl_decpo.monosemanticity.tokens import token_activations
 
+    return token_activations(
+        model, probes, tokenizer, layers, batch_size=args.eval_batch_size, max_rows=args.sae_rows, content_only=True
+    )
+
+
+def measure(model, tokenizer, task, probes, labels, saes, layers, args, ref_logps, result: ArmResult) -> dict:
+    """Every measure of the plan for one model (the base: ``ref_logps`` None), in float32 (:func:`float32_forward`)."""
+    from trl_decpo import measure_monosemanticity, sae_report, sparse_probing
+
     result, logps = evaluate_model(model, tokenizer, task, args, ref_logps, result)
-    with phase(f"  {result.name}: probing and SAE at layers {layers} on {len(probes)} statements"):
+    with (
+        float32_forward(model),
+        phase(f"  {result.name}: probing and SAE at layers {layers}, {len(probes)} statements"),
+    ):
         rows = measure_monosemanticity(model, probes, tokenizer, layers=layers, batch_size=args.eval_batch_size)
         probing = {layer: sparse_probing(rows.rows(layer), labels, ks=(1,)) for layer in layers}
-        tokens = token_activations(model, probes, tokenizer, layers, batch_size=args.eval_batch_size)
-        sae = {layer: sae_report(saes[layer], tokens[layer][: args.sae_rows]) for layer in layers} if saes else {}
-    with phase(f"  {result.name}: the penalty at layers {layers} on the held-out pairs"):
+        tokens = content_tokens(model, tokenizer, probes, layers, args)
+        sae = {layer: sae_report(saes[layer], tokens[layer]) for layer in layers}
+    with float32_forward(model), phase(f"  {result.name}: the penalty at layers {layers} on the held-out pairs"):
         penalty = heldout_penalty(model, tokenizer, task, layers, args)
     report = result.report
     return {
@@ -83,9 +95,12 @@ def measure(model, tokenizer, task, probes, labels, saes, layers, args, ref_logp
         "fd": {layer: report.fd[layer] for layer in report.layers},
         "control": {layer: report.control[layer] for layer in report.layers},
         "sparsity": {layer: report.sparsity[layer] for layer in report.layers},
-        "probing": {layer: result.to_dict() for layer, result in probing.items()},
-        "probing_correct": {layer: result.correct[1] for layer, result in probing.items()},
-        "sae": {layer: report.to_dict() for layer, report in sae.items()},
+        "layers": layers,
+        "probing": {layer: found.to_dict() for layer, found in probing.items()},
+        "probing_correct": {
+            layer: {"1": found.correct[1], "dense": found.correct[None]} for layer, found in probing.items()
+        },
+        "sae": {layer: found.to_dict() for layer, found in sae.items()},
         "penalty": penalty,
         "logps": logps,
     }
@@ -94,7 +109,6 @@ def measure(model, tokenizer, task, probes, labels, saes, layers, args, ref_logp
 def train_saes(model, tokenizer, probes, layers, args) -> dict:
     """One TopK SAE per layer on the base model's token activations of the statements (saved; reused when there)."""
     from trl_decpo import load_sae, train_sae
-    from trl_decpo.monosemanticity.tokens import token_activations
 
     saes, tokens = {}, None
     for layer in layers:
@@ -103,8 +117,8 @@ def train_saes(model, tokenizer, probes, layers, args) -> dict:
             saes[layer] = load_sae(folder)
             continue
         if tokens is None:
-            tokens = token_activations(model, probes, tokenizer, layers, batch_size=args.eval_batch_size)
-        rows = tokens[layer][: args.sae_rows]
+            tokens = content_tokens(model, tokenizer, probes, layers, args)
+        rows = tokens[layer]
         with phase(f"  base: a TopK SAE at layer {layer} on {len(rows)} tokens ({args.sae_steps} steps)"):
             saes[layer] = train_sae(
                 rows, args.sae_features or 2 * rows.shape[1], args.sae_k, steps=args.sae_steps, batch_size=128,
@@ -115,7 +129,7 @@ def train_saes(model, tokenizer, probes, layers, args) -> dict:
 
 def main(argv=None):
     parser = add_run_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), "outputs/seeds")
-    parser.set_defaults(seeds=DEFAULT_SEEDS, save_adapters=False)
+    parser.set_defaults(seeds=DEFAULT_SEEDS, save_adapters=False, curve_steps=1 << 30)  # no held-out curve
     parser.add_argument("--alt-layer", type=int, default=20, help="the layer of the third arm (DecPO elsewhere)")
     parser.add_argument("--sae-features", type=int, default=0, help="SAE features (default: 2 x the layer width)")
     parser.add_argument("--sae-k", type=int, default=32)
@@ -143,12 +157,16 @@ def main(argv=None):
     def saved(name: str) -> str:
         return os.path.join(args.output_dir, "models", f"{name}.pt")
 
+    def save(record: dict, name: str) -> None:  # whole or not at all: a stopped run never leaves half a record
+        torch.save(record, saved(name) + ".tmp")
+        os.replace(saved(name) + ".tmp", saved(name))
+
     saes = train_saes(base, tokenizer, probes, layers, args)
     if os.path.isfile(saved("base")):
         ref_logps = torch.load(saved("base"), weights_only=False)["logps"]
     else:
         record = measure(base, tokenizer, task, probes, labels, saes, layers, args, None, ArmResult("base", None))
-        torch.save(record, saved("base"))
+        save(record, "base")
         ref_logps = record["logps"]
     with phase(f"  base: reference log-probs of the {len(task.train)} training pairs"):
         task.train = with_reference_logps(base, tokenizer, task.train, args)
@@ -163,7 +181,7 @@ def main(argv=None):
             result.name = arm
             record = measure(trainer.model, tokenizer, task, probes, labels, saes, layers, args, ref_logps, result)
             record.pop("logps")
-            torch.save(record, saved(name))
+            save(record, name)
             say(f"{name}: held-out accuracy {sum(record['reward_correct']) / len(record['reward_correct']):.3f}")
             del trainer
     say(f"all models done in {(time.perf_counter() - start) / 60:.1f} min")

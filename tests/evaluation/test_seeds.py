@@ -59,14 +59,14 @@ def test_holm_step_down():
 def test_two_level_bootstrap_widens_with_seed_spread_and_centres_on_the_mean():
     generator = torch.Generator().manual_seed(0)
     units = 40
+    hard = torch.rand(units, generator=generator)  # the same units for every seed (crossed design)
 
     def arms(seed_spread):
         a, b = [], []
         for _ in range(8):
             shift = 0.05 + seed_spread * torch.randn(1, generator=generator).item()
-            base = torch.rand(units, generator=generator)
-            a.append(base)
-            b.append(base + shift + 0.05 * torch.randn(units, generator=generator))
+            a.append(hard)
+            b.append(hard + shift + 0.05 * torch.randn(units, generator=generator))
         return a, b
 
     tight, wide = two_level_bootstrap(*arms(0.0)), two_level_bootstrap(*arms(0.1))
@@ -74,9 +74,33 @@ def test_two_level_bootstrap_widens_with_seed_spread_and_centres_on_the_mean():
     assert (wide["high"] - wide["low"]) > 3 * (tight["high"] - tight["low"])  # seed variance enters the interval
     a, b = arms(0.0)
     expected = sum((y.mean() - x.mean()).item() for x, y in zip(a, b, strict=True)) / 8
-    assert two_level_bootstrap(a, b)["mean"] == pytest.approx(expected)
-    with pytest.raises(ValueError, match="seed 1: the arms have 40 and 39 units"):
+    result = two_level_bootstrap(a, b)
+    assert result["mean"] == pytest.approx(expected)
+    assert result["low"] < result["low_one_sided"] < result["mean"] < result["high_one_sided"] < result["high"]
+    with pytest.raises(ValueError, match="the same units"):
         two_level_bootstrap(a, [b[0], b[1][:-1], *b[2:]])
+
+
+def test_two_level_bootstrap_keeps_the_units_sampling_error_when_every_seed_is_alike():
+    """Eight identical seeds carry one seed's information: the interval must be as wide as that seed's own paired
+    bootstrap over its units (a separate unit draw per seed would shrink it by about sqrt(8))."""
+    from trl_decpo.evaluation.stats import paired_bootstrap, weighted_mean
+
+    generator = torch.Generator().manual_seed(1)
+    a = torch.rand(50, generator=generator)
+    b = a + 0.1 * torch.randn(50, generator=generator)
+    crossed = two_level_bootstrap([a] * 8, [b] * 8, num_resamples=4000)
+    single = paired_bootstrap(weighted_mean, a, b, num_resamples=4000)
+    assert crossed["high"] - crossed["low"] == pytest.approx(single.high - single.low, rel=0.1)
+
+
+def test_seed_bootstrap_resamples_the_seeds():
+    from trl_decpo.evaluation.seeds import seed_bootstrap
+
+    a, b = [0.0] * 8, [0.1, 0.12, 0.08, 0.11, 0.09, 0.1, 0.13, 0.07]
+    result = seed_bootstrap(a, b)
+    assert result["mean"] == pytest.approx(0.1) and 0.07 <= result["low"] < 0.1 < result["high"] <= 0.13
+    assert seed_bootstrap(a, a)["verdict"] == "no detectable difference"
 
 
 @pytest.mark.parametrize(

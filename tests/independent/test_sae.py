@@ -82,3 +82,7 @@ def test_a_trained_sae_recovers_a_planted_dictionary_and_round_trips_in_saelens_
     loaded = load_sae(str(tmp_path / "sae"))
     assert (tmp_path / "sae" / "cfg.json").is_file() and torch.equal(loaded.W_dec, sae.W_dec)
     assert torch.equal(loaded.encode(x[:8]), sae.encode(x[:8]))
+    annealed = train_sae(x[:2000], 16, k=2, steps=20, lr_end=1e-5)  # cosine-annealed to lr_end (SAELens' scheduler)
+    assert annealed.W_dec.shape == (16, 32)
+    with pytest.raises(ValueError, match="`k` \\(20\\) must be at most `num_features` \\(16\\)"):
+        train_sae(x, 16, k=20)

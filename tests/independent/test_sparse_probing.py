@@ -89,7 +89,7 @@ def test_the_ranking_is_the_anova_f_and_scale_free():
         ({"ks": (0,)}, r"`ks` entries must be integers in \[1, 4\]"),
         ({"ks": (5,)}, r"`ks` entries must be integers in \[1, 4\]"),
         ({"test_fraction": 1.0}, r"`test_fraction` must be in \(0, 1\)"),
-        ({"labels": [0] * 19 + [1]}, "class 1 of `labels` has 1 row"),
+        ({"labels": ["x"] * 19 + ["rare"]}, r"`labels` 'rare' \(1 row\): each class needs 2 or more rows"),
     ],
 )
 def test_bad_input_names_the_field(kwargs, message):

@@ -269,3 +269,37 @@ def test_labels_from_a_probe_dataset_column_follow_the_prompts_kept(tmp_path):
         MonosemanticityCallback(trainer, probes=PROBES, labels=[0, 1])
     with pytest.raises(ValueError, match="`sae` must be an SAESettings"):
         MonosemanticityCallback(trainer, probes=PROBES, sae=4)
+
+
+def test_the_sae_of_step_0_is_saved_and_a_resumed_run_scores_with_it(tmp_path, monkeypatch):
+    """A real (tiny) SAE: trained at step 0 and saved in the output folder; a resumed run loads it instead of training
+    one on the trained model; a new run (step 0) trains again even if an earlier run left one there."""
+    pytest.importorskip("sae_lens")
+    from types import SimpleNamespace
+
+    import torch
+
+    from trl_decpo.independent import SAESettings
+
+    trainer = DPOTrainer(
+        model=make_model(),
+        args=DPOConfig(**base_kwargs(tmp_path)),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
+    settings = SAESettings(layer=1, num_features=16, k=2, steps=5, batch_size=8)
+    callback = MonosemanticityCallback(trainer, probes=PROBES, sae=settings)
+    args = trainer.args
+    tokens = torch.randn(40, 128)
+    first = callback._sae(args, SimpleNamespace(global_step=0), tokens)
+    saved = os.path.join(args.output_dir, "monosemanticity_sae")
+    assert os.path.isfile(os.path.join(saved, "cfg.json"))
+    monkeypatch.setattr(SAESettings, "train", lambda self, rows: pytest.fail("trained again on resume"))
+    resumed = MonosemanticityCallback(trainer, probes=PROBES, sae=settings)._sae(
+        args, SimpleNamespace(global_step=3), tokens
+    )
+    assert torch.equal(resumed.W_dec, first.W_dec)
+    trained = []
+    monkeypatch.setattr(SAESettings, "train", lambda self, rows: trained.append(self.output_dir) or first)
+    MonosemanticityCallback(trainer, probes=PROBES, sae=settings)._sae(args, SimpleNamespace(global_step=0), tokens)
+    assert trained == [saved]  # a new run trains its own, into the same folder

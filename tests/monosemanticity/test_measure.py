@@ -317,3 +317,31 @@ def test_chat_prompts_measure_their_templated_tokens():
     report = measure_monosemanticity(model, chats, tokenizer, layers=[2], pooling="last")  # "auto": last_content
     z = last_token_rows(model, templated, site_module(model, "llama", 2))
     assert report.fd[2] == pytest.approx(brute_fd(z), abs=1e-5)
+
+
+def test_load_labels_reads_a_field_beside_the_prompts_and_names_labels_in_its_errors(tmp_path):
+    import json as json_module
+
+    from datasets import Dataset
+
+    from trl_decpo.monosemanticity.probes import load_labels
+
+    rows = [{"prompt": f"prompt {i}", "topic": "ab"[i % 2]} for i in range(5)]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("\n".join(json_module.dumps(r) for r in rows))
+    assert load_labels(str(jsonl), "topic") == ["a", "b", "a", "b", "a"]
+    assert load_labels(str(jsonl), "topic", max_samples=2) == ["a", "b"]
+    Dataset.from_list(rows).to_csv(str(tmp_path / "p.csv"))
+    assert load_labels(str(tmp_path / "p.csv"), "topic") == ["a", "b", "a", "b", "a"]
+    # a saved dataset whose prompts are token ids: the label column is read, not the ids
+    Dataset.from_dict({"prompt_ids": [[1, 2]] * 5, "topic": [r["topic"] for r in rows]}).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    assert load_labels(str(tmp_path / "saved"), "topic") == ["a", "b", "a", "b", "a"]
+    with pytest.raises(ValueError, match="`labels` 'kind' is not a column of"):
+        load_labels(str(tmp_path / "saved"), "kind")
+    with pytest.raises(ValueError, match="`labels` 'kind' is not a field of every record"):
+        load_labels(str(jsonl), "kind")
+    (tmp_path / "p.txt").write_text("one\ntwo\n")
+    with pytest.raises(ValueError, match="a .txt file of prompts"):
+        load_labels(str(tmp_path / "p.txt"), "topic")

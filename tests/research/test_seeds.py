@@ -19,16 +19,24 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     model_dir = research_model_dir(tmp_path, monkeypatch)
     out = tmp_path / "seeds"
     argv = ["--model-dir", model_dir, "--output-dir", str(out), "--seeds", "1,2", "--steps", "2", "--curve-steps", "2"]
-    argv += ["--max-new-tokens", "3", "--min-gap", "0.3", "--precision", "fp32", "--alt-layer", "3"]
+    argv += ["--max-new-tokens", "3", "--min-gap", "0.3", "--precision", "fp32", "--alt-layer", "0"]
     argv += ["--sae-steps", "20", "--sae-features", "64", "--sae-k", "8", "--sae-rows", "2000"]
     seeds.main(argv)
     saved = sorted(p.name for p in (out / "models").iterdir())
     assert saved == sorted(
         ["base.pt"] + [f"{arm}_seed{s}.pt" for arm in ("dpo", "decpo", "decpo_alt") for s in (1, 2)]
     )
-    assert (out / "sae_layer1" / "cfg.json").is_file() and (out / "sae_layer3" / "cfg.json").is_file()
+    assert (out / "sae_layer1" / "cfg.json").is_file() and (out / "sae_layer0" / "cfg.json").is_file()
     record = torch.load(out / "models" / "decpo_seed1.pt", weights_only=False)
-    assert set(record["probing"]) == set(record["sae"]) == set(record["penalty"]) == {1, 3}
+    assert set(record["probing"]) == set(record["sae"]) == set(record["penalty"]) == {0, 1}
+    # the SAE scores the statements' content tokens: not the chat template's, which every statement shares
+    from trl_decpo.monosemanticity.tokens import token_activations
+
+    statements = seeds.statements(*task.read_records())[0]
+    content = token_activations(base_model := AutoModelForCausalLM.from_pretrained(model_dir), statements,
+                                AutoTokenizer.from_pretrained(model_dir), [1], content_only=True)[1]  # fmt: skip
+    every = token_activations(base_model, statements, AutoTokenizer.from_pretrained(model_dir), [1])[1]
+    assert record["sae"][1]["num_rows"] == min(len(content), 2000) and len(content) < len(every)
     assert (
         len(record["reward_correct"])
         == len(record["reward_margins"])
@@ -38,24 +46,28 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     heldout = task.load_task(AutoTokenizer.from_pretrained(model_dir), 0.3)
     args = SimpleNamespace(beta=0.1)
-    both = seeds.heldout_penalty(base, AutoTokenizer.from_pretrained(model_dir), heldout, [1, 3], args)
+    both = seeds.heldout_penalty(base, AutoTokenizer.from_pretrained(model_dir), heldout, [1, 0], args)
     alone = seeds.heldout_penalty(base, AutoTokenizer.from_pretrained(model_dir), heldout, [1], args)
     assert both[1] == pytest.approx(alone[1], rel=1e-6)  # a layer's penalty does not depend on the others hooked
     saved_base = torch.load(out / "models" / "base.pt", weights_only=False)
-    assert saved_base["penalty"][3] == pytest.approx(both[3], rel=1e-6)
+    assert saved_base["penalty"][0] == pytest.approx(both[0], rel=1e-6) and saved_base["layers"] == [1, 0]
     analysis = json.load(open(out / "analysis.json"))
     assert [r["key"] for r in analysis["primary"]] == ["fd", "control", "probe_k1", "sae_features"]
-    assert len(analysis["secondary"]) == 7 and analysis["seeds"] == [1, 2] and analysis["layers"] == [1, 3]
+    assert len(analysis["secondary"]) == 7 and analysis["seeds"] == [1, 2] and analysis["layers"] == [1, 0]
     dpo = [torch.load(out / "models" / f"dpo_seed{s}.pt", weights_only=False) for s in (1, 2)]
     decpo = [torch.load(out / "models" / f"decpo_seed{s}.pt", weights_only=False) for s in (1, 2)]
     fd = analysis["primary"][0]
     assert fd["mean"] == pytest.approx(sum(b["fd"][1] - a["fd"][1] for a, b in zip(dpo, decpo, strict=True)) / 2)
     report = (out / "report.md").read_text()
-    assert "## Primary: monosemanticity at layer 1" in report and "non-inferior" in report
-    assert "## The default layer: 3 against 1" in report
+    assert "## Primary: monosemanticity at layer 1" in report and "## The default layer: 0 against 1" in report
+    accuracy = analysis["alignment"]["accuracy"]
+    assert accuracy["verdict"] in ("non-inferior", "not shown non-inferior", "worse")
+    assert f"| held-out reward accuracy | {accuracy['a']:.4f} | {accuracy['b']:.4f} |" in report
+    assert "FD(DPO) - FD(base) per layer (exploratory" in report and "- layer 3:" in report
     # a stopped run resumes: nothing is trained again, and the analysis is the same
     monkeypatch.setattr(arms, "train_arm", lambda *a, **k: pytest.fail("trained again"))
     monkeypatch.setattr(seeds, "train_arm", lambda *a, **k: pytest.fail("trained again"))
     seeds.main(argv)
     assert json.load(open(out / "analysis.json"))["primary"] == analysis["primary"]
-    assert seed_analysis.analyse(str(out))["primary"] == analysis["primary"]
+    alone = seed_analysis.analyse(str(out))  # the layers read back from the run, in its order
+    assert alone["primary"] == analysis["primary"] and alone["layers"] == [1, 0]

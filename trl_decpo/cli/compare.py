@@ -25,6 +25,7 @@ def compare_command(
 ) -> dict:
     """The prompts are tokenized once, with BASE's tokenizer; PEFT adapters among TUNED are applied to BASE."""
     from ..monosemanticity import compare_monosemanticity
+    from ..monosemanticity.probes import load_labels
 
     if len(models) < 2:
         raise ValueError("`compare` needs a BASE model and at least one TUNED model")
@@ -35,15 +36,11 @@ def compare_command(
         )
     if compare.sae is not None and compare.sae_layer is None:
         raise ValueError("`sae` is the SAE of one layer: pass `--sae_layer` too")
-    if compare.labels and str(probes.prompts).endswith(".txt"):
-        raise ValueError(
-            "`labels` names a field of `--prompts`: give a .json, .jsonl, .csv or .parquet file or a dataset"
-        )
     sae = None
     if compare.sae_layer is not None:  # a trained SAE is saved beside the results
         folder = os.path.join(output.output_dir, "sae") if output.output_dir and not compare.sae else None
         sae = SAESettings(compare.sae_layer, sae=compare.sae, output_dir=folder)
-    labels = probes.load(column=compare.labels) if compare.labels else None
+    labels = load_labels(probes.prompts, compare.labels, probes.max_samples, probes.split) if compare.labels else None
     comparison = compare_monosemanticity(
         models[0], models[1:], probes.load(), pooling=probes.pooling, progress=True, labels=labels, sae=sae,
         weight_proxy_top_k=compare.weight_proxy_top_k, **probes.measuring(), **load.loading(),

@@ -40,12 +40,12 @@ class ProbeArguments:
                 f"`max_samples` must be 0 (all prompts) or >= 2 (FD compares pairs), got {self.max_samples}"
             )
 
-    def load(self, required: bool = True, column: str | None = None) -> list | None:
-        """The prompts (or their ``column``); ``None`` when none were given (an error if they are ``required``)."""
+    def load(self, required: bool = True) -> list | None:
+        """The prompts; ``None`` when none were given (an error if they are ``required``)."""
         if self.prompts is None and required:
             raise ValueError("`prompts` is required: pass --prompts FILE_OR_DATASET")
         if self.prompts is not None:
-            return load_prompts(self.prompts, column or self.prompt_column, self.split, self.max_samples or None)
+            return load_prompts(self.prompts, self.prompt_column, self.split, self.max_samples or None)
 
     def measuring(self) -> dict:
         return {"layers": self.layers, "site": self.site, "batch_size": self.batch_size, "max_length": self.max_length}

@@ -20,7 +20,7 @@ from .preference import (
 )
 from .report import EvaluationTable, comparison_table
 from .scoring import Scorer, load_scorer
-from .seeds import SeedComparison, holm, non_inferiority, seed_interval, two_level_bootstrap
+from .seeds import SeedComparison, holm, non_inferiority, seed_bootstrap, seed_interval, two_level_bootstrap
 from .stats import NO_DIFFERENCE, Comparison, bootstrap_weights, paired_bootstrap, weighted_mean
 
 
@@ -50,6 +50,7 @@ __all__ = [
     "preference_batches",
     "preference_logps",
     "proxy_differences",
+    "seed_bootstrap",
     "seed_interval",
     "tokenize_pairs",
     "two_level_bootstrap",

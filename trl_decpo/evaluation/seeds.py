@@ -108,32 +108,52 @@ def two_level_bootstrap(
     seed: int = 0,
 ) -> dict:
     """Percentile interval of the mean over seeds of ``statistic(b_s) - statistic(a_s)``, resampling the seeds with
-    replacement and then, within each drawn seed, its units with replacement (the same draw for both arms of a seed).
+    replacement and the units with replacement, both in every resample.
 
-    ``a_units[s]`` / ``b_units[s]``: seed ``s``'s per-unit data of each arm, aligned on the same units (``[N_s]`` values
-    for means); ``statistic(data, weights [R, N_s]) -> [R]`` as in :func:`~trl_decpo.evaluation.stats.paired_bootstrap`.
+    The units (held-out pairs, prompts, probes) are the same for every seed, so seeds and units are crossed: each
+    resample draws the units once and applies that draw to every seed and both arms (drawing them apart for each seed
+    would average their sampling error away over the seeds). ``a_units[s]`` / ``b_units[s]``: seed ``s``'s per-unit
+    data of each arm, aligned on the same units (``[N]`` values for means); ``statistic(data, weights [R, N]) -> [R]``
+    as in :func:`~trl_decpo.evaluation.stats.paired_bootstrap`. Also the ``low_one_sided`` / ``high_one_sided``
+    percentiles at ``1 - confidence`` and ``confidence``, for a one-sided bound against a margin.
     """
     if len(a_units) != len(b_units) or len(a_units) < 2:
         raise ValueError(f"two arms of the same seeds, at least 2, are needed; got {len(a_units)} and {len(b_units)}")
-    num_seeds = len(a_units)
-    # Each (resample, position) pair gets its own draw of units, so a seed drawn twice in one resample is not
-    # counted twice with the same units: seed s's differences under num_resamples x num_seeds unit draws.
-    per_seed, observed = [], []
-    for s, (a, b) in enumerate(zip(a_units, b_units, strict=True)):
-        a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-        if a.shape[0] != b.shape[0]:
-            raise ValueError(f"seed {s}: the arms have {a.shape[0]} and {b.shape[0]} units; paired arms need the same")
-        weights = bootstrap_weights(a.shape[0], num_resamples * num_seeds, seed + 1 + s)
-        per_seed.append(statistic(b, weights) - statistic(a, weights))
-        ones = torch.ones(1, a.shape[0], dtype=torch.float64)
-        observed.append((statistic(b, ones) - statistic(a, ones)).item())
-    per_seed = torch.stack(per_seed)  # [S, R * S]
+    data = [
+        (torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64))
+        for a, b in zip(a_units, b_units, strict=True)
+    ]
+    sizes = {len(x) for pair in data for x in pair}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"every seed and arm must hold the same units (crossed design), got unit counts {sorted(sizes)}"
+        )
+    weights = bootstrap_weights(sizes.pop(), num_resamples, seed + 1)  # one draw of units per resample, for all seeds
+    per_seed = torch.stack([statistic(b, weights) - statistic(a, weights) for a, b in data], dim=1)  # [R, S]
+    ones = torch.ones(1, weights.shape[1], dtype=torch.float64)
+    observed = [(statistic(b, ones) - statistic(a, ones)).item() for a, b in data]
     generator = torch.Generator().manual_seed(seed)
-    drawn = torch.randint(num_seeds, (num_resamples, num_seeds), generator=generator)
-    slot = torch.arange(num_resamples * num_seeds).reshape(num_resamples, num_seeds)
-    means = per_seed[drawn, slot].mean(1)
+    drawn = torch.randint(len(data), (num_resamples, len(data)), generator=generator)
+    means = per_seed.gather(1, drawn).mean(1)
+    return _percentiles(means, sum(observed) / len(observed), len(data), confidence)
+
+
+def seed_bootstrap(
+    a: Sequence[float], b: Sequence[float], num_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict:
+    """Percentile interval of ``mean(b_s - a_s)`` resampling the seeds alone (for a statistic whose within-seed
+    resampling is not done here, e.g. FD over a fixed probe set)."""
+    d = _differences(a, b)
+    generator = torch.Generator().manual_seed(seed)
+    means = d[torch.randint(len(d), (num_resamples, len(d)), generator=generator)].mean(1)
+    return _percentiles(means, d.mean().item(), len(d), confidence)
+
+
+def _percentiles(means: torch.Tensor, mean: float, num_seeds: int, confidence: float) -> dict:
     tail = (1 - confidence) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    mean = sum(observed) / len(observed)
-    verdict = interval_verdict(low, high)
-    return {"mean": mean, "low": low, "high": high, "num_seeds": len(observed), "verdict": verdict}
+    levels = torch.tensor([tail, 1 - tail, 1 - confidence, confidence], dtype=torch.float64)
+    low, high, low_one_sided, high_one_sided = torch.quantile(means, levels).tolist()
+    return {
+        "mean": mean, "low": low, "high": high, "low_one_sided": low_one_sided, "high_one_sided": high_one_sided,
+        "num_seeds": num_seeds, "verdict": interval_verdict(low, high),
+    }  # fmt: skip

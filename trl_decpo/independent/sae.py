@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..utils import check_int
+from ..utils import check_int, is_int
 
 
 _EPS = 1e-12
@@ -62,7 +62,7 @@ def train_sae(
 ):
     """A TopK SAE trained on ``activations`` ``[N, d]`` (rows drawn at random with replacement, ``batch_size`` per
     step, seeded), with SAELens' ``SAETrainer``: ``num_features`` features, ``k`` active per row, Adam at ``lr``
-    (constant, or linear to ``lr_end``), the activations scaled to an expected norm of ``sqrt(d)`` during training and
+    (constant, or cosine-annealed to ``lr_end``), the activations scaled to an expected norm of ``sqrt(d)`` during training and
     the scale folded back into the weights. Saved in SAELens' format into ``output_dir`` when given; returns the SAE as
     SAELens' inference ``SAE`` (``encode``, ``decode``, ``W_dec``). The global random state is left as it was."""
     sae_lens = _sae_lens()
@@ -85,7 +85,8 @@ def train_sae(
         while True:
             yield x[torch.randint(len(x), (batch_size,), generator=generator)].to(device)
 
-    with torch.random.fork_rng(devices=[]):
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # manual_seed reseeds CUDA too: restored afterwards as well
         torch.manual_seed(seed)  # the SAE's initialisation
         config = TopKTrainingSAEConfig(
             d_in=x.shape[1], d_sae=num_features, k=k, dtype="float32", device=device,
@@ -94,8 +95,9 @@ def train_sae(
         sae = TopKTrainingSAE(config)
         trainer = SAETrainerConfig(
             total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr,
-            lr_end=lr if lr_end is None else lr_end, lr_scheduler_name="constant" if lr_end is None else "linear",
-            lr_decay_steps=0 if lr_end is None else steps, device=device, logger=LoggingConfig(log_to_wandb=False),
+            lr_end=lr if lr_end is None else lr_end,
+            lr_scheduler_name="constant" if lr_end is None else "cosineannealing",
+            device=device, logger=LoggingConfig(log_to_wandb=False),
             n_batches_for_norm_estimate=min(100, steps),
         )  # fmt: skip
         SAETrainer(cfg=trainer, sae=sae, data_provider=batches()).fit()
@@ -130,11 +132,15 @@ class SAESettings:
     batch_size: int = 256
     lr: float = 3e-4
     max_rows: int = 50_000  # token activations per model (the first ones of the prompts, in order)
+    content_only: bool = True  # leave out the tokens every probe shares (BOS, a chat template's prefix and suffix)
     seed: int = 0
     sae: object | None = None
     output_dir: str | None = None  # where the trained SAE is saved, in SAELens' format
+    device: str = "cpu"  # where the SAE trains
 
     def __post_init__(self):
+        if not is_int(self.layer):
+            raise ValueError(f"`layer` must be an integer (negative counts from the end), got {self.layer!r}")
         for name in ("k", "steps", "batch_size", "max_rows"):
             check_int(name, getattr(self, name))
         check_int("num_features", self.num_features, allow_none=True)
@@ -142,13 +148,13 @@ class SAESettings:
     def train(self, activations: torch.Tensor):
         """The SAE for these settings: ``sae`` (loaded when a folder), or one trained on ``activations``."""
         if isinstance(self.sae, (str, os.PathLike)):
-            return load_sae(os.fspath(self.sae))
+            return load_sae(os.fspath(self.sae), device=self.device)
         if self.sae is not None:
             return self.sae
         num_features = self.num_features or 4 * activations.shape[1]
         return train_sae(
             activations, num_features, min(self.k, num_features), steps=self.steps, batch_size=self.batch_size,
-            lr=self.lr, seed=self.seed, output_dir=self.output_dir,
+            lr=self.lr, seed=self.seed, output_dir=self.output_dir, device=self.device,
         )  # fmt: skip
 
 
@@ -189,7 +195,7 @@ def sae_report(sae, activations: torch.Tensor, batch_size: int = 1024) -> SAERep
     check_int("batch_size", batch_size)
     device, dtype = w_dec.device, w_dec.dtype
     residual = total = active_rows = 0.0
-    mean_row = x.to(torch.float64).mean(0)
+    mean_row = x.to(torch.float64).mean(0).cpu()
     usage = torch.zeros(w_dec.shape[0], dtype=torch.float64)  # sum of |activation| per feature
     fired = torch.zeros(w_dec.shape[0], dtype=torch.bool)
     for start in range(0, len(x), batch_size):

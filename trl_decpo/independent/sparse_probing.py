@@ -149,6 +149,12 @@ def sparse_probing(
     x = activations.detach().to(torch.float64).cpu()
     if not torch.isfinite(x).all():
         raise ValueError("`activations` holds non-finite values")
+    counts = torch.bincount(y, minlength=len(classes))
+    rare = [f"{classes[c]!r} ({int(counts[c])} row)" for c in range(len(classes)) if counts[c] < 2]
+    if rare:
+        raise ValueError(
+            f"`labels` {', '.join(rare)}: each class needs 2 or more rows (one on each side of the split)"
+        )
     train, test = stratified_split(y, test_fraction, seed)
     mean, std = x[train].mean(0), x[train].std(0, unbiased=False)
     x = (x - mean) / torch.where(std > _EPS, std, torch.ones_like(std))

@@ -17,7 +17,14 @@ from ..compat import log_outside_step, trainer_pad_token_id
 from ..independent import SAESettings, load_sae, sae_report, sparse_probing
 from ..utils import check_choice, check_int
 from .measure import METRICS, measure_monosemanticity
-from .probes import PROBE_POOLING_CHOICES, first_occurrences, load_prompts, prepare_probes, prompts_from_dataset
+from .probes import (
+    PROBE_POOLING_CHOICES,
+    first_occurrences,
+    load_labels,
+    load_prompts,
+    prepare_probes,
+    prompts_from_dataset,
+)
 from .tokens import token_activations
 
 
@@ -158,7 +165,7 @@ class MonosemanticityCallback(TrainerCallback):
         if isinstance(probes, str):
             prompts = load_prompts(probes, column=column, max_samples=max_samples)
             if isinstance(labels, str):
-                labels = load_prompts(probes, column=labels, max_samples=max_samples)
+                labels = load_labels(probes, labels, max_samples)
             return prompts, None, self._check_labels(labels, prompts)
         if hasattr(probes, "column_names") and not hasattr(probes, "__len__"):
             raise ValueError(
@@ -230,7 +237,7 @@ class MonosemanticityCallback(TrainerCallback):
         if self.labels is not None:
             record["sparse_probing"] = self._probe(report, logs)
         if self.sae_settings is not None:
-            record["sae"] = self._score_sae(args, logs)
+            record["sae"] = self._score_sae(args, state, logs)
         self.history.append(record)
         self._last_step = state.global_step
         log_outside_step(trainer, logs)  # leaves the step's own training metrics and log to the trainer
@@ -256,27 +263,43 @@ class MonosemanticityCallback(TrainerCallback):
                 )
         return {str(layer): result.to_dict() for layer, result in results.items()}
 
-    def _score_sae(self, args, logs: dict) -> dict:
+    def _score_sae(self, args, state, logs: dict) -> dict:
         """The SAE's report on the probes' token activations now (training or loading the SAE first if needed)."""
         settings, trainer = self.sae_settings, self.trainer
         captured = token_activations(
             trainer.model, self.probes, trainer.processing_class, [settings.layer], self.site,
             self.batch_size or args.per_device_eval_batch_size, None, settings.max_rows, trainer_pad_token_id(trainer),
+            content_only=settings.content_only,
         )  # fmt: skip
         layer, tokens = next(iter(captured.items()))
         if self.sae is None:
-            saved = os.path.join(args.output_dir, "monosemanticity_sae")
-            if settings.sae is None and os.path.isfile(os.path.join(saved, "cfg.json")):
-                self.sae = load_sae(saved)  # a resumed run: the SAE of its step 0
-            else:  # saved (by the main process) so that a resumed run scores with the same SAE
-                folder = (settings.output_dir or saved) if trainer.is_world_process_zero() else None
-                self.sae = dataclasses.replace(settings, output_dir=folder).train(tokens)
+            self.sae = self._sae(args, state, tokens)
         result = sae_report(self.sae, tokens)
         values = result.to_dict()
         for key in ("explained_variance", "l0", "dead_fraction"):
             logs[f"{KEY_PREFIX}/sae_{key}"] = values[key]
         logs[f"{KEY_PREFIX}/sae_neuron_features"] = values["mean_neuron_features"]
         return {"layer": layer, **values}
+
+    def _sae(self, args, state, tokens):
+        """The SAE that scores every measurement: ``sae.sae`` if given; on a resumed run, the one saved at its step 0;
+        else one trained now, by the main process alone, saved, and loaded by the other processes."""
+        settings, trainer = self.sae_settings, self.trainer
+        if settings.sae is not None:
+            return settings.train(tokens)
+        folder = settings.output_dir or os.path.join(args.output_dir, "monosemanticity_sae")
+        if state.global_step > 0 and os.path.isfile(os.path.join(folder, "cfg.json")):
+            return load_sae(folder, device=settings.device)  # a resumed run: the SAE of its step 0
+        if state.global_step > 0:
+            logger.warning(
+                f"MonosemanticityCallback: the SAE is trained at step {state.global_step}, on the model as trained so "
+                "far, not on the model before training (measure at step 0, `measure_on_train_begin=True`, for that)"
+            )
+        sae = None
+        if trainer.is_world_process_zero():
+            sae = dataclasses.replace(settings, output_dir=folder).train(tokens)
+        trainer.accelerator.wait_for_everyone()
+        return sae if sae is not None else load_sae(folder, device=settings.device)
 
     def _write_history(self, output_dir: str) -> None:
         os.makedirs(output_dir, exist_ok=True)

@@ -258,7 +258,9 @@ def _independent_measures(
         }
     if sae is None:
         return None
-    captured = token_activations(model, probes, tokenizer, [sae.layer], site, batch_size, None, sae.max_rows)
+    captured = token_activations(
+        model, probes, tokenizer, [sae.layer], site, batch_size, None, sae.max_rows, content_only=sae.content_only
+    )
     comparison.sae_layer, tokens = next(iter(captured.items()))
     trained = sae.train(tokens) if trained is None else trained
     comparison.sae[name] = sae_report(trained, tokens)

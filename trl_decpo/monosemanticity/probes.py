@@ -103,6 +103,42 @@ def load_prompts(source: str, column: str = "prompt", split: str = "train", max_
     return prompts
 
 
+def load_labels(source: str, column: str, max_samples: int | None = None, split: str = "train") -> list:
+    """One label per prompt of ``source`` (as :func:`load_prompts` reads it, in the same order): its ``column``
+    field, from a ``.json`` / ``.jsonl`` / ``.csv`` / ``.parquet`` / ``.arrow`` file or a dataset (folder or Hub id)."""
+    import datasets
+
+    suffix = os.path.splitext(source)[1].lower()
+    if suffix == ".txt":
+        raise ValueError(
+            f"`labels` names a field of the probes, and a .txt file of prompts ({source!r}) has none: give a .json, "
+            ".jsonl, .csv or .parquet file or a dataset"
+        )
+    if os.path.isfile(source) and suffix in (".json", ".jsonl"):
+        with open(source, encoding="utf-8") as f:
+            data = [json.loads(line) for line in f if line.strip()] if suffix == ".jsonl" else json.load(f)
+        data = data.get("data") if isinstance(data, dict) else data
+        if not isinstance(data, list) or not all(isinstance(r, dict) and column in r for r in data):
+            raise ValueError(f"`labels` {column!r} is not a field of every record of {source!r}")
+        values = [r[column] for r in data]
+    else:
+        if os.path.isfile(source):
+            table = load_data_file(source, "labels")
+        else:
+            table = (
+                datasets.load_from_disk(source)
+                if os.path.isdir(source)
+                else datasets.load_dataset(source, split=split)
+            )
+        table = table[split] if isinstance(table, datasets.DatasetDict) else table
+        if column not in table.column_names:
+            raise ValueError(
+                f"`labels` {column!r} is not a column of {source!r}; its columns are {table.column_names}"
+            )
+        values = list(table[column])
+    return values[:max_samples] if max_samples else values
+
+
 def first_occurrences(prompts: Sequence) -> list[int]:
     """Indices of the first occurrence of each distinct prompt (a string, chat messages or token ids), in order: the
     rows of a dataset that repeats its prompts (an unpaired KTO dataset, several pairs per prompt) give each probe
