@@ -2,7 +2,8 @@
 """Measuring monosemanticity on any causal LM: the proxies as pure math (:mod:`.proxies`), probe prompts
 (:mod:`.probes`), the measurement itself (:mod:`.measure`), weight-based views (:mod:`.weights`, :mod:`.neurons`), the
 training callback (:mod:`.callback`), figures (:mod:`.plotting`), a base model against tuned ones
-(:mod:`.compare`), and how models given as paths load (:mod:`.loading`)."""
+(:mod:`.compare`), how models given as paths load (:mod:`.loading`), and every token's activations at a site, what an
+SAE trains on (:mod:`.tokens`)."""
 
 from .callback import MonosemanticityCallback
 from .compare import MonosemanticityComparison, compare_monosemanticity
@@ -20,6 +21,7 @@ from .proxies import (
     weighted_feature_decorrelation,
 )
 from .tables import Table
+from .tokens import content_spans, token_activations
 
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "WeightProxyReport",
     "activation_sparsity",
     "compare_monosemanticity",
+    "content_spans",
     "decorrelation_control",
     "feature_decorrelation",
     "generation_suffix",
@@ -44,6 +47,7 @@ __all__ = [
     "participation_ratio",
     "prepare_probes",
     "tokenize_prompts",
+    "token_activations",
     "top_tokens",
     "weight_proxy",
     "weighted_control",
