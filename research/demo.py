@@ -237,7 +237,11 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
         "",
         f"Intervals: 95% paired bootstrap ({args.num_resamples} resamples of the held-out units, the same draw for both "
         "arms and every seed); 'pooled' averages the per-seed differences. FD and its control are on the held-out "
-        'prompts, chat-formatted, pooled at their last content token (`pooling="auto"`).',
+        'prompts, chat-formatted, pooled at their last content token (`pooling="auto"`). What the intervals hold '
+        "fixed: the trained models. They resample the held-out pairs, prompts and probes of these "
+        f"{len(seeds)} training runs per arm, not the runs themselves, so a second training seed can move a value by "
+        "more than its interval; the seed-level study (docs/analysis_plan.md, `python -m research.seeds`) puts the "
+        "seed as the unit.",
         "",
         "| measure | unit | base | DPO | DecPO | DecPO - DPO [95% CI], seeds pooled | per seed | verdict | paper "
         "expects | against the paper? |",

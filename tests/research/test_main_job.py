@@ -148,6 +148,7 @@ def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     for arm in results["arms"]["decpo"]:
         assert all(entry["penalty"] is not None for entry in arm["log"])
     report = open(out / "report.md").read()
+    assert "What the intervals hold fixed: the trained models. They resample the held-out pairs" in report
     assert f"`python -m research.demo --model-dir {model_dir} --output-dir {out}" in report  # the command that ran
     for row in results["comparisons"]:
         assert row["label"] in report and row["verdict"] in ("higher", "lower", NO_DIFFERENCE)
