@@ -13,7 +13,8 @@
   over seeds and per seed; "no detectable difference" where the interval covers 0; measures that moved against the
   paper's expected direction are flagged.
 
-Writes `<output-dir>/report.md`, `results.json`, `fd_by_depth.png`, `heldout_margin_by_step.png`, and the adapters of
+Writes `<output-dir>/report.md`, `results.json`, `fd_differences_by_depth.png`, `fd_by_depth.png`,
+`heldout_margin_by_step.png`, and the adapters of
 every arm (`dpo_seed0/`, `decpo_seed0/`, ...).
 
     make demo          # or: python -m research.demo --output-dir outputs/demo --threads 2
@@ -163,7 +164,7 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
     import torch
 
     from research.evidence import value
-    from research.figures import plot_fd_by_depth, plot_margin_curves
+    from research.figures import plot_differences_by_depth, plot_fd_by_depth, plot_margin_curves
     from trl_decpo.evaluation import length_shortcut, tokenize_pairs
 
     out = args.output_dir
@@ -173,6 +174,7 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
     task.heldout.to_json(os.path.join(out, "heldout_pairs.jsonl"))
     baselines = length_shortcut(tokenize_pairs(tokenizer, task.heldout))
     plot_fd_by_depth(base, arms, os.path.join(out, "fd_by_depth.png"), hooked)
+    _, differences = plot_differences_by_depth(base, arms, os.path.join(out, "fd_differences_by_depth.png"), hooked)
     plot_margin_curves(arms, os.path.join(out, "heldout_margin_by_step.png"))
 
     seeds = [r.seed for r in arms["dpo"]]
@@ -265,7 +267,8 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
         "interval excludes 0 on the side opposite to what the paper expects; 'leans' = the point estimate does, "
         "but the interval covers 0.",
         "",
-        "![FD and control by depth](fd_by_depth.png)",
+        "![FD and control, differences by depth, with bands](fd_differences_by_depth.png)",
+        "![FD and control by depth, the levels](fd_by_depth.png)",
         "![held-out margin during training](heldout_margin_by_step.png)",
         "",
     ]
@@ -282,6 +285,7 @@ def write_outputs(args, source, task, tokenizer, base, arms, rows, hooked, secon
         "baselines": {"chance": 0.5, **baselines},
         "learned": learned,
         "comparisons": rows,
+        "per_layer_differences": differences,  # DPO - base and DecPO - DPO per seed, layer, FD / control
         "base": summary(base),
         "arms": {k: [summary(r) for r in v] for k, v in arms.items()},
     }

@@ -1,8 +1,8 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
-"""The main job's figures: FD and its control by depth for base / DPO / DecPO, and the held-out margin over training
-steps (the paper's margin-during-training view).
+"""The main job's figures: the per-layer differences of FD and its control (DPO - base, DecPO - DPO) with their
+bands, the raw levels by depth, and the held-out margin over training steps (the paper's margin-during-training view).
 
-    from research.figures import plot_fd_by_depth, plot_margin_curves
+    from research.figures import plot_differences_by_depth, plot_fd_by_depth, plot_margin_curves
 """
 
 from __future__ import annotations
@@ -45,6 +45,47 @@ def plot_fd_by_depth(base, arms: dict, path: str, hooked: int | None = None) -> 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_differences_by_depth(
+    base, arms: dict, path: str, hooked: int | None = None, num_resamples: int = 1000
+) -> tuple[str, list[dict]]:
+    """Four panels: DPO - base (top) and DecPO - DPO (bottom), FD (left) and its control (right), against the layer;
+    one line per seed with its 95% paired bootstrap band over the probes (``trl_decpo.proxy_differences``), and 0.
+    Returns the path and the rows (each layer's difference and interval)."""
+    from trl_decpo import proxy_differences
+
+    plt = _pyplot()
+    seeds = [r.seed for r in arms["dpo"]]
+    reports = {"base": base.report, **{f"{kind}{r.seed}": r.report for kind, results in arms.items() for r in results}}
+    pairs = [("base", f"dpo{s}") for s in seeds] + [(f"dpo{s}", f"decpo{s}") for s in seeds]
+    rows = proxy_differences(reports, pairs, metrics=("fd", "control"), num_resamples=num_resamples)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for i, (label, earlier) in enumerate((("DPO - base", "base"), ("DecPO - DPO", "dpo"))):
+        for j, metric in enumerate(("fd", "control")):
+            ax = axes[i][j]
+            for k, seed in enumerate(seeds):
+                pair = ("base", f"dpo{seed}") if earlier == "base" else (f"dpo{seed}", f"decpo{seed}")
+                mine = [r for r in rows if (r["against"], r["model"], r["metric"]) == (*pair, metric)]
+                layers = [r["layer"] for r in mine]
+                colour = ("tab:blue", "tab:red", "tab:green", "tab:purple")[k % 4]
+                ax.plot(layers, [r["difference"] for r in mine], color=colour, label=f"seed {seed}")
+                ax.fill_between(layers, [r["low"] for r in mine], [r["high"] for r in mine], color=colour, alpha=0.2)
+            ax.axhline(0, color="k", linewidth=0.8)
+            if hooked is not None:
+                ax.axvline(hooked, color="k", linestyle=":", linewidth=0.8)
+            ax.set_title(f"{label}: {'FD' if metric == 'fd' else 'control'}")
+            ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("decoder layer")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(
+        "Per-layer differences with 95% paired bootstrap bands over the held-out probes (training runs fixed)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path, rows
 
 
 def plot_margin_curves(arms: dict, path: str) -> str:

@@ -152,8 +152,18 @@ def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     assert f"`python -m research.demo --model-dir {model_dir} --output-dir {out}" in report  # the command that ran
     for row in results["comparisons"]:
         assert row["label"] in report and row["verdict"] in ("higher", "lower", NO_DIFFERENCE)
-    for name in ("fd_by_depth.png", "heldout_margin_by_step.png"):
+    for name in ("fd_differences_by_depth.png", "fd_by_depth.png", "heldout_margin_by_step.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the per-layer differences behind the bands: DPO - base and DecPO - DPO, each seed, every layer, FD and control
+    differences = results["per_layer_differences"]
+    pairs = {(r["against"], r["model"]) for r in differences}
+    assert pairs == {("base", "dpo0"), ("base", "dpo1"), ("dpo0", "decpo0"), ("dpo1", "decpo1")}
+    fd = {(r["model"], r["layer"]): r for r in differences if r["metric"] == "fd" and r["against"] == "base"}
+    dpo0 = results["arms"]["dpo"][0]["per_layer"]["layers"]
+    base_fd = results["base"]["per_layer"]["layers"]
+    for layer in range(4):
+        assert fd[("dpo0", layer)]["difference"] == pytest.approx(dpo0[layer]["fd"] - base_fd[layer]["fd"], abs=1e-9)
+        assert fd[("dpo0", layer)]["low"] <= fd[("dpo0", layer)]["difference"] <= fd[("dpo0", layer)]["high"]
     # the adapters load on the base, and differ from it
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
