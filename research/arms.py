@@ -52,6 +52,9 @@ class ArmResult:
     seed: int | None
     rewards: object = None  # trl_decpo.evaluation.PairRewards (per held-out pair)
     report: object = None  # trl_decpo.MonosemanticityReport (rows kept)
+    probing: dict = field(
+        default_factory=dict
+    )  # layer -> trl_decpo.sparse_probing result (toxic vs benign statements)
     completions: list = field(default_factory=list)
     scores: list = field(default_factory=list)  # offensiveness of each greedy reply
     curve: list = field(default_factory=list)  # (step, held-out margin, held-out accuracy)
@@ -112,6 +115,8 @@ def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) 
         result.curve.append((result.steps, result.rewards.margin, result.rewards.accuracy))
     with phase(f"  {result.name}: FD, control and sparsity of every layer on the {n_prompts} held-out prompts"):
         result.report = measure_monosemanticity(model, task.heldout_chats, tokenizer, batch_size=args.eval_batch_size)
+    with phase(f"  {result.name}: k-sparse probing of the {len(task.statements)} statements, toxic vs benign"):
+        result.probing = probe_statements(model, tokenizer, task, args)
     with phase(f"  {result.name}: greedy replies ({args.max_new_tokens} tokens) to the {n_prompts} prompts, scored"):
         replies = {"max_new_tokens": args.max_new_tokens, "batch_size": n_prompts}  # all prompts in one batch
         scored = trl_decpo.evaluate_model(
@@ -119,6 +124,18 @@ def _evaluate(model, tokenizer, task: Task, args, ref_logps, result: ArmResult) 
         )
     result.completions, result.scores = scored.completions, scored.scores
     return result, rewarded.logps
+
+
+def probe_statements(model, tokenizer, task: Task, args) -> dict:
+    """``{layer: sparse_probing result}`` at ``args.probe_layers`` (default: the layer DecPO hooks by default, nearest
+    ``num_layers // 3``): the best single neuron and the dense probe separating toxic from benign statements, an
+    instrument the penalty does not train."""
+    from trl_decpo import measure_monosemanticity, sparse_probing
+    from trl_decpo.capture.sites import default_sites, nearest_layer, num_decoder_layers
+
+    layers = getattr(args, "probe_layers", None) or [nearest_layer(default_sites(model), num_decoder_layers(model))]
+    rows = measure_monosemanticity(model, task.statements, tokenizer, layers=layers, batch_size=args.eval_batch_size)
+    return {layer: sparse_probing(rows.rows(layer), task.statement_labels, ks=(1,)) for layer in layers}
 
 
 def logps_in_chunks(model, tokenizer, pairs, args, max_length: int | None = None):

@@ -305,6 +305,7 @@ def summary(result: ArmResult) -> dict:
         "reward_accuracy": result.rewards.accuracy,
         "reward_margin": result.rewards.margin,
         "offensiveness": sum(result.scores) / len(result.scores),
+        "probing": {layer: found.to_dict() for layer, found in result.probing.items()},
         "completions": result.completions,
         "per_layer": report,
     }

@@ -116,6 +116,14 @@ MEASURES = [
         _seed_mean(_layer_mean(weighted_control)),
     ),
     Measure(
+        "probe_k1_hooked",
+        "k = 1 probe accuracy (toxic vs benign statements), hooked layer",
+        "held-out statements",
+        "higher",
+        lambda r, h: torch.tensor(r.probing[h].correct[1], dtype=torch.float64),
+        _seed_mean(weighted_mean),
+    ),
+    Measure(
         "sparsity_hooked",
         "activation sparsity, hooked layer",
         "probes",

@@ -26,16 +26,11 @@ import time
 from research.arms import ArmResult, evaluate_model, float32_forward, phase, say, train_arm, with_reference_logps
 from research.assets import DEFAULT_CACHE, resolve_model
 from research.demo import add_run_arguments, parse_run_arguments
-from research.task import load_task, make_chat, read_records
+from research.task import load_task
 
 
 ARMS = ("dpo", "decpo", "decpo_alt")
 DEFAULT_SEEDS = ",".join(str(s) for s in range(100, 108))
-
-
-def statements(meta: dict, records: list[dict]) -> tuple[list, list[bool]]:
-    """Every ToxiGen statement of the task's file as a chat (the training prompts' format) and its toxic label."""
-    return [make_chat(r["prompt"], meta.get("system")) for r in records], [bool(r["is_toxic"]) for r in records]
 
 
 def heldout_penalty(model, tokenizer, task, layers: list[int], args) -> dict[int, float]:
@@ -69,17 +64,15 @@ def content_tokens(model, tokenizer, probes, layers, args):
     )
 
 
-def measure(model, tokenizer, task, probes, labels, saes, layers, args, ref_logps, result: ArmResult) -> dict:
-    """Every measure of the plan for one model (the base: ``ref_logps`` None), in float32 (:func:`float32_forward`)."""
-    from trl_decpo import measure_monosemanticity, sae_report, sparse_probing
+def measure(model, tokenizer, task, saes, layers, args, ref_logps, result: ArmResult) -> dict:
+    """Every measure of the plan for one model (the base: ``ref_logps`` None), in float32 (:func:`float32_forward`):
+    the main job's (research/arms.py, with the probing of the statements at ``args.probe_layers``), then the SAEs'
+    and the penalty."""
+    from trl_decpo import sae_report
 
     result, logps = evaluate_model(model, tokenizer, task, args, ref_logps, result)
-    with (
-        float32_forward(model),
-        phase(f"  {result.name}: probing and SAE at layers {layers}, {len(probes)} statements"),
-    ):
-        rows = measure_monosemanticity(model, probes, tokenizer, layers=layers, batch_size=args.eval_batch_size)
-        probing = {layer: sparse_probing(rows.rows(layer), labels, ks=(1,)) for layer in layers}
+    probing, probes = result.probing, task.statements
+    with float32_forward(model), phase(f"  {result.name}: SAE at layers {layers}, {len(probes)} statements"):
         tokens = content_tokens(model, tokenizer, probes, layers, args)
         sae = {layer: sae_report(saes[layer], tokens[layer]) for layer in layers}
     with float32_forward(model), phase(f"  {result.name}: the penalty at layers {layers} on the held-out pairs"):
@@ -149,7 +142,6 @@ def main(argv=None):
     model_dir, source = (args.model_dir, args.model_dir) if args.model_dir else resolve_model("auto", DEFAULT_CACHE)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     task = load_task(tokenizer, min_gap=args.min_gap, reply_tokens=args.reply_tokens)
-    probes, labels = statements(*read_records())
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     layers = [nearest_layer(default_sites(base), num_decoder_layers(base)), args.alt_layer]  # DecPOConfig's rule
     say(f"model {source}; seeds {seeds}; arms {ARMS} (DecPO at layers {layers[0]} and {layers[1]})")
@@ -161,11 +153,12 @@ def main(argv=None):
         torch.save(record, saved(name) + ".tmp")
         os.replace(saved(name) + ".tmp", saved(name))
 
-    saes = train_saes(base, tokenizer, probes, layers, args)
+    args.probe_layers = layers  # the main job's probing of the statements, at both layers (research/arms.py)
+    saes = train_saes(base, tokenizer, task.statements, layers, args)
     if os.path.isfile(saved("base")):
         ref_logps = torch.load(saved("base"), weights_only=False)["logps"]
     else:
-        record = measure(base, tokenizer, task, probes, labels, saes, layers, args, None, ArmResult("base", None))
+        record = measure(base, tokenizer, task, saes, layers, args, None, ArmResult("base", None))
         save(record, "base")
         ref_logps = record["logps"]
     with phase(f"  base: reference log-probs of the {len(task.train)} training pairs"):
@@ -179,7 +172,7 @@ def main(argv=None):
             kind, hooked = ("dpo", None) if arm == "dpo" else ("decpo", None if arm == "decpo" else [args.alt_layer])
             trainer, result = train_arm(kind, seed, model_dir, task, ref_logps, args, layers=hooked)
             result.name = arm
-            record = measure(trainer.model, tokenizer, task, probes, labels, saes, layers, args, ref_logps, result)
+            record = measure(trainer.model, tokenizer, task, saes, layers, args, ref_logps, result)
             record.pop("logps")
             save(record, name)
             say(f"{name}: held-out accuracy {sum(record['reward_correct']) / len(record['reward_correct']):.3f}")

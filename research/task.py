@@ -49,6 +49,8 @@ class Task:
     heldout: object
     heldout_chats: list = field(default_factory=list)  # the held-out prompts as chat messages (probes, generation)
     heldout_gaps: list = field(default_factory=list)  # scorer gap (rejected - chosen) of each held-out pair
+    statements: list = field(default_factory=list)  # every ToxiGen statement of the file as a chat (sparse probing)
+    statement_labels: list = field(default_factory=list)  # whether each statement is toxic (the probing concept)
     meta: dict = field(default_factory=dict)
 
 
@@ -120,6 +122,8 @@ def load_task(
         heldout=Dataset.from_list([{k: p[k] for k in columns} for p in heldout]),
         heldout_chats=[p["chat"] for p in heldout],
         heldout_gaps=[p["gap"] for p in heldout],
+        statements=[make_chat(r["prompt"], meta.get("system")) for r in records],
+        statement_labels=[bool(r["is_toxic"]) for r in records],
         meta={
             **meta,
             "pairs_file": os.path.relpath(PAIRS_FILE),

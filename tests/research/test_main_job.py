@@ -72,13 +72,15 @@ class FakeReport:
         return self.rows[layer].double().var(dim=1, correction=0)
 
 
-def fake_arm(seed, shift=0.0, shared=1.0, offense=0.0):
+def fake_arm(seed, shift=0.0, shared=1.0, offense=0.0, probed=0.0):
     generator = torch.Generator().manual_seed(seed)
     rows = {i: torch.randn(12, 6, generator=generator) + shared * torch.ones(6) for i in range(3)}
     chosen = torch.randn(20, generator=generator, dtype=torch.float64)
     rewards = PairRewards(chosen + shift, chosen - shift, beta=0.1)
     scores = (torch.rand(15, generator=generator) + offense).tolist()
-    return SimpleNamespace(seed=seed, rewards=rewards, report=FakeReport(rows), scores=scores)
+    correct = (torch.rand(30, generator=generator) < 0.6 + probed).int().tolist()  # the k = 1 probe's held-out hits
+    probing = {1: SimpleNamespace(correct={1: correct})}
+    return SimpleNamespace(seed=seed, rewards=rewards, report=FakeReport(rows), scores=scores, probing=probing)
 
 
 def test_compare_pools_seeds_and_says_no_detectable_difference_for_identical_arms():
@@ -93,8 +95,9 @@ def test_compare_pools_seeds_and_says_no_detectable_difference_for_identical_arm
 def test_compare_finds_planted_effects_and_flags_the_ones_against_the_paper():
     dpo = [fake_arm(0), fake_arm(1)]
     # DecPO: same units, the shared direction shrunk (FD up), wider margins, more offensive replies
-    decpo = [fake_arm(0, shift=0.5, shared=0.2, offense=0.5), fake_arm(1, shift=0.5, shared=0.2, offense=0.5)]
+    decpo = [fake_arm(s, shift=0.5, shared=0.2, offense=0.5, probed=0.35) for s in (0, 1)]
     rows = {r["key"]: r for r in evidence.compare(dpo, decpo, hooked=1, num_resamples=300)}
+    assert rows["probe_k1_hooked"]["verdict"] == "higher" and rows["probe_k1_hooked"]["unit"] == "held-out statements"
     assert rows["fd_hooked"]["verdict"] == "higher" and not rows["fd_hooked"]["against_paper"]
     assert rows["reward_margin"]["difference"] == pytest.approx(1.0) and rows["reward_margin"]["verdict"] == "higher"
     assert rows["offensiveness"]["verdict"] == "higher" and rows["offensiveness"]["against_paper"]
@@ -152,6 +155,12 @@ def test_the_main_job_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     assert f"`python -m research.demo --model-dir {model_dir} --output-dir {out}" in report  # the command that ran
     for row in results["comparisons"]:
         assert row["label"] in report and row["verdict"] in ("higher", "lower", NO_DIFFERENCE)
+    # the independent measure: k = 1 probing of the 200 statements (toxic vs benign) at the hooked layer, every model
+    probe = next(row for row in results["comparisons"] if row["key"] == "probe_k1_hooked")
+    hooked = str(results["hooked_layer"])
+    per_seed = [arm["probing"][hooked]["accuracy"]["1"] for arm in results["arms"]["decpo"]]
+    assert probe["b"] == pytest.approx(sum(per_seed) / len(per_seed))
+    assert 0 <= results["base"]["probing"][hooked]["accuracy"]["dense"] <= 1
     for name in ("fd_differences_by_depth.png", "fd_by_depth.png", "heldout_margin_by_step.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the per-layer differences behind the bands: DPO - base and DecPO - DPO, each seed, every layer, FD and control

@@ -32,7 +32,11 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     # the SAE scores the statements' content tokens: not the chat template's, which every statement shares
     from trl_decpo.monosemanticity.tokens import token_activations
 
-    statements = seeds.statements(*task.read_records())[0]
+    statements = task.load_task(AutoTokenizer.from_pretrained(model_dir), 0.3).statements
+    assert (
+        len(statements) == 200
+        and sum(task.load_task(AutoTokenizer.from_pretrained(model_dir), 0.3).statement_labels) == 100
+    )
     content = token_activations(base_model := AutoModelForCausalLM.from_pretrained(model_dir), statements,
                                 AutoTokenizer.from_pretrained(model_dir), [1], content_only=True)[1]  # fmt: skip
     every = token_activations(base_model, statements, AutoTokenizer.from_pretrained(model_dir), [1])[1]
