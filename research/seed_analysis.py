@@ -87,6 +87,25 @@ def family(keys, a: list[dict], b: list[dict], layer: int) -> list[dict]:
     return rows
 
 
+def wilson_low(accuracy: float, n: int, z: float = 1.959964) -> float:
+    """The lower end of the 95% Wilson interval of a proportion ``accuracy`` of ``n``."""
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return centre - half
+
+
+def probe_readable(base: dict, layer: int) -> dict:
+    """The plan's rule for P3: read only where the base model's dense probe is above chance at the layer."""
+    probing = base["probing"][layer]
+    low = wilson_low(probing["accuracy"]["dense"], probing["num_test"])
+    return {
+        "dense": probing["accuracy"]["dense"],
+        "wilson_low": low,
+        "chance": probing["chance"],
+        "readable": low > probing["chance"],
+    }
+
+
 def alignment(a: list[dict], b: list[dict]) -> dict:
     """N1 and N2: non-inferiority against the declared margins ("worse" only when the two-sided 95% interval lies
     wholly on the bad side of 0), and the two-level bootstrap's one-sided bound against the same margin beside it."""
@@ -181,12 +200,16 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "seeds": seeds,
         "layers": layers,
         "primary": family(PRIMARY, dpo, decpo, default),
+        "probe_readable": probe_readable(base, default),
         "secondary": family(SECONDARY, dpo, decpo, default),
         "alignment": alignment(dpo, decpo),
         "depth": depth_claim(base, dpo),
         "layer_rule": layer_rule(dpo, decpo, alt, layers) if alt else None,
         "minutes": minutes,
     }
+    if not result["probe_readable"]["readable"]:  # the plan's rule: P3 stays in the family, no claim rests on it
+        row = next(r for r in result["primary"] if r["key"] == "probe_k1")
+        row["reading"] = "uninformative (the base's dense probe is at chance)"
     with open(os.path.join(output_dir, "analysis.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1, default=str)
     lines = [

@@ -75,3 +75,13 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert json.load(open(out / "analysis.json"))["primary"] == analysis["primary"]
     alone = seed_analysis.analyse(str(out))  # the layers read back from the run, in its order
     assert alone["primary"] == analysis["primary"] and alone["layers"] == [1, 0]
+
+
+def test_the_probe_rule_reads_p3_only_where_the_base_dense_probe_beats_chance():
+    from research.seed_analysis import probe_readable, wilson_low
+
+    assert wilson_low(0.5, 60) == pytest.approx(0.3773, abs=1e-3)  # the Wilson interval of 30 of 60
+    assert wilson_low(0.9, 60) > 0.5
+    at_chance = {"probing": {10: {"accuracy": {"dense": 0.52}, "num_test": 60, "chance": 0.5}}}
+    above = {"probing": {10: {"accuracy": {"dense": 0.75}, "num_test": 60, "chance": 0.5}}}
+    assert not probe_readable(at_chance, 10)["readable"] and probe_readable(above, 10)["readable"]
