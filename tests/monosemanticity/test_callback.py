@@ -19,6 +19,16 @@ def monosemanticity_logs(trainer):
     return [h for h in trainer.state.log_history if any(k.startswith("eval_monosemanticity/") for k in h)]
 
 
+def plain_dpo_trainer(tmp_path):
+    """A plain DPOTrainer without an eval dataset (the callback then needs `probes`)."""
+    return DPOTrainer(
+        model=make_model(),
+        args=DPOConfig(**base_kwargs(tmp_path)),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+    )
+
+
 def run(trainer, **callback_kwargs):
     callback = MonosemanticityCallback(trainer, **callback_kwargs)
     trainer.add_callback(callback)
@@ -196,12 +206,7 @@ def test_probes_given_and_several_eval_sets_measured_once_per_step(tmp_path):
 
 
 def test_callback_errors(tmp_path):
-    trainer = DPOTrainer(
-        model=make_model(),
-        args=DPOConfig(**base_kwargs(tmp_path)),
-        train_dataset=make_dataset(),
-        processing_class=make_tokenizer(),
-    )
+    trainer = plain_dpo_trainer(tmp_path)
     with pytest.raises(ValueError, match="no eval_dataset; pass `probes`"):
         MonosemanticityCallback(trainer)
     with pytest.raises(ValueError, match=r"`layers` entry 9 is out of range"):
@@ -254,12 +259,7 @@ def test_labels_and_an_sae_are_logged_at_each_measurement(tmp_path, monkeypatch)
 def test_labels_from_a_probe_dataset_column_follow_the_prompts_kept(tmp_path):
     from datasets import Dataset
 
-    trainer = DPOTrainer(
-        model=make_model(),
-        args=DPOConfig(**base_kwargs(tmp_path)),
-        train_dataset=make_dataset(),
-        processing_class=make_tokenizer(),
-    )
+    trainer = plain_dpo_trainer(tmp_path)
     probes = Dataset.from_dict({"prompt": [*PROBES, PROBES[0]], "topic": ["a", "b", "a", "b", "a", "b", "x"]})
     callback = MonosemanticityCallback(trainer, probes=probes, labels="topic", max_samples=5)
     assert callback.labels == ["a", "b", "a", "b", "a"]  # the repeated prompt (and its label) counted once
@@ -281,12 +281,7 @@ def test_the_sae_of_step_0_is_saved_and_a_resumed_run_scores_with_it(tmp_path, m
 
     from trl_decpo.independent import SAESettings
 
-    trainer = DPOTrainer(
-        model=make_model(),
-        args=DPOConfig(**base_kwargs(tmp_path)),
-        train_dataset=make_dataset(),
-        processing_class=make_tokenizer(),
-    )
+    trainer = plain_dpo_trainer(tmp_path)
     settings = SAESettings(layer=1, num_features=16, k=2, steps=5, batch_size=8)
     callback = MonosemanticityCallback(trainer, probes=PROBES, sae=settings)
     args = trainer.args
