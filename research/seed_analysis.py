@@ -117,8 +117,8 @@ def alignment(a: list[dict], b: list[dict]) -> dict:
         per_seed = [[_mean(r[field]) for r in arm] for arm in (a, b)]
         row = non_inferiority(*per_seed, margin, higher_is_better=higher, alpha=ALPHA)
         two_sided = seed_interval(*per_seed)
-        if (two_sided.high < 0) if higher else (two_sided.low > 0):
-            row["verdict"] = "worse"
+        if (two_sided.high < 0) if higher else (two_sided.low > 0):  # detectably worse: said with the verdict
+            row["verdict"] = "non-inferior, detectably worse" if row["verdict"] == "non-inferior" else "worse"
         boot = two_level_bootstrap([r[field] for r in a], [r[field] for r in b], confidence=1 - ALPHA)
         bound = boot["low_one_sided"] if higher else boot["high_one_sided"]
         holds = bound > -margin if higher else bound < margin
@@ -148,12 +148,14 @@ def depth_claim(base: dict, dpo: list[dict]) -> dict:
     return {"per_layer": per_layer, "thirds": thirds, "first_minus_last": first_minus_last}
 
 
-def layer_rule(dpo: list[dict], decpo: list[dict], alt: list[dict], layers: list[int]) -> dict:
+def layer_rule(dpo: list[dict], decpo: list[dict], alt: list[dict], layers: list[int], base: dict) -> dict:
     """The plan's rule for the default layer: the alternative arm non-inferior to DPO on N1 and N2, and better than
-    the default arm (each against DPO at its own layer) on at least one of P3 and P4, Holm over the two."""
+    the default arm (each against DPO at its own layer) on at least one of P3 and P4, Holm over those that count (P3
+    only where the base's dense probe beats chance at both layers)."""
     default, other = layers
+    probe_counts = all(probe_readable(base, layer)["readable"] for layer in layers)
     rows = []
-    for key in ("probe_k1", "sae_features"):
+    for key in ("probe_k1", "sae_features") if probe_counts else ("sae_features",):
         label, value, higher = MEASURES[key]
         gain_default = [value(b, default) - value(a, default) for a, b in zip(dpo, decpo, strict=True)]
         gain_alt = [value(b, other) - value(a, other) for a, b in zip(dpo, alt, strict=True)]
@@ -163,7 +165,7 @@ def layer_rule(dpo: list[dict], decpo: list[dict], alt: list[dict], layers: list
         row["p_holm"] = adjusted
         row["alt_better"] = adjusted < ALPHA and (row["mean"] > 0) == row["higher_is_better"]
     aligned = alignment(dpo, alt)
-    non_inferior = all(aligned[k]["verdict"] == "non-inferior" for k in ("accuracy", "offensiveness"))
+    non_inferior = all(aligned[k]["verdict"].startswith("non-inferior") for k in ("accuracy", "offensiveness"))
     move = non_inferior and any(row["alt_better"] for row in rows)
     return {"rows": rows, "alignment": aligned, "move_default_to": other if move else None}
 
@@ -204,7 +206,7 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "secondary": family(SECONDARY, dpo, decpo, default),
         "alignment": alignment(dpo, decpo),
         "depth": depth_claim(base, dpo),
-        "layer_rule": layer_rule(dpo, decpo, alt, layers) if alt else None,
+        "layer_rule": layer_rule(dpo, decpo, alt, layers, base) if alt else None,
         "minutes": minutes,
     }
     if not result["probe_readable"]["readable"]:  # the plan's rule: P3 stays in the family, no claim rests on it

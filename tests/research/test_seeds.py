@@ -65,7 +65,7 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "## Primary: monosemanticity at layer 1" in report and "## The default layer: 0 against 1" in report
     accuracy = analysis["alignment"]["accuracy"]
-    assert accuracy["verdict"] in ("non-inferior", "not shown non-inferior", "worse")
+    assert accuracy["verdict"] in ("non-inferior", "non-inferior, detectably worse", "not shown non-inferior", "worse")
     assert f"| held-out reward accuracy | {accuracy['a']:.4f} | {accuracy['b']:.4f} |" in report
     assert "FD(DPO) - FD(base) per layer (exploratory" in report and "- layer 3:" in report
     # a stopped run resumes: nothing is trained again, and the analysis is the same
