@@ -259,6 +259,8 @@ def test_labels_and_an_sae_are_logged_at_each_measurement(tmp_path, monkeypatch)
 def test_labels_from_a_probe_dataset_column_follow_the_prompts_kept(tmp_path):
     from datasets import Dataset
 
+    from trl_decpo.independent import SAESettings
+
     trainer = plain_dpo_trainer(tmp_path)
     probes = Dataset.from_dict({"prompt": [*PROBES, PROBES[0]], "topic": ["a", "b", "a", "b", "a", "b", "x"]})
     callback = MonosemanticityCallback(trainer, probes=probes, labels="topic", max_samples=5)
@@ -269,6 +271,8 @@ def test_labels_from_a_probe_dataset_column_follow_the_prompts_kept(tmp_path):
         MonosemanticityCallback(trainer, probes=PROBES, labels=[0, 1])
     with pytest.raises(ValueError, match="`sae` must be an SAESettings"):
         MonosemanticityCallback(trainer, probes=PROBES, sae=4)
+    with pytest.raises(ValueError, match=r"the SAE's `layer` 9: `layers` entry 9 is out of range"):
+        MonosemanticityCallback(trainer, probes=PROBES, sae=SAESettings(layer=9))
 
 
 def test_the_sae_of_step_0_is_saved_and_a_resumed_run_scores_with_it(tmp_path, monkeypatch):

@@ -205,3 +205,12 @@ def test_labels_probe_every_model_and_one_base_sae_scores_them_all(gpt2_folders,
     assert set(saved["sparse_probing"]) == {"base", "tuned"} and saved["sae"]["layer"] == 1
     with pytest.raises(ValueError, match="`labels` has 2 entries for 5 prompts"):
         compare_monosemanticity(gpt2_folders["base_dir"], [gpt2_folders["tuned_dir"]], PROMPTS, labels=[0, 1])
+
+
+def test_an_sae_layer_the_model_lacks_is_refused_before_anything_is_measured(gpt2_folders, monkeypatch):
+    from trl_decpo.independent import SAESettings
+    from trl_decpo.monosemanticity import compare as compare_module
+
+    monkeypatch.setattr(compare_module, "measure_monosemanticity", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(ValueError, match=r"the SAE's `layer` 99: `layers` entry 99 is out of range"):
+        compare_monosemanticity(gpt2_folders["base_dir"], [gpt2_folders["tuned_dir"]], PROMPTS, sae=SAESettings(99))

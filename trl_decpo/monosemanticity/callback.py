@@ -25,7 +25,7 @@ from .probes import (
     prepare_probes,
     prompts_from_dataset,
 )
-from .tokens import token_activations
+from .tokens import check_sae_layer, token_activations
 
 
 logger = logging.get_logger(__name__)
@@ -139,6 +139,8 @@ class MonosemanticityCallback(TrainerCallback):
             site = trainer.args.decorrelation_site  # the trainer's site (None: the same per-layer default rule)
         sites = resolve_measurement_sites(model, layers, site)
         self.site, self.layers, self.site_name = site, [s.layer for s in sites], describe_sites(sites)
+        if sae is not None:
+            check_sae_layer(model, sae.layer, site)
         measured = {s.layer: s.site for s in sites}
         self.hooked_layers = [s.layer for s in penalised if measured.get(s.layer) == s.site]
 

@@ -34,7 +34,7 @@ from .measure import MonosemanticityReport, measure_monosemanticity
 from .neurons import WeightProxyReport, weight_proxy
 from .probes import ProbeSet, prepare_probes
 from .tables import Table, report_summary, save_results
-from .tokens import token_activations
+from .tokens import check_sae_layer, token_activations
 
 
 logger = logging.get_logger(__name__)
@@ -213,6 +213,8 @@ def compare_monosemanticity(
     probes = prompts if isinstance(prompts, ProbeSet) else prepare_probes(prompts, tokenizer, max_length, pooling)
     load = dict(model_args=model_args, device=device, trust_remote_code=trust_remote_code)
     base_model = base if isinstance(base, nn.Module) else load_model_and_adapter(base, **load)
+    if sae is not None:
+        check_sae_layer(base_model, sae.layer, site)
     measure = dict(tokenizer=tokenizer, layers=layers, site=site, batch_size=batch_size, max_length=None)
     reports = {base_name: measure_monosemanticity(base_model, probes, progress=progress, **measure)}
     comparison = MonosemanticityComparison(reports, sources={base_name: source_name(base)})

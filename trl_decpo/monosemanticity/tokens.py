@@ -15,6 +15,15 @@ from ..utils import check_int
 from .probes import ProbeSet, forward_kwargs, input_device, prepare_probes, resolve_pad_id, right_padded_batches
 
 
+def check_sae_layer(model: nn.Module, layer: int, site: str | None = None) -> None:
+    """A one-line ``ValueError`` naming the SAE's layer when ``model`` has no measurable site there (checked before
+    anything is measured, not after the base model's measurement)."""
+    try:
+        resolve_measurement_sites(model, [layer], site)
+    except ValueError as err:
+        raise ValueError(f"the SAE's `layer` {layer}: {err}") from err
+
+
 def content_spans(probes: ProbeSet) -> list[tuple[int, int]]:
     """Each probe's ``[start, end)`` token range without the tokens every probe shares: the longest common prefix of
     all probes (BOS, a chat template's system turn and opening) and the probe's trailing tokens after its content (a
