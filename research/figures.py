@@ -1,8 +1,10 @@
 # Copyright 2026 The trl-decpo authors. Licensed under the Apache License, Version 2.0.
 """The main job's figures: the per-layer differences of FD and its control (DPO - base, DecPO - DPO) with their
-bands, the raw levels by depth, and the held-out margin over training steps (the paper's margin-during-training view).
+bands, the raw levels by depth, and the held-out margin over training steps (the paper's margin-during-training view);
+and the seed study's per-layer differences with seed-level bands.
 
     from research.figures import plot_differences_by_depth, plot_fd_by_depth, plot_margin_curves
+    from research.figures import plot_seed_differences   # the seed study's (research/seed_analysis.py)
 """
 
 from __future__ import annotations
@@ -86,6 +88,33 @@ def plot_differences_by_depth(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path, rows
+
+
+def plot_seed_differences(rows: list[dict], path: str, hooked: list[int] = ()) -> str:
+    """The seed study's per-layer differences (``research.seed_analysis.per_layer``): one panel per metric (FD, its
+    control), one line per comparison (the mean over seeds) with its seed-level 95% t band, 0, and the hooked layers."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    comparisons = list(dict.fromkeys(r["comparison"] for r in rows))
+    for ax, metric in zip(axes, ("fd", "control"), strict=True):
+        for comparison, colour in zip(comparisons, ("0.3", "tab:red", "tab:green"), strict=False):
+            mine = sorted((r for r in rows if (r["comparison"], r["metric"]) == (comparison, metric)),
+                          key=lambda r: r["layer"])  # fmt: skip
+            layers = [r["layer"] for r in mine]
+            ax.plot(layers, [r["mean"] for r in mine], color=colour, label=comparison)
+            ax.fill_between(layers, [r["low"] for r in mine], [r["high"] for r in mine], color=colour, alpha=0.2)
+        ax.axhline(0, color="k", linewidth=0.8)
+        for layer in hooked:
+            ax.axvline(layer, color="k", linestyle=":", linewidth=0.8)
+        ax.set_title("FD" if metric == "fd" else "FD's control")
+        ax.set_xlabel("decoder layer")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Per-layer differences: mean over seeds, 95% t band over seeds (dotted: the hooked layers)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_margin_curves(arms: dict, path: str) -> str:

@@ -19,6 +19,7 @@ from trl_decpo.evaluation.seeds import holm, non_inferiority, seed_bootstrap, se
 ACCURACY_MARGIN = 0.2 * (0.853 - 0.5)
 OFFENSIVENESS_MARGIN = 0.2 * (0.0452 - 0.0178)
 ALPHA = 0.05
+FIGURE = "seed_differences_by_depth.png"
 
 
 def _mean(values) -> float:
@@ -148,6 +149,22 @@ def depth_claim(base: dict, dpo: list[dict]) -> dict:
     return {"per_layer": per_layer, "thirds": thirds, "first_minus_last": first_minus_last}
 
 
+def per_layer(base: dict, arms: dict[str, list[dict]]) -> list[dict]:
+    """Exploratory, not corrected: for each layer, FD and its control, the seed-level t interval of DPO - base,
+    DecPO - DPO and (where run) DecPO at the alternative layer - DPO; the rows of the per-layer figure."""
+    dpo = arms["dpo"]
+    comparisons = [("DPO - base", [base] * len(dpo), dpo), ("DecPO - DPO", dpo, arms["decpo"])]
+    if "decpo_alt" in arms:
+        comparisons.append(("DecPO (alternative layer) - DPO", dpo, arms["decpo_alt"]))
+    return [
+        {"comparison": label, "metric": metric, "layer": L,
+         **seed_interval([r[metric][L] for r in a], [r[metric][L] for r in b]).to_dict()}
+        for label, a, b in comparisons
+        for metric in ("fd", "control")
+        for L in sorted(base[metric])
+    ]  # fmt: skip
+
+
 def layer_rule(dpo: list[dict], decpo: list[dict], alt: list[dict], layers: list[int], base: dict) -> dict:
     """The plan's rule for the default layer: the alternative arm non-inferior to DPO on N1 and N2, and better than
     the default arm (each against DPO at its own layer) on at least one of P3 and P4, Holm over those that count (P3
@@ -207,8 +224,12 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "alignment": alignment(dpo, decpo),
         "depth": depth_claim(base, dpo),
         "layer_rule": layer_rule(dpo, decpo, alt, layers, base) if alt else None,
+        "per_layer": per_layer(base, arms),
         "minutes": minutes,
     }
+    from research.figures import plot_seed_differences
+
+    figure = plot_seed_differences(result["per_layer"], os.path.join(output_dir, FIGURE), layers)
     if not result["probe_readable"]["readable"]:  # the plan's rule: P3 stays in the family, no claim rests on it
         row = next(r for r in result["primary"] if r["key"] == "probe_k1")
         row["reading"] = "uninformative (the base's dense probe is at chance)"
@@ -272,7 +293,17 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         )
     margin = next(r for r in result["secondary"] if r["key"] == "margin")
     lines.append(f"| DecPO vs DPO: reward margin | not worse | {_interval(margin)} | {margin['reading']} |")
-    lines += ["", "FD(DPO) - FD(base) per layer (exploratory: not corrected, not tested):", ""]
+    lines += [
+        "",
+        f"![per-layer differences, seed-level 95% t bands]({os.path.basename(figure)})",
+        "",
+        f"{FIGURE}: FD and its control per layer, the mean over seeds of DPO - base, DecPO - DPO and DecPO at layer "
+        f"{layers[-1]} - DPO, with seed-level 95% t bands (exploratory: not corrected; the rows are in analysis.json, "
+        "`per_layer`).",
+        "",
+        "FD(DPO) - FD(base) per layer (exploratory: not corrected, not tested):",
+        "",
+    ]
     lines += [f"- layer {L}: {_interval(row)}" for L, row in depth["per_layer"].items()]
     rule = result["layer_rule"]
     if rule:

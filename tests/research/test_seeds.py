@@ -68,6 +68,16 @@ def test_the_seed_study_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert accuracy["verdict"] in ("non-inferior", "non-inferior, detectably worse", "not shown non-inferior", "worse")
     assert f"| held-out reward accuracy | {accuracy['a']:.4f} | {accuracy['b']:.4f} |" in report
     assert "FD(DPO) - FD(base) per layer (exploratory" in report and "- layer 3:" in report
+    # the per-layer figure's rows: seed-level intervals of each comparison, from the records themselves
+    assert (out / "seed_differences_by_depth.png").stat().st_size > 0 and "seed_differences_by_depth.png" in report
+    rows = {(r["comparison"], r["metric"], r["layer"]): r for r in analysis["per_layer"]}
+    assert len(rows) == 3 * 2 * 4  # three comparisons, FD and control, the tiny model's 4 layers
+    alt = [torch.load(out / "models" / f"decpo_alt_seed{s}.pt", weights_only=False) for s in (1, 2)]
+    gain = [r["control"][2] - saved_base["control"][2] for r in dpo]
+    assert rows[("DPO - base", "control", 2)]["mean"] == pytest.approx(sum(gain) / 2)
+    assert rows[("DecPO (alternative layer) - DPO", "fd", 0)]["mean"] == pytest.approx(
+        sum(b["fd"][0] - a["fd"][0] for a, b in zip(dpo, alt, strict=True)) / 2
+    )
     # a stopped run resumes: nothing is trained again, and the analysis is the same
     monkeypatch.setattr(arms, "train_arm", lambda *a, **k: pytest.fail("trained again"))
     monkeypatch.setattr(seeds, "train_arm", lambda *a, **k: pytest.fail("trained again"))
