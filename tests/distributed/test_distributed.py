@@ -17,7 +17,8 @@ over the same micro-batches (`tests/distributed/distributed_run.py`). Compared q
 
 Also FSDP1 FULL_SHARD over 2 processes (`tests/distributed/fsdp_run.py` under `torchrun`): sites resolve through the
 `_fsdp_wrapped_module` names, the hooks fire under sharded parameters, and the penalty, its gradient and the
-measurement equal the bare model's.
+measurement equal the bare model's; and FSDP2 `fully_shard` (`tests/distributed/fsdp2_run.py`): the same, with
+reentrant checkpointing as well, and the weights and top tokens read whole from the shards.
 """
 
 import json
@@ -221,6 +222,42 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
         assert r["penalty"] == pytest.approx(r["bare_penalty"], rel=1e-6) and r["bare_penalty"] > 0
         assert r["grad_sq"] == pytest.approx(r["bare_grad_sq"], rel=1e-5) and r["bare_grad_sq"] > 0
         assert r["fd_diff"] < 1e-9
+
+
+def torchrun_script(script: str, out) -> None:
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    launch(
+        lambda port: [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            os.path.join(HERE, script),
+            str(out),
+        ]
+    )
+
+
+def test_fsdp2_fully_shard_penalty_reentrant_injection_measurement_and_weights_match_the_bare_model(tmp_path):
+    """FSDP2 over 2 processes (each decoder layer and the root `fully_shard`ed): the sites keep their names, the
+    penalty and its gradient equal the bare model's, with reentrant checkpointing too (the gradient injected at the
+    recomputation), and so do the measurement, the whole weights `linear_weight` reads from the shards (which stay
+    shards) and the top tokens."""
+    torchrun_script("fsdp2_run.py", tmp_path)
+    for rank in range(2):
+        with open(tmp_path / f"fsdp2-rank{rank}.json") as f:
+            r = json.load(f)
+        assert r["shard"] * 2 == r["total"] and r["names"] == r["bare_names"]
+        bare_penalty, bare_grad, bare_deferred = r["bare"]
+        assert bare_penalty > 0 and bare_grad > 0 and bare_deferred == []
+        for name, deferred in (("sharded", []), ("reentrant", [1, 2])):
+            penalty, grad, got_deferred = r[name]
+            assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
+            assert grad == pytest.approx(bare_grad, rel=1e-5), name
+            assert got_deferred == deferred, name  # reentrant: captured without a gradient, then injected
+        assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7 and r["still_sharded"] == "DTensor"
+        assert r["top_ids"][0] == r["top_ids"][1] and r["top_logit_diff"] < 1e-5
 
 
 def test_two_processes_refuse_a_used_output_dir_together(tmp_path):
