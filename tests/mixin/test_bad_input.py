@@ -1,5 +1,5 @@
 """Bad input: each case below raises a ValueError that names the problem (and, where there is a
-list, the allowed values) before any training step. `test_the_count` pins how many there are: 26 config values
+list, the allowed values) before any training step. `test_the_count` pins how many there are: 27 config values
 (every `DecPOConfig` field has at least one) and 11 model / data / probe setup cases. The command
 line's own cases are in `tests/cli/test_train.py::test_clear_errors_before_training` and `tests/cli/test_cli_safety.py`."""
 
@@ -39,6 +39,7 @@ CONFIG_CASES = [
     ("decorrelation_max_rows", 1, r"decorrelation_max_rows.*>= 2"),
     ("decorrelation_max_rows", 2.5, r"decorrelation_max_rows.*integer"),
     ("decorrelation_max_rows", True, r"decorrelation_max_rows.*integer"),
+    ("decorrelation_across_ranks", "yes", r"decorrelation_across_ranks.*True or False"),
 ]
 COMBINATION_CASES = [  # values valid alone, invalid together
     ({"decorrelation_pooling": "tokens"}, r"decorrelation_max_rows.*1024"),
@@ -172,5 +173,5 @@ def test_empty_probe_set(tmp_path, probes, match):
 
 
 def test_the_count():
-    assert len(CONFIG_CASES) + len(COMBINATION_CASES) == 26
+    assert len(CONFIG_CASES) + len(COMBINATION_CASES) == 27
     assert len(SETUP_CASES) + 3 == 11  # + empty probes (3)

@@ -35,6 +35,7 @@ from ..capture import (
     describe_sites,
     resolve_sites,
 )
+from ..capture.ranks import gather_rows
 from ..capture.sites import KEPT_DEFAULTS, is_moe_block
 from ..compat import (
     bind_trainer_arguments,
@@ -65,6 +66,7 @@ SETTING_NAMES = (
     "decorrelation_reduction",
     "decorrelation_target",
     "decorrelation_max_rows",
+    "decorrelation_across_ranks",
 )
 
 
@@ -221,8 +223,8 @@ class DecorrelationMixin:
             factor = factor / self.current_gradient_accumulation_steps  # as the trainer scaled its own loss
         loss = loss + factor * penalty.to(loss.dtype)
         if deferred:  # their gradient: at each layer's recomputation in the backward, `factor` x the loss's gradient
-            options = penalty_options(args)
-            rows_penalty = lambda layer_rows: decorrelation_penalty(layer_rows, **options)  # noqa: E731
+            options, across = penalty_options(args), args.decorrelation_across_ranks
+            rows_penalty = lambda r: decorrelation_penalty(gather_rows(r) if across else r, **options)  # noqa: E731
             self.decorrelation_injection.arm(sorted(deferred), row_index, rows_penalty, factor)
             loss = self.decorrelation_injection.probe(loss)
         self._log_decorrelation(base_loss, penalty, per_layer, finite)

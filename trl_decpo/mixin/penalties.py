@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..capture import ResolvedSite
+from ..capture.ranks import gather_rows
 from ..penalty import decorrelation_penalty
 
 
@@ -39,6 +40,8 @@ def layer_penalties(
             )
     options = penalty_options(args)
     layer_rows = [rows[site.layer] for site in sites]
+    if getattr(args, "decorrelation_across_ranks", False):
+        layer_rows = [gather_rows(r) for r in layer_rows]
     if len({tuple(r.shape) for r in layer_rows}) == 1:
         per_layer = decorrelation_penalty(torch.stack(layer_rows), **options)
     else:
