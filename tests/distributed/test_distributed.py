@@ -318,7 +318,6 @@ def test_deepspeed_zero3_penalty_reentrant_injection_measurement_and_weights_mat
     gradient equal the bare model's, with reentrant checkpointing too (the gradient injected at the recomputation),
     and so do the measurement, the whole weights `linear_weight` reads from the partitions (which stay partitioned)
     and the top tokens."""
-    pytest.importorskip("deepspeed")  # in the test extras; a bare install of the package may lack it
     torchrun_script("zero3_run.py", tmp_path)
     for rank in range(2):
         with open(tmp_path / f"zero3-rank{rank}.json") as f:

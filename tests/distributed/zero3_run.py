@@ -25,6 +25,7 @@ CONFIG = {
     "train_micro_batch_size_per_gpu": 4,
     "gradient_accumulation_steps": 1,
     "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+    "zero_allow_untested_optimizer": True,  # a plain torch SGD with learning rate 0: only the gradients are read
     "fp16": {"enabled": False},
     "bf16": {"enabled": False},
 }
@@ -61,8 +62,13 @@ def penalty_step(model, ids, mask, engine=None, factor=0.5):
 def main():
     torch.set_num_threads(1)
     bare, partitioned, checkpointed = make_model(), make_model(), make_model()  # same weights
+    import importlib
+
     import deepspeed
 
+    # DeepSpeed compiles a shared-memory all-reduce for CPUs (C++, with ninja) on first use: not needed here (gloo).
+    # (`deepspeed.comm.torch` as an attribute is the torch package, which deepspeed.comm imports under that name.)
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
     import torch.distributed as dist
 
