@@ -23,7 +23,9 @@ assumption) when an upgrade breaks it:
    names are deprecated aliases that hold the same objects as the new ones (:func:`checkpointing_settings`,
    :func:`set_checkpointing_kwargs`).
 7. ``DPOTrainer.__init__`` forces ``use_reentrant=True`` for a PEFT model under DeepSpeed ZeRO-3 with gradient
-   checkpointing (:func:`trl_forces_reentrant`).
+   checkpointing, writing it into the checkpointing kwargs' dict in place (:func:`set_checkpointing_kwargs` makes that
+   dict the one under both names, so the forced value is what the model gets; DecPO trains under it by injecting the
+   penalty's gradient, :mod:`trl_decpo.capture.injection`).
 8. ``DPOTrainer`` names its model-card identity in the attributes ``_tag_names``, ``_name`` and ``_paper`` (a dict
    with a ``citation``), read by ``create_model_card``, which writes ``README.md`` into ``args.output_dir``
    (:func:`trainer_card_identity`, :func:`set_card_identity`); ``Trainer.callback_handler.callbacks`` lists the
@@ -158,17 +160,6 @@ def quiet_deprecated_checkpointing_calls():
             module=r"transformers\.modeling_utils",
         )
         yield
-
-
-def trl_forces_reentrant(model, args, peft_config) -> bool:
-    """Whether ``DPOTrainer.__init__`` will set ``use_reentrant=True`` ("PEFT + DeepSpeed ZeRO-3 requires reentrant
-    checkpointing"), predicted before any work so that DecPO can refuse up front (assumption 7)."""
-    from peft import PeftModel
-
-    plugin = getattr(args, "deepspeed_plugin", None)
-    enabled, _ = checkpointing_settings(args)
-    is_peft = peft_config is not None or isinstance(model, PeftModel)
-    return bool(is_peft and enabled and plugin is not None and getattr(plugin, "zero_stage", None) == 3)
 
 
 def trainer_card_identity(trainer_class: type) -> dict:

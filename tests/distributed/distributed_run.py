@@ -6,7 +6,9 @@ and as one process with gradient accumulation over the same micro-batches.
 
 Both see the same 4 pairs per optimizer step in the same order: rank r of the DDP run takes micro-batch r of each
 step (accelerate shards the batches of one sampler), the single process takes micro-batches 0 and 1 of the step with
-`gradient_accumulation_steps=2`. Each process writes `OUT/<mode>-rank<r>.json`: the penalty it computed on each of its
+`gradient_accumulation_steps=2`. With `decorrelation_across_ranks=True`, modes `across` (DDP; `across-reentrant`: with
+reentrant activation checkpointing) and `wide` (one process, the step's 4 pairs as one batch): the penalty of the
+gathered rows is the penalty of the wide batch. Each process writes `OUT/<mode>-rank<r>.json`: the penalty it computed on each of its
 micro-batches (with its token ids), the hooks left on the model afterwards, and, on rank 0, the log history and the
 final weights.
 """
@@ -18,7 +20,7 @@ import sys
 
 import torch
 
-from tests.helpers import base_kwargs, make_dataset, make_model, make_tokenizer
+from tests.helpers import base_kwargs, checkpointing, make_dataset, make_model, make_tokenizer
 from trl_decpo import DecPOConfig, DecPOTrainer, MonosemanticityCallback, measure_monosemanticity
 from trl_decpo.capture import count_decpo_hooks
 
@@ -33,8 +35,12 @@ def main(out: str, mode: str) -> None:
     model, fresh_model, tokenizer = make_model(), make_model(), make_tokenizer()
     accumulation = 2 if mode == "single" else 1
     kwargs = {**base_kwargs(pathlib.Path(out)), "output_dir": os.path.join(out, mode)}
+    if mode.startswith("across") or mode == "wide":
+        kwargs["decorrelation_across_ranks"] = True
+    if mode == "across-reentrant":
+        kwargs.update(checkpointing(True, {"use_reentrant": True}))
     kwargs.update(
-        per_device_train_batch_size=2,
+        per_device_train_batch_size=4 if mode == "wide" else 2,
         gradient_accumulation_steps=accumulation,
         max_steps=3,
         logging_steps=1,
@@ -47,9 +53,9 @@ def main(out: str, mode: str) -> None:
     seen = []
     original = trainer.decorrelation_penalty
 
-    def recording(rows, training=False):
-        total, per_layer = original(rows, training=training)
-        seen.append({"penalty": float(total), "layers": per_layer.tolist()})
+    def recording(rows, training=False, deferred=frozenset()):
+        total, per_layer = original(rows, training=training, deferred=deferred)
+        seen.append({"penalty": float(total), "layers": per_layer.tolist(), "deferred": sorted(deferred)})
         return total, per_layer
 
     trainer.decorrelation_penalty = recording

@@ -17,7 +17,8 @@ over the same micro-batches (`tests/distributed/distributed_run.py`). Compared q
 
 Also FSDP1 FULL_SHARD over 2 processes (`tests/distributed/fsdp_run.py` under `torchrun`): sites resolve through the
 `_fsdp_wrapped_module` names, the hooks fire under sharded parameters, and the penalty, its gradient and the
-measurement equal the bare model's.
+measurement equal the bare model's; and FSDP2 `fully_shard` (`tests/distributed/fsdp2_run.py`): the same, with
+reentrant checkpointing as well, and the weights and top tokens read whole from the shards.
 """
 
 import json
@@ -55,6 +56,7 @@ def clean_env() -> dict:
             [HERE, os.path.dirname(os.path.dirname(HERE))]
         ),  # the run scripts and tests.helpers
         GLOO_SOCKET_IFNAME="lo",
+        DS_ACCELERATOR="cpu",  # DeepSpeed on a machine without GPUs (its gloo fallback when oneCCL is absent)
         HF_HOME=tempfile.mkdtemp(prefix="decpo-hf-home-"),
     )  # no user `accelerate config` default file
     return env
@@ -221,6 +223,115 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
         assert r["penalty"] == pytest.approx(r["bare_penalty"], rel=1e-6) and r["bare_penalty"] > 0
         assert r["grad_sq"] == pytest.approx(r["bare_grad_sq"], rel=1e-5) and r["bare_grad_sq"] > 0
         assert r["fd_diff"] < 1e-9
+
+
+@pytest.fixture(scope="module")
+def across_runs(tmp_path_factory):
+    """`decorrelation_across_ranks=True`: DDP over 2 processes (plain, and with reentrant checkpointing) and one
+    process holding the step's 4 pairs as one batch."""
+    out = str(tmp_path_factory.mktemp("across"))
+    for mode in ("across", "across-reentrant"):
+        launch(lambda port, mode=mode: [*accelerate_launch(port), SCRIPT, out, mode])
+    run([sys.executable, SCRIPT, out, "wide"])
+
+    def load(name):
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+
+    return {
+        mode: [load(f"{mode}-rank0.json"), load(f"{mode}-rank1.json")] for mode in ("across", "across-reentrant")
+    } | {"wide": load("wide-rank0.json")}
+
+
+@pytest.mark.parametrize("mode", ["across", "across-reentrant"])
+def test_rows_across_ranks_give_the_penalty_and_the_step_of_the_global_batch(across_runs, runs, mode):
+    """With the rows of both ranks in one Gram, each rank's penalty is the one-process penalty of the step's 4 pairs
+    as one batch (not the mean of two 2-pair penalties, which the plain DDP run computes), and DDP's step is that
+    process's step: the gathered rows' gradient is the global batch's (the same under reentrant checkpointing, where
+    the gathering runs again inside the backward's recomputation)."""
+    import torch
+
+    ddp, wide = across_runs[mode], across_runs["wide"]
+    assert len(wide["micro_batches"]) == 3 and all(len(r["micro_batches"]) == 3 for r in ddp)
+    deferred = [1, 2] if mode == "across-reentrant" else []
+    for step in range(3):
+        reference = wide["micro_batches"][step]
+        tol = 1e-6 if step == 0 else 1e-4
+        for rank in range(2):
+            mine = ddp[rank]["micro_batches"][step]
+            assert mine["penalty"] == pytest.approx(reference["penalty"], rel=tol)
+            assert mine["layers"] == pytest.approx(reference["layers"], rel=tol)
+            assert mine["deferred"] == deferred
+    own = [r["micro_batches"][0]["penalty"] for r in runs[0]]  # the plain DDP run: each rank's own rows
+    assert abs(sum(own) / 2 - wide["micro_batches"][0]["penalty"]) > 1e-3  # the comparison above is not vacuous
+    logs = {h["step"]: h for h in ddp[0]["log_history"] if "decorrelation/penalty" in h and "loss" in h}
+    wide_logs = {h["step"]: h for h in wide["log_history"] if "decorrelation/penalty" in h and "loss" in h}
+    for step in (1, 2, 3):
+        assert logs[step]["decorrelation/penalty"] == pytest.approx(wide_logs[step]["decorrelation/penalty"], rel=1e-4)
+        assert logs[step]["loss"] == pytest.approx(wide_logs[step]["loss"], rel=1e-4)
+    moved = 0
+    for name, values in ddp[0]["weights"].items():
+        a, b = torch.tensor(values), torch.tensor(wide["weights"][name])
+        assert torch.allclose(a, b, atol=1e-5), name
+        moved += not torch.allclose(a, torch.tensor(wide["initial_weights"][name]), atol=1e-4)
+    assert moved > 10
+
+
+def torchrun_script(script: str, out) -> None:
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    launch(
+        lambda port: [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            os.path.join(HERE, script),
+            str(out),
+        ]
+    )
+
+
+def test_fsdp2_fully_shard_penalty_reentrant_injection_measurement_and_weights_match_the_bare_model(tmp_path):
+    """FSDP2 over 2 processes (each decoder layer and the root `fully_shard`ed): the sites keep their names, the
+    penalty and its gradient equal the bare model's, with reentrant checkpointing too (the gradient injected at the
+    recomputation), and so do the measurement, the whole weights `linear_weight` reads from the shards (which stay
+    shards) and the top tokens."""
+    torchrun_script("fsdp2_run.py", tmp_path)
+    for rank in range(2):
+        with open(tmp_path / f"fsdp2-rank{rank}.json") as f:
+            r = json.load(f)
+        assert r["shard"] * 2 == r["total"] and r["names"] == r["bare_names"]
+        bare_penalty, bare_grad, bare_deferred = r["bare"]
+        assert bare_penalty > 0 and bare_grad > 0 and bare_deferred == []
+        for name, deferred in (("sharded", []), ("reentrant", [1, 2])):
+            penalty, grad, got_deferred = r[name]
+            assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
+            assert grad == pytest.approx(bare_grad, rel=1e-5), name
+            assert got_deferred == deferred, name  # reentrant: captured without a gradient, then injected
+        assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7 and r["still_sharded"] == "DTensor"
+        assert r["top_ids"][0] == r["top_ids"][1] and r["top_logit_diff"] < 1e-5
+
+
+def test_deepspeed_zero3_penalty_reentrant_injection_measurement_and_weights_match_the_bare_model(tmp_path):
+    """DeepSpeed ZeRO-3 over 2 processes, every parameter partitioned: the sites keep their names, the penalty and its
+    gradient equal the bare model's, with reentrant checkpointing too (the gradient injected at the recomputation),
+    and so do the measurement, the whole weights `linear_weight` reads from the partitions (which stay partitioned)
+    and the top tokens."""
+    torchrun_script("zero3_run.py", tmp_path)
+    for rank in range(2):
+        with open(tmp_path / f"zero3-rank{rank}.json") as f:
+            r = json.load(f)
+        assert all(r["partitioned"]) and r["numel_outside_forward"] == 0 and r["names"] == r["bare_names"]
+        bare_penalty, bare_grad, bare_deferred = r["bare"]
+        assert bare_penalty > 0 and bare_grad > 0 and bare_deferred == []
+        for name, deferred in (("zero3", []), ("reentrant", [1, 2])):
+            penalty, grad, got_deferred = r[name]
+            assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
+            assert grad == pytest.approx(bare_grad, rel=1e-5), name
+            assert got_deferred == deferred, name
+        assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7 and r["numel_after_read"] == 0
+        assert r["top_ids"][0] == r["top_ids"][1] and r["top_logit_diff"] < 1e-5
 
 
 def test_two_processes_refuse_a_used_output_dir_together(tmp_path):

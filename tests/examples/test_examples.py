@@ -284,3 +284,28 @@ def test_assets_main_prints_only_the_model_folder(tmp_path, capsys):
     path = assets.main(["--cache-dir", folder])  # auto: the Hub copy when cached, else this folder (offline here)
     captured = capsys.readouterr()
     assert captured.out == path + "\n" and os.path.isdir(path)
+
+
+def test_the_gpu_qlora_check_passes_on_a_tiny_cpu_model_and_fails_a_penalty_without_gradient(tmp_path):
+    """`python -m benchmarks.gpu_qlora --tiny` runs the QLoRA example three times (DPO, DecPO, DecPO under reentrant
+    checkpointing) as processes on a small CPU model and passes every check; the same checks fail when the reentrant
+    run's LoRA weights are DPO's (a penalty that reached no weight)."""
+    from benchmarks import gpu_qlora
+
+    out = tmp_path / "gpu"
+    code = gpu_qlora.main(["--tiny", "--out", str(out), "--steps", "2", "--batch", "4", "--pairs", "24"])
+    report = (out / "gpu_qlora.md").read_text()
+    assert code == 0 and report.count("- PASS") >= 7 and "FAIL" not in report, report
+    results = json.loads((out / "gpu_qlora.json").read_text())
+    first = {name: r["logs"][0] for name, r in results.items()}
+    assert first["decpo_reentrant"]["decorrelation/penalty"] == pytest.approx(first["decpo"]["decorrelation/penalty"])
+    assert "decorrelation/penalty" not in first["dpo"]  # coefficient 0: DPOTrainer itself
+    import torch
+
+    lora = {"lora_A": torch.ones(2, 2), "lora_B": torch.ones(2, 2)}
+    fake = {
+        name: {"logs": [first[name]], "lora": {k: v * (1.0 if name != "decpo" else 2.0) for k, v in lora.items()}}
+        for name in ("dpo", "decpo", "decpo_reentrant")
+    }  # the reentrant run's weights equal DPO's, not DecPO's
+    verdicts = {text.split(" (")[0]: ok for text, ok in gpu_qlora.checks(fake)}
+    assert not verdicts["reentrant LoRA weights near the non-reentrant run's"]

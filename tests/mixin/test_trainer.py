@@ -61,6 +61,8 @@ def reference_penalty_grads(trainer, scale):
     """d(scale * sum_batches penalty)/d(params), computed outside the trainer on the batches it saw."""
     model, args = trainer.model, trainer.args
     model.zero_grad()
+    if checkpointing_settings(args)[0] or trainer.decorrelation_capture.without_grad:
+        model.activation_checkpointing_disable()  # a reentrant checkpoint would capture rows without a gradient
     sites = resolve_sites(model, args.decorrelation_layers, args.decorrelation_site)
     for batch in trainer.seen:
         index = build_row_index(
@@ -138,10 +140,25 @@ def test_gradient_accumulation_scales_penalty_like_dpo_loss(tmp_path):
     assert_penalty_gradient(tmp_path, ga=2)
 
 
-def test_reentrant_checkpointing_is_refused_at_construction(tmp_path):
-    args = decpo_config(tmp_path, **checkpointing(True, {"use_reentrant": True}))
-    with pytest.raises(ValueError, match="reentrant"):
-        DecPOTrainer(model=make_model(), args=args, train_dataset=make_dataset(), processing_class=make_tokenizer())
+def test_gradient_with_reentrant_checkpointing_equals_without(tmp_path):
+    """Reentrant checkpointing runs the layers under no_grad: the penalty's gradient is injected at each hooked layer's
+    recomputation in the backward, and equals the gradient without checkpointing (several layers, one injection
+    each)."""
+    layers = dict(decorrelation_layers=[1, 2])
+    plain = assert_penalty_gradient(tmp_path / "a", **layers)
+    reentrant = assert_penalty_gradient(tmp_path / "b", **layers, **checkpointing(True, {"use_reentrant": True}))
+    for name in plain:
+        assert torch.allclose(plain[name], reentrant[name], atol=1e-6), name
+
+
+def test_gradient_with_reentrant_checkpointing_peft_and_accumulation(tmp_path):
+    """LoRA under reentrant checkpointing (the recipe TRL forces under DeepSpeed ZeRO-3), two accumulated batches:
+    the injected gradient is scaled as the trainer scales its loss."""
+    reentrant = checkpointing(True, {"use_reentrant": True})
+    plain = assert_penalty_gradient(tmp_path / "a", peft=True, ga=2)
+    injected = assert_penalty_gradient(tmp_path / "b", peft=True, ga=2, **reentrant)
+    for name in plain:
+        assert torch.allclose(plain[name], injected[name], atol=1e-6), name
 
 
 def test_default_checkpointing_is_made_non_reentrant(tmp_path):
@@ -150,17 +167,35 @@ def test_default_checkpointing_is_made_non_reentrant(tmp_path):
     assert checkpointing_settings(args) == (True, {"use_reentrant": False})
 
 
-def test_reentrant_checkpointing_enabled_on_the_model_fails_the_first_step(tmp_path):
+def test_reentrant_checkpointing_enabled_on_the_model_trains_with_the_penalty(tmp_path):
+    """Reentrant checkpointing switched on on the model itself (as PEFT's `prepare_model_for_kbit_training` does):
+    the step's gradient is the one without checkpointing, the loss and penalty logged are the same, and no hook stays."""
     model = make_model()
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 renamed it (the old name warns)
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    _, plain = one_step(tmp_path / "a", 0.5)
+    trainer, reentrant = one_step(tmp_path / "b", 0.5, model=model)
+    for name in plain:
+        assert torch.allclose(plain[name], reentrant[name], atol=1e-6), name
+    assert trainer.decorrelation_capture.without_grad == {1}  # captured inside the checkpoint, gradient injected
+    assert count_decpo_hooks(model) == 0
+
+
+def test_a_reentrant_layer_that_is_never_recomputed_fails_the_step(tmp_path):
+    """Reentrant checkpointing with nothing before the hooked layer requiring a gradient: the layer is never
+    recomputed, so the penalty would get no gradient; the step fails before the optimizer moves a weight."""
+    model = make_model()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    model.disable_input_require_grads()  # transformers made the embeddings' output require a gradient: undone
+    for name, param in model.named_parameters():
+        param.requires_grad_("layers.3." in name or name in ("lm_head.weight", "model.norm.weight"))
     trainer = DecPOTrainer(
-        model=model, args=decpo_config(tmp_path), train_dataset=make_dataset(), processing_class=make_tokenizer()
+        model=model,
+        args=decpo_config(tmp_path, decorrelation_layers=[3]),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
     )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    with pytest.raises(RuntimeError, match="carry no gradient"):
+    with pytest.raises(RuntimeError, match=r"penalty at layers \[3\] got no gradient"):
         trainer.train()
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # no step was taken
     assert count_decpo_hooks(model) == 0

@@ -78,9 +78,23 @@ def test_penalty_reaches_the_gradient_and_is_logged_and_carded(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_reentrant_checkpointing_is_refused(tmp_path, kind):
-    with pytest.raises(ValueError, match="reentrant activation checkpointing"):
-        build(kind, tmp_path, **checkpointing(True, {"use_reentrant": True}))
+def test_reentrant_checkpointing_gives_the_gradient_without_checkpointing(tmp_path, kind):
+    """Under reentrant checkpointing the hooked layer runs under no_grad; the penalty's gradient is injected at its
+    recomputation and the first step's gradient is the one without checkpointing (the logged penalty too)."""
+    grads, penalties = {}, {}
+    for name, settings in (("plain", {}), ("reentrant", checkpointing(True, {"use_reentrant": True}))):
+        trainer = build(kind, tmp_path / name, **settings)
+        recorder = GradRecorder(trainer, UPSTREAM)
+        trainer.add_callback(recorder)
+        trainer.train()
+        grads[name] = recorder.grads[0]
+        penalties[name] = next(log for log in trainer.state.log_history if "decorrelation/penalty" in log)
+        assert count_decpo_hooks(trainer.model) == 0
+    assert trainer.decorrelation_capture.without_grad == {1}  # the reentrant run's rows: captured without a gradient
+    assert torch.allclose(grads["plain"], grads["reentrant"], atol=1e-6)
+    assert penalties["reentrant"]["decorrelation/penalty"] == pytest.approx(
+        penalties["plain"]["decorrelation/penalty"]
+    )
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)

@@ -31,7 +31,9 @@ class ActivationCapture:
 
     ``stats`` counts, over the object's life, the hook calls that were captured (``"captured"``), those ignored
     because their module had already been captured in the same block (``"ignored"``: e.g. the reference forward of a
-    PEFT model with its adapter disabled), and those skipped inside :meth:`paused` (``"paused"``).
+    PEFT model with its adapter disabled), and those skipped inside :meth:`paused` (``"paused"``). ``without_grad``:
+    the layers of the last block whose rows were captured with gradients off (inside a reentrant checkpoint, or a
+    measurement forward).
     """
 
     def __init__(self, sites: list[ResolvedSite]):
@@ -41,6 +43,7 @@ class ActivationCapture:
         self.stats: Counter = Counter()
         self._active = False
         self._paused = False
+        self.without_grad: set[int] = set()
 
     @contextmanager
     def paused(self):
@@ -61,6 +64,7 @@ class ActivationCapture:
         rows: dict[int, torch.Tensor] = {}
         handles = []
         self._active = True
+        self.without_grad = set()
         try:
             for resolved in self.sites:
                 hook = self._make_hook(resolved, row_index, rows)
@@ -94,8 +98,9 @@ class ActivationCapture:
             if torch.is_grad_enabled():
                 with torch.autograd.graph.saved_tensors_hooks(_identity, _identity):
                     rows[layer] = row_index.pool(tensor)
-            else:  # nothing is saved for backward: no bookkeeping needed (measurement forwards)
+            else:  # nothing is saved for backward (measurement forwards, a reentrant checkpoint's first forward)
                 rows[layer] = row_index.pool(tensor)
+                self.without_grad.add(layer)
             stats["captured"] += 1
 
         if resolved.site.capture_input:

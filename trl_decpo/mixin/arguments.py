@@ -93,6 +93,15 @@ class DecorrelationArguments:
         },
     )
 
+    decorrelation_across_ranks: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute each layer's penalty on the rows of every data-parallel process together (all-gathered, "
+            "with their gradient) instead of each process's own: with a small per-device batch, a Gram of "
+            "world_size times the rows. The gradient is then that of the global batch's penalty."
+        },
+    )
+
     def __post_init__(self):
         self._validate_decorrelation()
         adopt_trl_checkpointing_default(self)  # TRL's default under transformers' new name: no warning on every run
@@ -120,8 +129,9 @@ class DecorrelationArguments:
                 f"{type(self).__name__}, whose batches have no [chosen; rejected] halves; allowed: "
                 f"{list(self._decorrelation_sequences)}"
             )
-        if not isinstance(self.decorrelation_normalize, bool):
-            raise ValueError(f"`decorrelation_normalize` must be True or False, got {self.decorrelation_normalize!r}")
+        for name in ("decorrelation_normalize", "decorrelation_across_ranks"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}")
         cap = self.decorrelation_max_rows
         check_int("decorrelation_max_rows", cap, 2, allow_none=True)
         if self.decorrelation_pooling == "tokens" and self.decorrelation_target == "samples" and cap is None:

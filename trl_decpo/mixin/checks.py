@@ -4,18 +4,9 @@
 from __future__ import annotations
 
 from ..capture import ResolvedSite, canonical_name
-from ..compat import checkpointing_settings
 
 
 PAPER_FORMATS = "toxicity, cognitive_reframing, sycophancy"
-
-
-REENTRANT_ERROR = (
-    "DecPO cannot train with reentrant activation checkpointing (`activation_checkpointing_kwargs="
-    "{{'use_reentrant': True}}`{why}): the policy forward then runs under no_grad, the captured activations carry no "
-    "gradient and the decorrelation penalty would silently do nothing. Use `use_reentrant=False` (the default), turn "
-    "`activation_checkpointing` off, or set `decorrelation_coef=0`."
-)
 
 
 def check_preference_columns(dataset, name: str) -> None:
@@ -47,13 +38,6 @@ def check_preference_columns(dataset, name: str) -> None:
         f"be left implicit in 'chosen' / 'rejected'); its columns are {list(columns)}. Rename them, or map the rows "
         f"(the `trl-decpo dpo --dataset_format` option does it for the paper's tasks: {PAPER_FORMATS})."
     )
-
-
-def check_not_reentrant(args, why: str = "") -> None:
-    """Refuse reentrant activation checkpointing, under which the penalty would silently have no gradient."""
-    enabled, kwargs = checkpointing_settings(args)
-    if enabled and kwargs.get("use_reentrant"):
-        raise ValueError(REENTRANT_ERROR.format(why=why))
 
 
 def check_gradient_path(model, sites: list[ResolvedSite]) -> None:

@@ -6,7 +6,8 @@ A decorrelated trainer is ``class X(DecorrelationMixin, trl.SomeTrainer)`` with 
 :meth:`DecorrelationMixin.decorrelation_batch`, the tensors of a batch that locate its sequences (``input_ids`` or a
 tensor of the same shape, ``attention_mask``, ``completion_mask``, ``position_ids``), given to
 :func:`~trl_decpo.capture.build_row_index`. The mixin wraps ``compute_loss``: hooks live only around the trainer's own
-``compute_loss``, keep the first forward of each hooked module (the policy forward with gradients; a trainer whose first
+``compute_loss`` (under reentrant checkpointing, :class:`~trl_decpo.capture.PenaltyInjection`'s until the end of the
+step's backward, removed by ``training_step``), keep the first forward of each hooked module (the policy forward with gradients; a trainer whose first
 forward is something else pauses the capture around it), and ``coef * penalty`` is added to the loss, scaled for
 gradient accumulation exactly when the trainer scales its own loss. The trainer's own loss is logged as
 ``decorrelation/<name>_loss`` (``<name>`` is the TRL trainer's, lower case: ``dpo``, ``sft``, ``kto``, ...), the penalty
@@ -26,7 +27,15 @@ from torch import nn
 from transformers import TrainingArguments
 from transformers.utils import logging
 
-from ..capture import ActivationCapture, ResolvedSite, build_row_index, describe_sites, resolve_sites
+from ..capture import (
+    ActivationCapture,
+    PenaltyInjection,
+    ResolvedSite,
+    build_row_index,
+    describe_sites,
+    resolve_sites,
+)
+from ..capture.ranks import gather_rows
 from ..capture.sites import KEPT_DEFAULTS, is_moe_block
 from ..compat import (
     bind_trainer_arguments,
@@ -37,12 +46,12 @@ from ..compat import (
     set_card_identity,
     set_checkpointing_kwargs,
     trainer_card_identity,
-    trl_forces_reentrant,
 )
+from ..penalty import decorrelation_penalty
 from .arguments import DecorrelationArguments
 from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
-from .checks import REENTRANT_ERROR, check_gradient_path, check_not_reentrant
-from .penalties import layer_penalties
+from .checks import check_gradient_path
+from .penalties import layer_penalties, penalty_options
 
 
 logger = logging.get_logger(__name__)
@@ -57,6 +66,7 @@ SETTING_NAMES = (
     "decorrelation_reduction",
     "decorrelation_target",
     "decorrelation_max_rows",
+    "decorrelation_across_ranks",
 )
 
 
@@ -85,6 +95,7 @@ class DecorrelationMixin:
         self.decorrelation_enabled = isinstance(config, DecorrelationArguments) and config.decorrelation_coef > 0
         self.decorrelation_sites: list[ResolvedSite] = []
         self.decorrelation_capture: ActivationCapture | None = None
+        self.decorrelation_injection: PenaltyInjection | None = None
         self._warned_divergence = False
         self._decorrelation_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._set_card_identity(self.decorrelation_enabled)
@@ -93,9 +104,6 @@ class DecorrelationMixin:
             if enabled and "use_reentrant" not in ckpt_kwargs:
                 ckpt_kwargs["use_reentrant"] = False  # explicit, whatever the torch/transformers default
                 set_checkpointing_kwargs(config, ckpt_kwargs)
-            check_not_reentrant(config)
-            if trl_forces_reentrant(model, config, peft_config):
-                raise ValueError(REENTRANT_ERROR.format(why=", which TRL forces for PEFT with DeepSpeed ZeRO-3"))
             # fail before any dataset processing; a `peft_config` with `modules_to_save` may move the site under its
             # wrapper (e.g. `mlp.modules_to_save.default.up_proj`): resolved once TRL has applied it
             if isinstance(model, nn.Module) and not getattr(peft_config, "modules_to_save", None):
@@ -106,13 +114,13 @@ class DecorrelationMixin:
             super().__init__(*bound.args[1:], **bound.kwargs)
 
         if self.decorrelation_enabled:
-            check_not_reentrant(self.args, ", forced by TRL for PEFT with DeepSpeed ZeRO-3")
             self.decorrelation_sites = resolve_sites(
                 self.model, self.args.decorrelation_layers, self.args.decorrelation_site
             )
             check_gradient_path(self.model, self.decorrelation_sites)
             self._log_sites()
             self.decorrelation_capture = ActivationCapture(self.decorrelation_sites)
+            self.decorrelation_injection = PenaltyInjection(self.decorrelation_sites)
 
     @classmethod
     def _trl_trainer_class(cls) -> type:
@@ -164,8 +172,20 @@ class DecorrelationMixin:
 
     def training_step(self, *args, **kwargs):
         # TRL toggles checkpointing around its reference forwards and generation under the deprecated names
-        with quiet_deprecated_checkpointing_calls():
-            return super().training_step(*args, **kwargs)
+        injection = self.decorrelation_injection
+        try:
+            with quiet_deprecated_checkpointing_calls():
+                result = super().training_step(*args, **kwargs)
+        finally:  # the injection's hooks live from `compute_loss` to the end of the backward, never longer
+            missed = injection.disarm() if injection is not None else []
+        if missed:
+            raise RuntimeError(
+                f"The decorrelation penalty at layers {missed} got no gradient: those layers ran with gradients off "
+                "(reentrant activation checkpointing) and were never recomputed in the backward, which happens when "
+                "nothing before them requires a gradient. With PEFT, call `model.enable_input_require_grads()` (TRL "
+                "does when it applies the `peft_config`), or use `use_reentrant=False`."
+            )
+        return result
 
     def prediction_step(self, *args, **kwargs):
         with quiet_deprecated_checkpointing_calls():
@@ -176,6 +196,7 @@ class DecorrelationMixin:
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
+        self.decorrelation_injection.disarm()  # armed by a `compute_loss` whose backward never came
         args = self.args
         row_index = build_row_index(
             args.decorrelation_pooling,
@@ -188,24 +209,31 @@ class DecorrelationMixin:
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         loss, outputs = result if return_outputs else (result, None)
-
-        penalty, per_layer = self.decorrelation_penalty(rows, training=model.training)
+        # rows captured with gradients off in a step that has them: inside a reentrant checkpoint (injected below)
+        training = model.training and torch.is_grad_enabled()
+        deferred = frozenset(self.decorrelation_capture.without_grad) if training else frozenset()
+        penalty, per_layer = self.decorrelation_penalty(rows, training=model.training, deferred=deferred)
         # Whether the run itself is finite (the trainer's loss, then each layer's rows), checked with the logging's sync
         finite = torch.stack(
             [loss.detach().isfinite().all()] + [rows[s.layer].isfinite().all() for s in self.decorrelation_sites]
         )
         base_loss = loss.detach()
-        scaled = penalty.to(loss.dtype)
+        factor = args.decorrelation_coef
         if model.training and loss_is_scaled_for_ga(self, num_items_in_batch):
-            scaled = scaled / self.current_gradient_accumulation_steps  # as the trainer scaled its own loss
-        loss = loss + args.decorrelation_coef * scaled
+            factor = factor / self.current_gradient_accumulation_steps  # as the trainer scaled its own loss
+        loss = loss + factor * penalty.to(loss.dtype)
+        if deferred:  # their gradient: at each layer's recomputation in the backward, `factor` x the loss's gradient
+            options, across = penalty_options(args), args.decorrelation_across_ranks
+            rows_penalty = lambda r: decorrelation_penalty(gather_rows(r) if across else r, **options)  # noqa: E731
+            self.decorrelation_injection.arm(sorted(deferred), row_index, rows_penalty, factor)
+            loss = self.decorrelation_injection.probe(loss)
         self._log_decorrelation(base_loss, penalty, per_layer, finite)
         return (loss, outputs) if return_outputs else loss
 
-    def decorrelation_penalty(self, rows: dict[int, torch.Tensor], training: bool = False):
+    def decorrelation_penalty(self, rows: dict[int, torch.Tensor], training: bool = False, deferred=frozenset()):
         """Total penalty (summed over layers) and the per-layer values (a 1-D tensor, in `decorrelation_sites` order),
-        from the rows captured by `compute_loss`."""
-        return layer_penalties(self.decorrelation_sites, rows, self.args, training)
+        from the rows captured by `compute_loss` (``deferred``: layers whose gradient is injected in the backward)."""
+        return layer_penalties(self.decorrelation_sites, rows, self.args, training, deferred)
 
     def _log_decorrelation(
         self, base_loss: torch.Tensor, penalty: torch.Tensor, per_layer: torch.Tensor, finite: torch.Tensor

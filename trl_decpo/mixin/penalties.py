@@ -6,12 +6,25 @@ from __future__ import annotations
 import torch
 
 from ..capture import ResolvedSite
+from ..capture.ranks import gather_rows
 from ..penalty import decorrelation_penalty
 
 
-def layer_penalties(sites: list[ResolvedSite], rows: dict[int, torch.Tensor], args, training: bool):
+def penalty_options(args) -> dict:
+    """The keyword arguments of :func:`~trl_decpo.penalty.decorrelation_penalty` that the config sets."""
+    return dict(
+        normalize=args.decorrelation_normalize,
+        reduction=args.decorrelation_reduction,
+        target=args.decorrelation_target,
+    )
+
+
+def layer_penalties(
+    sites: list[ResolvedSite], rows: dict[int, torch.Tensor], args, training: bool, deferred: frozenset = frozenset()
+):
     """Total penalty (summed over layers) and the per-layer values (in ``sites`` order) from the captured rows; refuses
-    rows that were never captured, or that carry no gradient in training."""
+    rows that were never captured, or that carry no gradient in training, except the ``deferred`` layers (captured
+    inside a reentrant checkpoint: their gradient comes from :class:`~trl_decpo.capture.PenaltyInjection`)."""
     missing = [site.name for site in sites if site.layer not in rows]
     if missing:
         raise RuntimeError(
@@ -19,19 +32,16 @@ def layer_penalties(sites: list[ResolvedSite], rows: dict[int, torch.Tensor], ar
             "computed. Check `decorrelation_site` / `decorrelation_layers`."
         )
     if training and torch.is_grad_enabled():
-        no_grad = [site.name for site in sites if not rows[site.layer].requires_grad]
+        no_grad = [s.name for s in sites if not rows[s.layer].requires_grad and s.layer not in deferred]
         if no_grad:
             raise RuntimeError(
                 f"The activations captured at {no_grad} carry no gradient, so the decorrelation penalty would "
-                "silently do nothing. Usual causes: reentrant activation checkpointing enabled on the model "
-                "(use `use_reentrant=False`), or no trainable parameter before the hooked layer."
+                "silently do nothing: no trainable parameter lies before the hooked layer."
             )
-    options = dict(
-        normalize=args.decorrelation_normalize,
-        reduction=args.decorrelation_reduction,
-        target=args.decorrelation_target,
-    )
+    options = penalty_options(args)
     layer_rows = [rows[site.layer] for site in sites]
+    if getattr(args, "decorrelation_across_ranks", False):
+        layer_rows = [gather_rows(r) for r in layer_rows]
     if len({tuple(r.shape) for r in layer_rows}) == 1:
         per_layer = decorrelation_penalty(torch.stack(layer_rows), **options)
     else:

@@ -18,7 +18,7 @@ from ..utils import check_choice, check_int
 from .measure import measure_monosemanticity
 from .probes import PROBE_POOLING_CHOICES
 from .proxies import median, neuron_weight_scores, weight_proxy_change, weight_proxy_values
-from .weights import linear_weight, mlp_layers
+from .weights import full_parameters, linear_weight, mlp_layers
 
 
 # `embedding_norm`: LFM2's final norm (applied after the last layer, despite its name)
@@ -135,7 +135,7 @@ def output_direction_logits(model: nn.Module, directions: torch.Tensor) -> torch
     param = next(norm.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else directions.device
-    with torch.no_grad():
+    with torch.no_grad(), full_parameters(norm):
         normed = norm(directions.to(device=device, dtype=dtype)).float()
         norm_bias = getattr(norm, "bias", None)
         if isinstance(norm_bias, torch.Tensor):  # LayerNorm's beta adds the same logits to every direction: leave out

@@ -5,11 +5,15 @@ A neuron ``j`` of a decoder layer's MLP has input weights (row ``j`` of each inp
 ``up_proj`` for gated MLPs, ``c_fc`` for GPT-2) and an output direction (column ``j`` of the output projection,
 ``down_proj`` / ``c_proj``). Weights are read as the model computes with them: GPT-2's ``Conv1D`` transposed to the
 ``nn.Linear`` layout, bitsandbytes 4-bit weights dequantised, and PEFT LoRA deltas of the active adapters added.
-Layer modules are found by :func:`trl_decpo.capture.resolve_sites`, the resolver the hooks use.
+Sharded parameters are read whole (:func:`full_parameters`): FSDP2's ``DTensor`` shards and DeepSpeed ZeRO-3's
+partitions are gathered on every rank for the duration of the read, so every rank must read the same modules in the
+same order (as a measurement does). Layer modules are found by :func:`trl_decpo.capture.resolve_sites`, the resolver
+the hooks use.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -105,8 +109,39 @@ def _is_moe_layer(layer: nn.Module) -> bool:
     return any(is_moe_block(child) for child in layer.children())
 
 
+@contextlib.contextmanager
+def full_parameters(module: nn.Module):
+    """Inside this block the parameters of ``module`` (and its submodules) are whole on this rank, for reading:
+    DeepSpeed ZeRO-3 partitions gathered with ``deepspeed.zero.GatheredParameters`` (read-only), FSDP2 ``DTensor``
+    shards replaced by their full tensors (``full_tensor()``) and put back on exit. Both gather across ranks: every
+    rank must enter the block for the same modules in the same order. Unsharded parameters: nothing happens."""
+    params = list(module.parameters())
+    if any(hasattr(p, "ds_id") for p in params):  # ZeRO-3 (a partitioned parameter carries its DeepSpeed id)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            yield
+        return
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch without DTensor: no FSDP2 either
+        yield
+        return
+    swapped = []
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if isinstance(param, DTensor):
+                sub._parameters[name] = nn.Parameter(param.full_tensor().detach(), requires_grad=False)
+                swapped.append((sub, name, param))
+    try:
+        yield
+    finally:
+        for sub, name, param in swapped:
+            sub._parameters[name] = param
+
+
 def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(weight [out, in], bias)`` in float32 of the affine map the module computes.
+    """``(weight [out, in], bias)`` in float32 of the affine map the module computes (whole, when sharded).
 
     Read directly: ``nn.Linear``, GPT-2's ``Conv1D`` (transposed), bitsandbytes 4-bit (dequantised), and PEFT LoRA
     layers with plain LoRA adapters (base + ``get_delta_weight``). Anything else (DoRA and other LoRA variants, LoRA
@@ -114,8 +149,13 @@ def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]
     ``weight = f(I) - f(0)``, in eval mode without gradients, in the module's dtype (exact in float32; in half
     precision the weights carry that precision's rounding).
     """
+    with full_parameters(module):
+        return _linear_weight(module)
+
+
+def _linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     if _is_plain_lora(module):
-        weight, bias = linear_weight(module.base_layer)
+        weight, bias = _linear_weight(module.base_layer)
         if not getattr(module, "disable_adapters", False) and not getattr(module, "merged", False):
             conv1d = _is_conv1d(module.base_layer)
             for name in module.active_adapters:

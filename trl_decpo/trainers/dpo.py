@@ -63,6 +63,10 @@ class DecPOConfig(DecorrelationArguments, DPOConfig):
         decorrelation_max_rows (`int` or `None`, *optional*):
             Cap on the rows per layer with `decorrelation_pooling="tokens"` (evenly subsampled). Required for
             `tokens` pooling with the `samples` target, whose `n x n` Gram grows with the square of the token count.
+        decorrelation_across_ranks (`bool`, *optional*, defaults to `False`):
+            `True`: each layer's penalty is computed on the rows of every data-parallel process together
+            (all-gathered with their gradient), so a small per-device batch still gives a Gram of `world_size` times
+            its rows; the gradient is that of the global batch's penalty. `False`: each process's own rows.
     """
 
     decorrelation_coef: float = field(

@@ -1,0 +1,121 @@
+"""DeepSpeed ZeRO-3 over 2 CPU processes (gloo), run by `tests/distributed/test_distributed.py` with
+`torchrun --nproc_per_node 2 tests/distributed/zero3_run.py OUT` (each rank writes OUT/zero3-rank<r>.json), driving
+`deepspeed.initialize` directly (through the HF Trainer on a CPU-only machine accelerate runs ZeRO-3 as one process).
+Every parameter is partitioned (`stage3_param_persistence_threshold: 0`: a tiny model's parameters would otherwise
+stay whole). Compared with the bare model on the same batch: the sites' names, the penalty and the squared norm of its
+gradient (gathered with `safe_get_full_grad`), the same under reentrant activation checkpointing (the penalty's
+gradient injected at the recomputation: the recipe TRL forces for PEFT under ZeRO-3), the monosemanticity
+measurement, the whole weights `linear_weight` reads from the partitions and the top tokens."""
+
+import json
+import os
+import sys
+
+import torch
+
+from tests.helpers import make_model, make_tokenizer
+from trl_decpo import decorrelation_penalty, measure_monosemanticity, top_tokens
+from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, resolve_sites
+from trl_decpo.monosemanticity.weights import linear_weight
+
+
+PROMPTS = ["the cat sat on the mat", "a dog ran fast", "yes no", "i think you agree"]
+LAYERS = [1, 2]
+CONFIG = {
+    "train_micro_batch_size_per_gpu": 4,
+    "gradient_accumulation_steps": 1,
+    "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+    "zero_allow_untested_optimizer": True,  # a plain torch SGD with learning rate 0: only the gradients are read
+    "fp16": {"enabled": False},
+    "bf16": {"enabled": False},
+}
+
+
+def penalty_step(model, ids, mask, engine=None, factor=0.5):
+    """One backward of ``output + factor * penalty`` (through the engine when there is one), injecting the penalty's
+    gradient where the rows carry none; returns the penalty, the squared norm of the whole gradient and the layers
+    whose rows were captured without a gradient."""
+    from deepspeed.utils import safe_get_full_grad
+
+    module = engine.module if engine is not None else model
+    sites = resolve_sites(module, LAYERS)
+    index = build_row_index("last", "both", ids, attention_mask=mask)
+    capture, injection = ActivationCapture(sites), PenaltyInjection(sites)
+    with capture.capture(index) as rows:
+        logits = (engine or model)(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    value = sum(decorrelation_penalty(rows[layer]) for layer in LAYERS)
+    loss = logits.float().pow(2).mean() + factor * value
+    if capture.without_grad:
+        injection.arm(sorted(capture.without_grad), index, decorrelation_penalty, factor)
+        loss = injection.probe(loss)
+    if engine is not None:
+        engine.backward(loss)
+        grads = [safe_get_full_grad(p) for p in module.parameters()]
+    else:
+        loss.backward()
+        grads = [p.grad for p in module.parameters()]
+    assert injection.disarm() == []
+    total = torch.stack([g.pow(2).sum() for g in grads if g is not None]).sum()
+    return float(value.detach()), float(total), sorted(capture.without_grad)
+
+
+def main():
+    torch.set_num_threads(1)
+    bare, partitioned, checkpointed = make_model(), make_model(), make_model()  # same weights
+    import importlib
+
+    import deepspeed
+
+    # DeepSpeed compiles a shared-memory all-reduce for CPUs (C++, with ninja) on first use: not needed here (gloo).
+    # (`deepspeed.comm.torch` as an attribute is the torch package, which deepspeed.comm imports under that name.)
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+    deepspeed.init_distributed(dist_backend="gloo")
+    import torch.distributed as dist
+
+    checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    engines = {}
+    for name, model in (("zero3", partitioned), ("reentrant", checkpointed)):
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        engines[name], *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=CONFIG)
+    bare.train()
+    rank = dist.get_rank()
+    up_proj = engines["zero3"].module.model.layers[1].mlp.up_proj
+    record = {
+        "partitioned": [hasattr(p, "ds_id") for p in engines["zero3"].module.parameters()],
+        "numel_outside_forward": up_proj.weight.numel(),
+        "names": [s.name for s in resolve_sites(engines["zero3"].module, LAYERS)],
+        "bare_names": [s.name for s in resolve_sites(bare, LAYERS)],
+    }
+    tokenizer = make_tokenizer()
+    batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    record["bare"] = penalty_step(bare, batch["input_ids"], batch["attention_mask"])
+    for name, engine in engines.items():
+        record[name] = penalty_step(None, batch["input_ids"], batch["attention_mask"], engine=engine)
+
+    module = engines["zero3"].module
+    module.eval()
+    bare.eval()
+    with torch.no_grad():
+        measured = measure_monosemanticity(module, PROMPTS, tokenizer)
+        reference = measure_monosemanticity(bare, PROMPTS, tokenizer)
+    record["fd_diff"] = max(abs(measured.fd[k] - reference.fd[k]) for k in reference.fd)
+    weight, _ = linear_weight(up_proj)
+    record["weight_diff"] = float((weight - bare.model.layers[1].mlp.up_proj.weight.float()).abs().max())
+    record["numel_after_read"] = up_proj.weight.numel()  # partitioned again
+    tokens = [top_tokens(m, tokenizer, layer=1, k=3, num_tokens=4, prompts=PROMPTS) for m in (module, bare)]
+    record["top_ids"] = [[n.token_ids for n in found] for found in tokens]
+    record["top_logit_diff"] = max(
+        abs(a - b) for x, y in zip(*tokens, strict=True) for a, b in zip(x.logits, y.logits, strict=True)
+    )
+    with open(os.path.join(sys.argv[1], f"zero3-rank{rank}.json"), "w") as f:
+        json.dump(record, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip the interpreter's teardown, where torch's gloo threads occasionally abort after the work
