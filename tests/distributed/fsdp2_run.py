@@ -5,20 +5,15 @@ model on the same batch: the sites' names, the penalty and the squared norm of i
 the same under reentrant activation checkpointing (the penalty's gradient injected at the recomputation), the
 monosemanticity measurement, the whole weights read by `linear_weight` and the top tokens."""
 
-import json
-import os
-import sys
-
 import torch
 import torch.distributed as dist
+from sharded_reads import PROMPTS, compare_reads, run_main, write_record
 
 from tests.helpers import make_model, make_tokenizer
-from trl_decpo import decorrelation_penalty, measure_monosemanticity, top_tokens
+from trl_decpo import decorrelation_penalty
 from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, resolve_sites
-from trl_decpo.monosemanticity.weights import linear_weight
 
 
-PROMPTS = ["the cat sat on the mat", "a dog ran fast", "yes no", "i think you agree"]
 LAYERS = [1, 2]
 
 
@@ -64,7 +59,6 @@ def main():
     checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     for model in (bare, sharded, checkpointed):
         model.train()
-    rank = dist.get_rank()
     record = {
         "shard": sum(p.to_local().numel() for p in sharded.parameters()),
         "total": sum(p.numel() for p in bare.parameters()),
@@ -76,28 +70,9 @@ def main():
     for name, model in (("bare", bare), ("sharded", sharded), ("reentrant", checkpointed)):
         record[name] = penalty_step(model, batch["input_ids"], batch["attention_mask"])
 
-    for model in (bare, sharded):
-        model.eval()
-    with torch.no_grad():
-        measured = measure_monosemanticity(sharded, PROMPTS, tokenizer)
-        reference = measure_monosemanticity(bare, PROMPTS, tokenizer)
-    record["fd_diff"] = max(abs(measured.fd[k] - reference.fd[k]) for k in reference.fd)
-    weight, _ = linear_weight(sharded.model.layers[1].mlp.up_proj)
-    record["weight_diff"] = float((weight - bare.model.layers[1].mlp.up_proj.weight.float()).abs().max())
-    record["still_sharded"] = type(sharded.model.layers[1].mlp.up_proj.weight).__name__
-    tokens = [top_tokens(m, tokenizer, layer=1, k=3, num_tokens=4, prompts=PROMPTS) for m in (sharded, bare)]
-    record["top_ids"] = [[n.token_ids for n in found] for found in tokens]
-    record["top_logit_diff"] = max(
-        abs(a - b) for x, y in zip(*tokens, strict=True) for a, b in zip(x.logits, y.logits, strict=True)
-    )
-    with open(os.path.join(sys.argv[1], f"fsdp2-rank{rank}.json"), "w") as f:
-        json.dump(record, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    record.update(compare_reads(sharded, bare, tokenizer))
+    write_record(record, "fsdp2")
 
 
 if __name__ == "__main__":
-    main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # skip the interpreter's teardown, where torch's gloo threads occasionally abort after the work
+    run_main(main)

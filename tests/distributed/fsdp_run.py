@@ -2,12 +2,9 @@
 `torchrun --nproc_per_node 2 tests/distributed/fsdp_run.py OUT` (each rank writes OUT/fsdp-rank<r>.json): our sites resolve through `_fsdp_wrapped_module` names, hooks fire
 under sharded parameters, and the penalty (value and gradient) and the measurement equal the bare model's."""
 
-import json
-import os
-import sys
-
 import torch
 import torch.distributed as dist
+from sharded_reads import run_main, write_record
 
 from tests.helpers import make_model, make_tokenizer
 from trl_decpo import decorrelation_penalty, measure_monosemanticity
@@ -42,7 +39,6 @@ def main():
         sharding_strategy=ShardingStrategy.FULL_SHARD,
         use_orig_params=True,
     )
-    rank = dist.get_rank()
     record = {
         "shard": sum(p.numel() for p in wrapped.parameters()),
         "total": sum(p.numel() for p in bare.parameters()),
@@ -64,14 +60,8 @@ def main():
         measured = measure_monosemanticity(wrapped, PROMPTS, tokenizer)
         reference = measure_monosemanticity(bare, PROMPTS, tokenizer)
     record["fd_diff"] = max(abs(measured.fd[k] - reference.fd[k]) for k in reference.fd)
-    with open(os.path.join(sys.argv[1], f"fsdp-rank{rank}.json"), "w") as f:
-        json.dump(record, f)
-    dist.barrier()  # both ranks done before the group goes away
-    dist.destroy_process_group()
+    write_record(record, "fsdp")
 
 
 if __name__ == "__main__":
-    main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # skip the interpreter's teardown, where torch's gloo threads occasionally abort after the work
+    run_main(main)

@@ -197,9 +197,7 @@ def test_sharded_measurement_equals_one_process(runs):
             assert torch.allclose(torch.tensor(ddp[rank]["fresh_rows"][layer]), torch.tensor(rows), atol=1e-6)
 
 
-def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_path):
-    """FSDP1 FULL_SHARD over 2 processes: half the parameters per rank, sites found through `_fsdp_wrapped_module`,
-    the penalty and its gradient (squared norm, summed over the shards) and the measurement equal the bare model's."""
+def torchrun_script(script: str, out) -> None:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     launch(
         lambda port: [
@@ -208,10 +206,16 @@ def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_
             "2",
             "--master_port",
             str(port),
-            os.path.join(HERE, "fsdp_run.py"),
-            str(tmp_path),
+            os.path.join(HERE, script),
+            str(out),
         ]
     )
+
+
+def test_fsdp_full_shard_hooks_penalty_and_measurement_match_the_bare_model(tmp_path):
+    """FSDP1 FULL_SHARD over 2 processes: half the parameters per rank, sites found through `_fsdp_wrapped_module`,
+    the penalty and its gradient (squared norm, summed over the shards) and the measurement equal the bare model's."""
+    torchrun_script("fsdp_run.py", tmp_path)
     for rank in range(2):
         with open(tmp_path / f"fsdp-rank{rank}.json") as f:
             r = json.load(f)
@@ -277,19 +281,19 @@ def test_rows_across_ranks_give_the_penalty_and_the_step_of_the_global_batch(acr
     assert moved > 10
 
 
-def torchrun_script(script: str, out) -> None:
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    launch(
-        lambda port: [
-            torchrun,
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(port),
-            os.path.join(HERE, script),
-            str(out),
-        ]
-    )
+def assert_sharded_run_matches_the_bare_model(r: dict, sharded: str) -> None:
+    """A sharded run's record (`sharded_reads.py`): the penalty and its gradient's squared norm equal the bare model's,
+    without checkpointing and under reentrant checkpointing (there the rows of layers 1 and 2 were captured without a
+    gradient and their gradient injected), and so do the measurement, the weight read whole and the top tokens."""
+    bare_penalty, bare_grad, bare_deferred = r["bare"]
+    assert bare_penalty > 0 and bare_grad > 0 and bare_deferred == []
+    for name, deferred in ((sharded, []), ("reentrant", [1, 2])):
+        penalty, grad, got_deferred = r[name]
+        assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
+        assert grad == pytest.approx(bare_grad, rel=1e-5), name
+        assert got_deferred == deferred, name
+    assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7
+    assert r["top_ids"][0] == r["top_ids"][1] and r["top_logit_diff"] < 1e-5
 
 
 def test_fsdp2_fully_shard_penalty_reentrant_injection_measurement_and_weights_match_the_bare_model(tmp_path):
@@ -301,16 +305,8 @@ def test_fsdp2_fully_shard_penalty_reentrant_injection_measurement_and_weights_m
     for rank in range(2):
         with open(tmp_path / f"fsdp2-rank{rank}.json") as f:
             r = json.load(f)
-        assert r["shard"] * 2 == r["total"] and r["names"] == r["bare_names"]
-        bare_penalty, bare_grad, bare_deferred = r["bare"]
-        assert bare_penalty > 0 and bare_grad > 0 and bare_deferred == []
-        for name, deferred in (("sharded", []), ("reentrant", [1, 2])):
-            penalty, grad, got_deferred = r[name]
-            assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
-            assert grad == pytest.approx(bare_grad, rel=1e-5), name
-            assert got_deferred == deferred, name  # reentrant: captured without a gradient, then injected
-        assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7 and r["still_sharded"] == "DTensor"
-        assert r["top_ids"][0] == r["top_ids"][1] and r["top_logit_diff"] < 1e-5
+        assert r["shard"] * 2 == r["total"] and r["names"] == r["bare_names"] and r["after_read"][0] == "DTensor"
+        assert_sharded_run_matches_the_bare_model(r, "sharded")
 
 
 def test_deepspeed_zero3_penalty_reentrant_injection_measurement_and_weights_match_the_bare_model(tmp_path):
@@ -323,15 +319,8 @@ def test_deepspeed_zero3_penalty_reentrant_injection_measurement_and_weights_mat
         with open(tmp_path / f"zero3-rank{rank}.json") as f:
             r = json.load(f)
         assert all(r["partitioned"]) and r["numel_outside_forward"] == 0 and r["names"] == r["bare_names"]
-        bare_penalty, bare_grad, bare_deferred = r["bare"]
-        assert bare_penalty > 0 and bare_grad > 0 and bare_deferred == []
-        for name, deferred in (("zero3", []), ("reentrant", [1, 2])):
-            penalty, grad, got_deferred = r[name]
-            assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
-            assert grad == pytest.approx(bare_grad, rel=1e-5), name
-            assert got_deferred == deferred, name
-        assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7 and r["numel_after_read"] == 0
-        assert r["top_ids"][0] == r["top_ids"][1] and r["top_logit_diff"] < 1e-5
+        assert_sharded_run_matches_the_bare_model(r, "zero3")
+        assert r["after_read"][1] == 0  # partitioned again after the weights were read whole
 
 
 def test_two_processes_refuse_a_used_output_dir_together(tmp_path):

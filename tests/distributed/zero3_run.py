@@ -7,19 +7,14 @@ gradient (gathered with `safe_get_full_grad`), the same under reentrant activati
 gradient injected at the recomputation: the recipe TRL forces for PEFT under ZeRO-3), the monosemanticity
 measurement, the whole weights `linear_weight` reads from the partitions and the top tokens."""
 
-import json
-import os
-import sys
-
 import torch
+from sharded_reads import PROMPTS, compare_reads, run_main, write_record
 
 from tests.helpers import make_model, make_tokenizer
-from trl_decpo import decorrelation_penalty, measure_monosemanticity, top_tokens
+from trl_decpo import decorrelation_penalty
 from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, resolve_sites
-from trl_decpo.monosemanticity.weights import linear_weight
 
 
-PROMPTS = ["the cat sat on the mat", "a dog ran fast", "yes no", "i think you agree"]
 LAYERS = [1, 2]
 CONFIG = {
     "train_micro_batch_size_per_gpu": 4,
@@ -70,7 +65,6 @@ def main():
     # (`deepspeed.comm.torch` as an attribute is the torch package, which deepspeed.comm imports under that name.)
     importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
-    import torch.distributed as dist
 
     checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     engines = {}
@@ -79,7 +73,6 @@ def main():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         engines[name], *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=CONFIG)
     bare.train()
-    rank = dist.get_rank()
     up_proj = engines["zero3"].module.model.layers[1].mlp.up_proj
     record = {
         "partitioned": [hasattr(p, "ds_id") for p in engines["zero3"].module.parameters()],
@@ -93,29 +86,9 @@ def main():
     for name, engine in engines.items():
         record[name] = penalty_step(None, batch["input_ids"], batch["attention_mask"], engine=engine)
 
-    module = engines["zero3"].module
-    module.eval()
-    bare.eval()
-    with torch.no_grad():
-        measured = measure_monosemanticity(module, PROMPTS, tokenizer)
-        reference = measure_monosemanticity(bare, PROMPTS, tokenizer)
-    record["fd_diff"] = max(abs(measured.fd[k] - reference.fd[k]) for k in reference.fd)
-    weight, _ = linear_weight(up_proj)
-    record["weight_diff"] = float((weight - bare.model.layers[1].mlp.up_proj.weight.float()).abs().max())
-    record["numel_after_read"] = up_proj.weight.numel()  # partitioned again
-    tokens = [top_tokens(m, tokenizer, layer=1, k=3, num_tokens=4, prompts=PROMPTS) for m in (module, bare)]
-    record["top_ids"] = [[n.token_ids for n in found] for found in tokens]
-    record["top_logit_diff"] = max(
-        abs(a - b) for x, y in zip(*tokens, strict=True) for a, b in zip(x.logits, y.logits, strict=True)
-    )
-    with open(os.path.join(sys.argv[1], f"zero3-rank{rank}.json"), "w") as f:
-        json.dump(record, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    record.update(compare_reads(engines["zero3"].module, bare, tokenizer))
+    write_record(record, "zero3")
 
 
 if __name__ == "__main__":
-    main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # skip the interpreter's teardown, where torch's gloo threads occasionally abort after the work
+    run_main(main)
