@@ -297,9 +297,9 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "",
         f"![per-layer differences, seed-level 95% t bands]({os.path.basename(figure)})",
         "",
-        f"{FIGURE}: FD and its control per layer, the mean over seeds of DPO - base, DecPO - DPO and DecPO at layer "
-        f"{layers[-1]} - DPO, with seed-level 95% t bands (exploratory: not corrected; the rows are in analysis.json, "
-        "`per_layer`).",
+        f"{FIGURE}: FD and its control per layer, the mean over seeds of DPO - base, DecPO - DPO"
+        + (f" and DecPO at layer {layers[-1]} - DPO" if alt else "")
+        + ", with seed-level 95% t bands (exploratory: not corrected; the rows are in analysis.json, `per_layer`).",
         "",
         "FD(DPO) - FD(base) per layer (exploratory: not corrected, not tested):",
         "",

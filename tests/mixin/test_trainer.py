@@ -510,3 +510,20 @@ def test_one_gather_and_one_host_sync_per_step_for_all_layers(tmp_path, monkeypa
     trainer.train()
     assert gathered.count((1, 11)) == 2  # one per step: DPO loss, total + 4 layers, then finite flags: loss + 4 layers
     assert calls.count((11,)) == 2  # one host sync per step for all of them
+
+
+def test_a_second_compute_loss_before_the_backward_is_refused_under_reentrant_checkpointing(tmp_path):
+    """Under reentrant checkpointing a loss's penalty gets its gradient in that loss's backward; a second
+    `compute_loss` before it would silently drop the first loss's injection, so it is refused."""
+    model = make_model()  # the Trainer turns checkpointing on in `train()`: here, on the model itself
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    trainer = DecPOTrainer(
+        model=model, args=decpo_config(tmp_path), train_dataset=make_dataset(), processing_class=make_tokenizer()
+    )
+    trainer.model.train()
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    loss = trainer.compute_loss(trainer.model, inputs)
+    assert trainer.decorrelation_injection.armed and trainer.decorrelation_capture.without_grad == {1}
+    with pytest.raises(RuntimeError, match=r"`compute_loss` ran again before the backward.*layers \[1\]"):
+        trainer.compute_loss(trainer.model, inputs)
+    assert count_decpo_hooks(trainer.model) == 0 and loss.requires_grad

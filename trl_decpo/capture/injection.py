@@ -16,8 +16,10 @@ loss itself (it includes whatever the backward applies to the loss: gradient acc
 scaling). The loss's backward node runs before any layer's recomputation, which lies downstream of it, so ``m`` is
 known in time. Megatron-LM attaches its mixture-of-experts auxiliary loss the same way (``MoEAuxLossAutoScaler``).
 
-Each armed layer injects once (a second backward over the same graph finds nothing armed), and :meth:`disarm` removes
-the hooks, which then has to follow the backward (``DecorrelationMixin.training_step``).
+Each armed layer injects once (a second backward over the same graph finds nothing armed). When the loss's backward
+ends, before anything can use the gradients (an optimizer step inside the backward call, as DeepSpeed's), a layer whose
+penalty got no gradient raises :class:`RuntimeError` naming it. :meth:`disarm` removes the hooks, which then has to
+follow the backward (``DecorrelationMixin.training_step``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ import torch
 from .hooks import _HOOK_MARKER
 from .rows import RowIndex
 from .sites import ResolvedSite
+
+
+MISSED = (
+    "The decorrelation penalty at layers {layers} got no gradient: their rows were captured with gradients off and the "
+    "backward never recomputed those layers with gradients. Under reentrant activation checkpointing this happens when "
+    "nothing before the layers requires a gradient (with PEFT, call `model.enable_input_require_grads()`, as TRL does "
+    "when it applies a `peft_config`; or use `use_reentrant=False`)."
+)
 
 
 def in_backward() -> bool:
@@ -47,6 +57,8 @@ class _LossProbe(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         ctx.owner.loss_gradient = grad.detach()
+        # runs when this backward ends (after every recomputation), before the caller can use the gradients
+        torch.autograd.Variable._execution_engine.queue_callback(ctx.owner.check_delivered)
         return grad, None
 
 
@@ -54,10 +66,10 @@ class _Inject(torch.autograd.Function):
     """Identity on a layer's activation, and ``d(root)/d(penalty) = factor * m`` for the penalty computed from it."""
 
     @staticmethod
-    def forward(ctx, activation, penalty, owner, factor):
-        ctx.owner, ctx.factor = owner, factor
+    def forward(ctx, activation, penalty, owner, factor, layer):
+        ctx.owner, ctx.factor, ctx.layer = owner, factor, layer
         ctx.penalty_meta = (penalty.shape, penalty.dtype, penalty.device)
-        return activation.view_as(activation)
+        return activation.clone()  # a new tensor: the layer may modify its output in place
 
     @staticmethod
     def backward(ctx, grad):
@@ -69,7 +81,8 @@ class _Inject(torch.autograd.Function):
                 "the loss that `compute_loss` returned."
             )
         penalty_grad = torch.full(shape, ctx.factor, dtype=dtype, device=device) * scale.to(dtype=dtype, device=device)
-        return grad, penalty_grad, None, None
+        ctx.owner.delivered.add(ctx.layer)
+        return grad, penalty_grad, None, None, None
 
 
 class PenaltyInjection:
@@ -77,7 +90,9 @@ class PenaltyInjection:
 
     def __init__(self, sites: list[ResolvedSite]):
         self.sites = {site.layer: site for site in sites}
-        self.pending: set[int] = set()
+        self.pending: set[int] = set()  # armed, not yet recomputed
+        self.layers: set[int] = set()  # armed in this step
+        self.delivered: set[int] = set()  # whose penalty got its gradient
         self.loss_gradient: torch.Tensor | None = None
         self._handles: list = []
 
@@ -95,7 +110,7 @@ class PenaltyInjection:
         """Hook ``layers`` until :meth:`disarm`: at its recomputation in the backward, each layer's penalty
         ``penalty(rows)`` gets the gradient ``factor`` times the gradient of the loss passed through :meth:`probe`."""
         self.disarm()
-        self.pending, self.loss_gradient = set(layers), None
+        self.pending, self.layers, self.delivered, self.loss_gradient = set(layers), set(layers), set(), None
         for layer in layers:
             resolved = self.sites[layer]
             hook = self._make_hook(layer, row_index, penalty, float(factor))
@@ -108,12 +123,22 @@ class PenaltyInjection:
         """``loss`` unchanged, with a backward node that records the gradient reaching it."""
         return _LossProbe.apply(loss, self)
 
+    def missed(self) -> list[int]:
+        """The layers armed in this step whose penalty got no gradient (yet)."""
+        return sorted(self.layers - self.delivered)
+
+    def check_delivered(self) -> None:
+        """Raise, naming the layers, if an armed layer's penalty got no gradient (queued at the end of the backward)."""
+        if self.missed():
+            raise RuntimeError(MISSED.format(layers=self.missed()))
+
     def disarm(self) -> list[int]:
-        """Remove the hooks; returns the layers that were armed and never recomputed (their penalty got no gradient)."""
+        """Remove the hooks; returns the layers that were armed and whose penalty got no gradient."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        missed, self.pending = sorted(self.pending), set()
+        missed = self.missed()
+        self.pending, self.layers, self.delivered = set(), set(), set()
         return missed
 
     def _make_hook(self, layer: int, row_index: RowIndex, penalty, factor: float):
@@ -127,7 +152,7 @@ class PenaltyInjection:
                     f"The activations recomputed at decoder layer {layer} carry no gradient either: no trainable "
                     "parameter lies before it, so the decorrelation penalty cannot change any weight."
                 )
-            return _Inject.apply(tensor, penalty(rows), self, factor)
+            return _Inject.apply(tensor, penalty(rows), self, factor, layer)
 
         if self.sites[layer].site.capture_input:
 

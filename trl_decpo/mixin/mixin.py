@@ -35,6 +35,7 @@ from ..capture import (
     describe_sites,
     resolve_sites,
 )
+from ..capture.injection import MISSED
 from ..capture.ranks import gather_rows
 from ..capture.sites import KEPT_DEFAULTS, is_moe_block
 from ..compat import (
@@ -68,6 +69,12 @@ SETTING_NAMES = (
     "decorrelation_max_rows",
     "decorrelation_across_ranks",
 )
+
+
+def is_checkpointing(model: nn.Module) -> bool:
+    """Whether activation checkpointing is on in ``model`` (transformers' ``gradient_checkpointing`` flag on a layer;
+    a wrapper's inner model included)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
 
 
 class DecorrelationMixin:
@@ -178,13 +185,8 @@ class DecorrelationMixin:
                 result = super().training_step(*args, **kwargs)
         finally:  # the injection's hooks live from `compute_loss` to the end of the backward, never longer
             missed = injection.disarm() if injection is not None else []
-        if missed:
-            raise RuntimeError(
-                f"The decorrelation penalty at layers {missed} got no gradient: those layers ran with gradients off "
-                "(reentrant activation checkpointing) and were never recomputed in the backward, which happens when "
-                "nothing before them requires a gradient. With PEFT, call `model.enable_input_require_grads()` (TRL "
-                "does when it applies the `peft_config`), or use `use_reentrant=False`."
-            )
+        if missed:  # the backward's own check did not run (a loss that does not reach the penalty's layers)
+            raise RuntimeError(MISSED.format(layers=missed))
         return result
 
     def prediction_step(self, *args, **kwargs):
@@ -196,7 +198,13 @@ class DecorrelationMixin:
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
-        self.decorrelation_injection.disarm()  # armed by a `compute_loss` whose backward never came
+        missed = self.decorrelation_injection.disarm()  # armed by a `compute_loss` whose backward never came
+        if missed:
+            raise RuntimeError(
+                f"`compute_loss` ran again before the backward of its last loss, whose decorrelation penalty at layers "
+                f"{missed} waits for that backward (reentrant activation checkpointing): backpropagate each loss before "
+                "the next `compute_loss`."
+            )
         args = self.args
         row_index = build_row_index(
             args.decorrelation_pooling,
@@ -209,8 +217,9 @@ class DecorrelationMixin:
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         loss, outputs = result if return_outputs else (result, None)
-        # rows captured with gradients off in a step that has them: inside a reentrant checkpoint (injected below)
-        training = model.training and torch.is_grad_enabled()
+        # rows captured with gradients off in a step that has them, on a checkpointed model: inside a reentrant
+        # checkpoint, their gradient injected below (anything else with such rows is refused by the penalty)
+        training = model.training and torch.is_grad_enabled() and is_checkpointing(model)
         deferred = frozenset(self.decorrelation_capture.without_grad) if training else frozenset()
         penalty, per_layer = self.decorrelation_penalty(rows, training=model.training, deferred=deferred)
         # Whether the run itself is finite (the trainer's loss, then each layer's rows), checked with the logging's sync

@@ -36,7 +36,9 @@ def layer_penalties(
         if no_grad:
             raise RuntimeError(
                 f"The activations captured at {no_grad} carry no gradient, so the decorrelation penalty would "
-                "silently do nothing: no trainable parameter lies before the hooked layer."
+                "silently do nothing. Usual causes: no trainable parameter lies before the hooked layer, or a forward "
+                "without gradients ran before the policy forward inside `compute_loss` (pause the capture around it: "
+                "`decorrelation_paused()`)."
             )
     options = penalty_options(args)
     layer_rows = [rows[site.layer] for site in sites]

@@ -128,12 +128,12 @@ def full_parameters(module: nn.Module):
         yield
         return
     swapped = []
-    for sub in module.modules():
-        for name, param in list(sub._parameters.items()):
-            if isinstance(param, DTensor):
-                sub._parameters[name] = nn.Parameter(param.full_tensor().detach(), requires_grad=False)
-                swapped.append((sub, name, param))
     try:
+        for sub in module.modules():
+            for name, param in list(sub._parameters.items()):
+                if isinstance(param, DTensor):
+                    sub._parameters[name] = nn.Parameter(param.full_tensor().detach(), requires_grad=False)
+                    swapped.append((sub, name, param))
         yield
     finally:
         for sub, name, param in swapped:
