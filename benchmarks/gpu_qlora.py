@@ -14,7 +14,9 @@ Checks, each a line of the report that says PASS or FAIL: every run trains its L
 DecPO logs `loss = dpo_loss + penalty` and a penalty > 0; the reentrant run's first logged penalty and DPO loss equal the
 non-reentrant run's (same data, same initial weights), and its LoRA weights after the steps are within a tolerance of
 the non-reentrant run's (bf16 and 4-bit kernels: not bit-equal), and farther from DPO's. Step time and
-peak memory per run go into the table (the example prints them). Writes `<out>/gpu_qlora.json` and `<out>/gpu_qlora.md`.
+peak memory per run go into the table (the example prints them), with their ratios to DPO; then the penalty's own
+time at `--penalty-rows` x `--penalty-width` (4096 x 11008) and the FD measurement on `--probes` (1,000) probes against
+a bare forward. Without a GPU (and without `--tiny`) it says so and exits 0. Writes `<out>/gpu_qlora.json` and `<out>/gpu_qlora.md`.
 
     python -m benchmarks.gpu_qlora --out outputs/gpu_qlora                  # any CUDA machine with the test extras
     # the device machine of this workplace has torch, transformers, peft and accelerate, not the rest:
@@ -115,6 +117,51 @@ def run(name: str, extra: list[str], model_dir: str, data: str, out: str, steps:
     }
 
 
+def penalty_seconds(rows: int, width: int, device: str) -> dict:
+    """Seconds of one forward and backward of the penalty on ``rows x width`` activations, per dtype and target."""
+    import torch
+
+    from trl_decpo import decorrelation_penalty
+
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        base = torch.randn(rows, width, device=device).to(dtype)
+        for target in ("samples", "features"):
+
+            def once(base=base, target=target):
+                z = base.clone().requires_grad_(True)
+                decorrelation_penalty(z, target=target).backward()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+
+            once()  # warm-up
+            start = time.perf_counter()
+            once()
+            out[f"{str(dtype).split('.')[-1]}, {target}"] = time.perf_counter() - start
+    return out
+
+
+def measurement_ratio(model_dir: str, count: int, device: str) -> dict:
+    """Seconds of `measure_monosemanticity` (every layer) and of a bare forward over the same ``count`` probes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks.monosemanticity_cost import bare_forward, timed
+    from trl_decpo import measure_monosemanticity
+    from trl_decpo.monosemanticity.probes import tokenize_prompts
+    from trl_decpo.testing import PAIRS
+
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prompts = [f"{PAIRS[i % len(PAIRS)][0]} {PAIRS[(i // len(PAIRS)) % len(PAIRS)][1]}" for i in range(count)]
+    tokens = tokenize_prompts(prompts, tokenizer)
+    bare_forward(model, tokens, 16, tokenizer.pad_token_id, {"logits_to_keep": 1})  # warm-up
+    bare = timed(lambda: bare_forward(model, tokens, 16, tokenizer.pad_token_id, {"logits_to_keep": 1}))
+    measure = timed(lambda: measure_monosemanticity(model, prompts, tokenizer, batch_size=16))
+    return {"bare": bare, "measure": measure}
+
+
 def checks(results: dict) -> list[tuple[str, bool]]:
     out = []
     for name, r in results.items():
@@ -147,11 +194,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=80)
     parser.add_argument("--tiny", action="store_true", help="small widths on the CPU, no quantization (tests)")
+    parser.add_argument("--penalty-rows", type=int, default=4096)
+    parser.add_argument("--penalty-width", type=int, default=11008)
+    parser.add_argument("--probes", type=int, default=1000, help="probe prompts of the measurement's timing")
     args = parser.parse_args(argv)
     import torch
 
     if not args.tiny and not torch.cuda.is_available():
-        raise SystemExit("benchmarks.gpu_qlora needs a CUDA GPU (bitsandbytes 4-bit training, bf16)")
+        print("benchmarks.gpu_qlora: no CUDA GPU here, nothing to check (`--tiny` runs the same on a CPU)", flush=True)
+        return 0
     os.makedirs(args.out, exist_ok=True)
     model_dir, data = os.path.join(args.out, "model"), os.path.join(args.out, "pairs.jsonl")
     start = time.perf_counter()
@@ -164,6 +215,11 @@ def main(argv=None) -> int:
         for name, extra in RUNS.items()
     }
     verdicts = checks(results)
+    device = "cpu" if args.tiny else "cuda"
+    costs = {
+        "penalty": penalty_seconds(args.penalty_rows, args.penalty_width, device),
+        "measurement": measurement_ratio(model_dir, args.probes, device),
+    }
     lines = [
         f"# QLoRA path on {'the CPU (--tiny)' if args.tiny else torch.cuda.get_device_name()} (torch {torch.__version__})",
         "",
@@ -179,12 +235,34 @@ def main(argv=None) -> int:
         step, peak = (f"{v:.2f}" if v is not None else "n/a" for v in (r["seconds_per_step"], r["peak_gib"]))
         lines.append(f"| {name} | {step} | {peak} | {first['loss']:.4f} | "
                      f"{first.get('decorrelation/penalty', float('nan')):.4f} |")  # fmt: skip
+    dpo = results["dpo"]
+    for name in ("decpo", "decpo_reentrant"):
+        r = results[name]
+        step = (
+            r["seconds_per_step"] / dpo["seconds_per_step"]
+            if r["seconds_per_step"] and dpo["seconds_per_step"]
+            else None
+        )
+        peak = r["peak_gib"] / dpo["peak_gib"] if r["peak_gib"] and dpo["peak_gib"] else None
+        lines.append(f"| {name} / dpo | {step or float('nan'):.3f} | {peak or float('nan'):.3f} | | |")
+    lines += [
+        "",
+        f"The penalty alone, forward and backward, {args.penalty_rows} rows of width {args.penalty_width}:",
+        "",
+    ]
+    lines += [f"- {key}: {value * 1000:.1f} ms" for key, value in costs["penalty"].items()]
+    m = costs["measurement"]
+    lines += [
+        "",
+        f"FD measurement of every layer on {args.probes} probes: {m['measure']:.2f} s against a bare forward's "
+        f"{m['bare']:.2f} s (ratio {m['measure'] / m['bare']:.2f}).",
+    ]
     lines += ["", *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in verdicts]]
     report = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "gpu_qlora.md"), "w", encoding="utf-8") as handle:
         handle.write(report)
     with open(os.path.join(args.out, "gpu_qlora.json"), "w", encoding="utf-8") as handle:
-        json.dump({k: {**v, "lora": None} for k, v in results.items()}, handle, indent=1)
+        json.dump({"runs": {k: {**v, "lora": None} for k, v in results.items()}, "costs": costs}, handle, indent=1)
     print(report, flush=True)
     return 0 if all(ok for _, ok in verdicts) else 1
 

@@ -43,19 +43,26 @@ def sites(model, path="up", capture_input=False):
     ]
 
 
-def gradients(reentrant: bool, scale: float, factor: float, layers=(0, 2), path="up", capture_input=False):
+def gradients(
+    reentrant: bool, scale: float, factor: float, layers=(0, 2), path="up", capture_input=False, pooling="last",
+    target="samples",
+):  # fmt: skip
     torch.manual_seed(0)
     model = Toy(reentrant=reentrant)
     ids = torch.randint(0, 20, (4, 5))
-    index = build_row_index("last", "both", ids, attention_mask=torch.ones_like(ids))
+    completion = torch.tensor([[0, 0, 1, 1, 1]] * 4)
+    max_rows = 12 if pooling == "tokens" else None
+    index = build_row_index(
+        pooling, "both", ids, attention_mask=torch.ones_like(ids), completion_mask=completion, max_rows=max_rows
+    )
     chosen = [s for s in sites(model, path, capture_input) if s.layer in layers]
     capture, injection = ActivationCapture(chosen), PenaltyInjection(chosen)
     with capture.capture(index) as rows:
         task = model(ids)
-    penalty = sum(decorrelation_penalty(rows[layer]) for layer in layers)
+    penalty = sum(decorrelation_penalty(rows[layer], target=target) for layer in layers)
     loss = task + factor * penalty
     if capture.without_grad:
-        injection.arm(sorted(capture.without_grad), index, decorrelation_penalty, factor)
+        injection.arm(sorted(capture.without_grad), index, lambda r: decorrelation_penalty(r, target=target), factor)
         loss = injection.probe(loss)
     (scale * loss).backward()
     missed = injection.disarm()
@@ -71,6 +78,18 @@ def test_injected_gradient_equals_the_gradient_without_checkpointing(scale):
     for name in plain:
         assert torch.allclose(plain[name], injected[name], atol=1e-6, rtol=1e-5), name
     without_penalty, *_ = gradients(False, scale, factor=0.0)
+    assert not torch.allclose(without_penalty["layers.0.up.weight"], injected["layers.0.up.weight"])
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "tokens"])
+@pytest.mark.parametrize("target", ["samples", "features"])
+def test_every_pooling_and_target_gives_the_gradient_without_checkpointing(pooling, target):
+    plain, *_ = gradients(False, 3.0, factor=0.7, pooling=pooling, target=target)
+    injected, deferred, missed, _ = gradients(True, 3.0, factor=0.7, pooling=pooling, target=target)
+    assert deferred == {0, 2} and missed == []
+    for name in plain:
+        assert torch.allclose(plain[name], injected[name], atol=1e-6, rtol=1e-4), name
+    without_penalty, *_ = gradients(False, 3.0, factor=0.0, pooling=pooling, target=target)
     assert not torch.allclose(without_penalty["layers.0.up.weight"], injected["layers.0.up.weight"])
 
 

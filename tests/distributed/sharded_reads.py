@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from trl_decpo import measure_monosemanticity, top_tokens
+from trl_decpo.capture import count_decpo_hooks
 from trl_decpo.monosemanticity.weights import linear_weight
 
 
@@ -32,6 +33,7 @@ def compare_reads(sharded, bare, tokenizer) -> dict:
         "fd_diff": max(abs(measured.fd[k] - reference.fd[k]) for k in reference.fd),
         "weight_diff": float((weight - bare.model.layers[1].mlp.up_proj.weight.float()).abs().max()),
         "after_read": after_read,
+        "hooks_left": count_decpo_hooks(sharded) + count_decpo_hooks(bare),  # after the steps and the reads
         "top_ids": [[n.token_ids for n in found] for found in tokens],
         "top_logit_diff": max(
             abs(a - b) for x, y in zip(*tokens, strict=True) for a, b in zip(x.logits, y.logits, strict=True)

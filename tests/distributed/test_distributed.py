@@ -292,7 +292,7 @@ def assert_sharded_run_matches_the_bare_model(r: dict, sharded: str) -> None:
         assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
         assert grad == pytest.approx(bare_grad, rel=1e-5), name
         assert got_deferred == deferred, name
-    assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7
+    assert r["fd_diff"] < 1e-9 and r["weight_diff"] < 1e-7 and r["hooks_left"] == 0
     assert r["top_ids"][0] == r["top_ids"][1] and r["top_logit_diff"] < 1e-5
 
 
@@ -320,6 +320,9 @@ def test_deepspeed_zero3_penalty_reentrant_injection_measurement_and_weights_mat
             r = json.load(f)
         assert all(r["partitioned"]) and r["numel_outside_forward"] == 0 and r["names"] == r["bare_names"]
         assert_sharded_run_matches_the_bare_model(r, "zero3")
+        penalty, grad, deferred = r["zero2"]  # ZeRO-2: gradients partitioned, parameters whole
+        assert penalty == pytest.approx(r["bare"][0], rel=1e-6) and grad == pytest.approx(r["bare"][1], rel=1e-5)
+        assert deferred == []
         assert r["after_read"][1] == 0  # partitioned again after the weights were read whole
 
 

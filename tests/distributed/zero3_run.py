@@ -5,7 +5,8 @@ Every parameter is partitioned (`stage3_param_persistence_threshold: 0`: a tiny 
 stay whole). Compared with the bare model on the same batch: the sites' names, the penalty and the squared norm of its
 gradient (gathered with `safe_get_full_grad`), the same under reentrant activation checkpointing (the penalty's
 gradient injected at the recomputation: the recipe TRL forces for PEFT under ZeRO-3), the monosemanticity
-measurement, the whole weights `linear_weight` reads from the partitions and the top tokens."""
+measurement, the whole weights `linear_weight` reads from the partitions and the top tokens. A ZeRO-2 engine too
+(gradients partitioned, parameters whole): the penalty and its gradient."""
 
 import torch
 from sharded_reads import PROMPTS, compare_reads, run_main, write_record
@@ -56,7 +57,7 @@ def penalty_step(model, ids, mask, engine=None, factor=0.5):
 
 def main():
     torch.set_num_threads(1)
-    bare, partitioned, checkpointed = make_model(), make_model(), make_model()  # same weights
+    bare, partitioned, checkpointed, stage2 = make_model(), make_model(), make_model(), make_model()  # same weights
     import importlib
 
     import deepspeed
@@ -68,10 +69,11 @@ def main():
 
     checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     engines = {}
-    for name, model in (("zero3", partitioned), ("reentrant", checkpointed)):
+    for name, model, stage in (("zero3", partitioned, 3), ("reentrant", checkpointed, 3), ("zero2", stage2, 2)):
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        engines[name], *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=CONFIG)
+        config = {**CONFIG, "zero_optimization": {**CONFIG["zero_optimization"], "stage": stage}}
+        engines[name], *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     bare.train()
     up_proj = engines["zero3"].module.model.layers[1].mlp.up_proj
     record = {

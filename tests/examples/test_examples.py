@@ -293,10 +293,12 @@ def test_the_gpu_qlora_check_passes_on_a_tiny_cpu_model_and_fails_a_penalty_with
     from benchmarks import gpu_qlora
 
     out = tmp_path / "gpu"
-    code = gpu_qlora.main(["--tiny", "--out", str(out), "--steps", "2", "--batch", "4", "--pairs", "24"])
+    argv = ["--tiny", "--out", str(out), "--steps", "2", "--batch", "4", "--pairs", "24"]
+    code = gpu_qlora.main([*argv, "--penalty-rows", "64", "--penalty-width", "48", "--probes", "40"])
     report = (out / "gpu_qlora.md").read_text()
     assert code == 0 and report.count("- PASS") >= 7 and "FAIL" not in report, report
-    results = json.loads((out / "gpu_qlora.json").read_text())
+    assert "| decpo / dpo |" in report and "on 40 probes" in report and "float32, features" in report
+    results = json.loads((out / "gpu_qlora.json").read_text())["runs"]
     first = {name: r["logs"][0] for name, r in results.items()}
     assert first["decpo_reentrant"]["decorrelation/penalty"] == pytest.approx(first["decpo"]["decorrelation/penalty"])
     assert "decorrelation/penalty" not in first["dpo"]  # coefficient 0: DPOTrainer itself

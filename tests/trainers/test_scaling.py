@@ -27,7 +27,9 @@ def test_penalty_is_scaled_for_gradient_accumulation_as_the_trainer_loss(
         return model(input_ids=self.decorrelation_batch(inputs)["input_ids"]).logits.sum() * 0.0
 
     monkeypatch.setattr(trl_class, "compute_loss", zero_loss)
-    monkeypatch.setattr(mixin, "layer_penalties", lambda sites, rows, args, training: (torch.ones(()), torch.ones(1)))
+    monkeypatch.setattr(
+        mixin, "layer_penalties", lambda sites, rows, args, training, deferred: (torch.ones(()), torch.ones(1))
+    )
     ids = torch.ones(2, 3, dtype=torch.long)
     if kind in ("grpo", "rloo"):
         inputs = {"prompt_ids": ids, "prompt_mask": ids, "completion_ids": ids, "completion_mask": ids}
