@@ -16,7 +16,8 @@ non-reentrant run's (same data, same initial weights), and its LoRA weights afte
 the non-reentrant run's (bf16 and 4-bit kernels: not bit-equal), and farther from DPO's. Step time and
 peak memory per run go into the table (the example prints them), with their ratios to DPO; then the penalty's own
 time at `--penalty-rows` x `--penalty-width` (4096 x 11008) and the FD measurement on `--probes` (1,000) probes against
-a bare forward. Without a GPU (and without `--tiny`) it says so and exits 0. Writes `<out>/gpu_qlora.json` and `<out>/gpu_qlora.md`.
+a bare forward. Without a GPU (and without `--tiny`) it says so and exits 0. Writes `<out>/gpu_qlora.json` and
+`<out>/gpu_qlora.md`.
 
     python -m benchmarks.gpu_qlora --out outputs/gpu_qlora                  # any CUDA machine with the test extras
     # the device machine of this workplace has torch, transformers, peft and accelerate, not the rest:
