@@ -12,24 +12,29 @@ from sharded_reads import PROMPTS, compare_reads, run_main, write_record
 from tests.helpers import make_model, make_tokenizer
 from trl_decpo import decorrelation_penalty
 from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, resolve_sites
+from trl_decpo.capture.ranks import gather_rows
 
 
 LAYERS = [1, 2]
 
 
-def penalty_step(model, ids, mask, factor=0.5):
+def penalty_step(model, ids, mask, factor=0.5, split=False):
     """One backward of ``output + factor * penalty``, injecting the penalty's gradient where the rows carry none;
     returns the penalty and the squared norm of the whole gradient (summed over shards and ranks when sharded)."""
     model.zero_grad()
     sites = resolve_sites(model, LAYERS)
+    if split:  # this rank's half of the batch, the penalty on the rows of both (`decorrelation_across_ranks`)
+        half = ids.shape[0] // dist.get_world_size()
+        ids, mask = (t[dist.get_rank() * half : (dist.get_rank() + 1) * half] for t in (ids, mask))
+    rows_of = gather_rows if split else (lambda r: r)
     index = build_row_index("last", "both", ids, attention_mask=mask)
     capture, injection = ActivationCapture(sites), PenaltyInjection(sites)
     with capture.capture(index) as rows:
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    value = sum(decorrelation_penalty(rows[layer]) for layer in LAYERS)
+    value = sum(decorrelation_penalty(rows_of(rows[layer])) for layer in LAYERS)
     loss = logits.float().pow(2).mean() + factor * value
     if capture.without_grad:
-        injection.arm(sorted(capture.without_grad), index, decorrelation_penalty, factor)
+        injection.arm(sorted(capture.without_grad), index, lambda r: decorrelation_penalty(rows_of(r)), factor)
         loss = injection.probe(loss)
     loss.backward()
     assert injection.disarm() == []
@@ -69,6 +74,8 @@ def main():
     batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
     for name, model in (("bare", bare), ("sharded", sharded), ("reentrant", checkpointed)):
         record[name] = penalty_step(model, batch["input_ids"], batch["attention_mask"])
+    # each rank half of the batch, the rows gathered: one process's penalty and gradient on the whole batch
+    record["split"] = penalty_step(sharded, batch["input_ids"], batch["attention_mask"], split=True)
 
     record.update(compare_reads(sharded, bare, tokenizer))
     write_record(record, "fsdp2")

@@ -283,11 +283,12 @@ def test_rows_across_ranks_give_the_penalty_and_the_step_of_the_global_batch(acr
 
 def assert_sharded_run_matches_the_bare_model(r: dict, sharded: str) -> None:
     """A sharded run's record (`sharded_reads.py`): the penalty and its gradient's squared norm equal the bare model's,
-    without checkpointing and under reentrant checkpointing (there the rows of layers 1 and 2 were captured without a
-    gradient and their gradient injected), and so do the measurement, the weight read whole and the top tokens."""
+    without checkpointing, under reentrant checkpointing (there the rows of layers 1 and 2 were captured without a
+    gradient and their gradient injected), and with each rank holding half of the batch and the rows gathered across
+    ranks (one process on the global batch); and so do the measurement, the weight read whole and the top tokens."""
     bare_penalty, bare_grad, bare_deferred = r["bare"]
     assert bare_penalty > 0 and bare_grad > 0 and bare_deferred == []
-    for name, deferred in ((sharded, []), ("reentrant", [1, 2])):
+    for name, deferred in ((sharded, []), ("reentrant", [1, 2]), ("split", [])):
         penalty, grad, got_deferred = r[name]
         assert penalty == pytest.approx(bare_penalty, rel=1e-6), name
         assert grad == pytest.approx(bare_grad, rel=1e-5), name

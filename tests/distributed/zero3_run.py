@@ -9,11 +9,13 @@ measurement, the whole weights `linear_weight` reads from the partitions and the
 (gradients partitioned, parameters whole): the penalty and its gradient."""
 
 import torch
+import torch.distributed as dist
 from sharded_reads import PROMPTS, compare_reads, run_main, write_record
 
 from tests.helpers import make_model, make_tokenizer
 from trl_decpo import decorrelation_penalty
 from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, resolve_sites
+from trl_decpo.capture.ranks import gather_rows
 
 
 LAYERS = [1, 2]
@@ -27,7 +29,7 @@ CONFIG = {
 }
 
 
-def penalty_step(model, ids, mask, engine=None, factor=0.5):
+def penalty_step(model, ids, mask, engine=None, factor=0.5, split=False):
     """One backward of ``output + factor * penalty`` (through the engine when there is one), injecting the penalty's
     gradient where the rows carry none; returns the penalty, the squared norm of the whole gradient and the layers
     whose rows were captured without a gradient."""
@@ -35,14 +37,18 @@ def penalty_step(model, ids, mask, engine=None, factor=0.5):
 
     module = engine.module if engine is not None else model
     sites = resolve_sites(module, LAYERS)
+    if split:  # this rank's half of the batch, the penalty on the rows of both (`decorrelation_across_ranks`)
+        half = ids.shape[0] // dist.get_world_size()
+        ids, mask = (t[dist.get_rank() * half : (dist.get_rank() + 1) * half] for t in (ids, mask))
+    rows_of = gather_rows if split else (lambda r: r)
     index = build_row_index("last", "both", ids, attention_mask=mask)
     capture, injection = ActivationCapture(sites), PenaltyInjection(sites)
     with capture.capture(index) as rows:
         logits = (engine or model)(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    value = sum(decorrelation_penalty(rows[layer]) for layer in LAYERS)
+    value = sum(decorrelation_penalty(rows_of(rows[layer])) for layer in LAYERS)
     loss = logits.float().pow(2).mean() + factor * value
     if capture.without_grad:
-        injection.arm(sorted(capture.without_grad), index, decorrelation_penalty, factor)
+        injection.arm(sorted(capture.without_grad), index, lambda r: decorrelation_penalty(rows_of(r)), factor)
         loss = injection.probe(loss)
     if engine is not None:
         engine.backward(loss)
@@ -57,7 +63,7 @@ def penalty_step(model, ids, mask, engine=None, factor=0.5):
 
 def main():
     torch.set_num_threads(1)
-    bare, partitioned, checkpointed, stage2 = make_model(), make_model(), make_model(), make_model()  # same weights
+    bare, partitioned, checkpointed, stage2, split = (make_model() for _ in range(5))  # same weights
     import importlib
 
     import deepspeed
@@ -69,7 +75,9 @@ def main():
 
     checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     engines = {}
-    for name, model, stage in (("zero3", partitioned, 3), ("reentrant", checkpointed, 3), ("zero2", stage2, 2)):
+    # one backward per engine (an engine keeps its partitioned gradients until its step)
+    stages = (("zero3", partitioned, 3), ("reentrant", checkpointed, 3), ("zero2", stage2, 2), ("split", split, 3))
+    for name, model, stage in stages:
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         config = {**CONFIG, "zero_optimization": {**CONFIG["zero_optimization"], "stage": stage}}
@@ -85,8 +93,8 @@ def main():
     tokenizer = make_tokenizer()
     batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
     record["bare"] = penalty_step(bare, batch["input_ids"], batch["attention_mask"])
-    for name, engine in engines.items():
-        record[name] = penalty_step(None, batch["input_ids"], batch["attention_mask"], engine=engine)
+    for name, engine in engines.items():  # "split": each rank half of the batch, the rows of both gathered
+        record[name] = penalty_step(None, batch["input_ids"], batch["attention_mask"], engine, split=name == "split")
 
     record.update(compare_reads(engines["zero3"].module, bare, tokenizer))
     write_record(record, "zero3")
