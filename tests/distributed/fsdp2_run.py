@@ -7,46 +7,26 @@ monosemanticity measurement, the whole weights read by `linear_weight` and the t
 
 import torch
 import torch.distributed as dist
-from sharded_reads import PROMPTS, compare_reads, run_main, write_record
+from sharded_reads import LAYERS, PROMPTS, compare_reads, run_main, write_record
+from sharded_reads import penalty_step as shared_step
 
 from tests.helpers import make_model, make_tokenizer
-from trl_decpo import decorrelation_penalty
-from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, resolve_sites
-from trl_decpo.capture.ranks import gather_rows
+from trl_decpo.capture import resolve_sites
 
 
-LAYERS = [1, 2]
+def penalty_step(model, ids, mask, split=False):
+    """The shared step on ``model`` itself; the squared gradient norm summed over the shards (and ranks)."""
 
+    def backward(loss):
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        total = torch.stack([(g.to_local() if hasattr(g, "to_local") else g).pow(2).sum() for g in grads]).sum()
+        if any(hasattr(p, "to_local") for p in model.parameters()):
+            dist.all_reduce(total)
+        return float(total)
 
-def penalty_step(model, ids, mask, factor=0.5, split=False):
-    """One backward of ``output + factor * penalty``, injecting the penalty's gradient where the rows carry none;
-    returns the penalty and the squared norm of the whole gradient (summed over shards and ranks when sharded)."""
     model.zero_grad()
-    sites = resolve_sites(model, LAYERS)
-    if split:  # this rank's half of the batch, the penalty on the rows of both (`decorrelation_across_ranks`)
-        half = ids.shape[0] // dist.get_world_size()
-        ids, mask = (t[dist.get_rank() * half : (dist.get_rank() + 1) * half] for t in (ids, mask))
-    rows_of = gather_rows if split else (lambda r: r)
-    index = build_row_index("last", "both", ids, attention_mask=mask)
-    capture, injection = ActivationCapture(sites), PenaltyInjection(sites)
-    with capture.capture(index) as rows:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    value = sum(decorrelation_penalty(rows_of(rows[layer])) for layer in LAYERS)
-    loss = logits.float().pow(2).mean() + factor * value
-    if capture.without_grad:
-        injection.arm(sorted(capture.without_grad), index, lambda r: decorrelation_penalty(rows_of(r)), factor)
-        loss = injection.probe(loss)
-    loss.backward()
-    assert injection.disarm() == []
-    squares = []
-    for param in model.parameters():
-        if param.grad is not None:
-            grad = param.grad
-            squares.append((grad.to_local() if hasattr(grad, "to_local") else grad).pow(2).sum())
-    total = torch.stack(squares).sum()
-    if any(hasattr(p, "to_local") for p in model.parameters()):
-        dist.all_reduce(total)
-    return float(value.detach()), float(total), sorted(capture.without_grad)
+    return shared_step(model, model, backward, ids, mask, split=split)
 
 
 def main():

@@ -1,6 +1,7 @@
-"""What the sharded run scripts (`fsdp2_run.py`, `zero3_run.py`) share: after the penalty steps, the reads that must
-equal the bare model's (the monosemanticity measurement, a weight read whole from its shards, the top tokens), and the
-common ending of a run script (each rank writes its record, then the group goes away together)."""
+"""What the sharded run scripts (`fsdp2_run.py`, `zero3_run.py`) share: the penalty step (with the injection under
+reentrant checkpointing, and optionally each rank's half of the batch with the rows gathered across ranks), the reads
+that must equal the bare model's after it (the monosemanticity measurement, a weight read whole from its shards, the
+top tokens), and the common ending of a run script (each rank writes its record, then the group goes away together)."""
 
 import json
 import os
@@ -9,12 +10,38 @@ import sys
 import torch
 import torch.distributed as dist
 
-from trl_decpo import measure_monosemanticity, top_tokens
-from trl_decpo.capture import count_decpo_hooks
+from trl_decpo import decorrelation_penalty, measure_monosemanticity, top_tokens
+from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, count_decpo_hooks, resolve_sites
+from trl_decpo.capture.ranks import gather_rows
 from trl_decpo.monosemanticity.weights import linear_weight
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran fast", "yes no", "i think you agree"]
+LAYERS = [1, 2]
+
+
+def penalty_step(forward, module, backward, ids, mask, factor=0.5, split=False):
+    """``backward(loss)`` of ``output + factor * penalty`` at ``LAYERS`` of ``module`` (run by ``forward``: the model,
+    or its engine), injecting the penalty's gradient where the rows carry none; ``split``: this rank's half of the batch,
+    the penalty on the rows of every rank (`decorrelation_across_ranks`). Returns the penalty, what ``backward``
+    returns (the squared norm of the whole gradient) and the layers whose rows were captured without a gradient."""
+    sites = resolve_sites(module, LAYERS)
+    if split:
+        half = ids.shape[0] // dist.get_world_size()
+        ids, mask = (t[dist.get_rank() * half : (dist.get_rank() + 1) * half] for t in (ids, mask))
+    rows_of = gather_rows if split else (lambda r: r)
+    index = build_row_index("last", "both", ids, attention_mask=mask)
+    capture, injection = ActivationCapture(sites), PenaltyInjection(sites)
+    with capture.capture(index) as rows:
+        logits = forward(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    value = sum(decorrelation_penalty(rows_of(rows[layer])) for layer in LAYERS)
+    loss = logits.float().pow(2).mean() + factor * value
+    if capture.without_grad:
+        injection.arm(sorted(capture.without_grad), index, lambda r: decorrelation_penalty(rows_of(r)), factor)
+        loss = injection.probe(loss)
+    grad_sq = backward(loss)
+    assert injection.disarm() == []
+    return float(value.detach()), grad_sq, sorted(capture.without_grad)
 
 
 def compare_reads(sharded, bare, tokenizer) -> dict:

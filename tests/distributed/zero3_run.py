@@ -9,16 +9,13 @@ measurement, the whole weights `linear_weight` reads from the partitions and the
 (gradients partitioned, parameters whole): the penalty and its gradient."""
 
 import torch
-import torch.distributed as dist
-from sharded_reads import PROMPTS, compare_reads, run_main, write_record
+from sharded_reads import LAYERS, PROMPTS, compare_reads, run_main, write_record
+from sharded_reads import penalty_step as shared_step
 
 from tests.helpers import make_model, make_tokenizer
-from trl_decpo import decorrelation_penalty
-from trl_decpo.capture import ActivationCapture, PenaltyInjection, build_row_index, resolve_sites
-from trl_decpo.capture.ranks import gather_rows
+from trl_decpo.capture import resolve_sites
 
 
-LAYERS = [1, 2]
 CONFIG = {
     "train_micro_batch_size_per_gpu": 4,
     "gradient_accumulation_steps": 1,
@@ -29,36 +26,23 @@ CONFIG = {
 }
 
 
-def penalty_step(model, ids, mask, engine=None, factor=0.5, split=False):
-    """One backward of ``output + factor * penalty`` (through the engine when there is one), injecting the penalty's
-    gradient where the rows carry none; returns the penalty, the squared norm of the whole gradient and the layers
-    whose rows were captured without a gradient."""
+def penalty_step(model, ids, mask, engine=None, split=False):
+    """The shared step through ``engine`` (its backward) or on the bare ``model``; the squared norm of the whole
+    gradient (gathered with `safe_get_full_grad` from an engine)."""
     from deepspeed.utils import safe_get_full_grad
 
     module = engine.module if engine is not None else model
-    sites = resolve_sites(module, LAYERS)
-    if split:  # this rank's half of the batch, the penalty on the rows of both (`decorrelation_across_ranks`)
-        half = ids.shape[0] // dist.get_world_size()
-        ids, mask = (t[dist.get_rank() * half : (dist.get_rank() + 1) * half] for t in (ids, mask))
-    rows_of = gather_rows if split else (lambda r: r)
-    index = build_row_index("last", "both", ids, attention_mask=mask)
-    capture, injection = ActivationCapture(sites), PenaltyInjection(sites)
-    with capture.capture(index) as rows:
-        logits = (engine or model)(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    value = sum(decorrelation_penalty(rows_of(rows[layer])) for layer in LAYERS)
-    loss = logits.float().pow(2).mean() + factor * value
-    if capture.without_grad:
-        injection.arm(sorted(capture.without_grad), index, lambda r: decorrelation_penalty(rows_of(r)), factor)
-        loss = injection.probe(loss)
-    if engine is not None:
-        engine.backward(loss)
-        grads = [safe_get_full_grad(p) for p in module.parameters()]
-    else:
-        loss.backward()
-        grads = [p.grad for p in module.parameters()]
-    assert injection.disarm() == []
-    total = torch.stack([g.pow(2).sum() for g in grads if g is not None]).sum()
-    return float(value.detach()), float(total), sorted(capture.without_grad)
+
+    def backward(loss):
+        if engine is not None:
+            engine.backward(loss)
+            grads = [safe_get_full_grad(p) for p in module.parameters()]
+        else:
+            loss.backward()
+            grads = [p.grad for p in module.parameters()]
+        return float(torch.stack([g.pow(2).sum() for g in grads if g is not None]).sum())
+
+    return shared_step(engine or model, module, backward, ids, mask, split=split)
 
 
 def main():
