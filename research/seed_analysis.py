@@ -130,7 +130,8 @@ def alignment(a: list[dict], b: list[dict]) -> dict:
 
 
 def depth_claim(base: dict, dpo: list[dict]) -> dict:
-    """C1: FD(DPO) - FD(base) per layer, by thirds of the depth, and first third minus last third (per seed)."""
+    """C1: FD(DPO) - FD(base) by thirds of the depth, and first third minus last third (per seed; per layer: the
+    exploratory `per_layer` rows)."""
     layers = sorted(base["fd"])
     third = len(layers) // 3
     parts = {"first": layers[:third], "middle": layers[third : 2 * third], "last": layers[2 * third :]}
@@ -138,7 +139,6 @@ def depth_claim(base: dict, dpo: list[dict]) -> dict:
     def gain(record, chosen):
         return _mean([record["fd"][L] - base["fd"][L] for L in chosen])
 
-    per_layer = {L: seed_interval([base["fd"][L]] * len(dpo), [r["fd"][L] for r in dpo]).to_dict() for L in layers}
     thirds = {
         name: seed_interval([0.0] * len(dpo), [gain(r, chosen) for r in dpo]).to_dict()
         for name, chosen in parts.items()
@@ -146,7 +146,7 @@ def depth_claim(base: dict, dpo: list[dict]) -> dict:
     first_minus_last = seed_interval(
         [gain(r, parts["last"]) for r in dpo], [gain(r, parts["first"]) for r in dpo]
     ).to_dict()
-    return {"per_layer": per_layer, "thirds": thirds, "first_minus_last": first_minus_last}
+    return {"thirds": thirds, "first_minus_last": first_minus_last}
 
 
 def per_layer(base: dict, arms: dict[str, list[dict]]) -> list[dict]:
@@ -304,7 +304,11 @@ def analyse(output_dir: str, command: str = "", minutes: float | None = None, la
         "FD(DPO) - FD(base) per layer (exploratory: not corrected, not tested):",
         "",
     ]
-    lines += [f"- layer {L}: {_interval(row)}" for L, row in depth["per_layer"].items()]
+    lines += [
+        f"- layer {row['layer']}: {_interval(row)}"
+        for row in result["per_layer"]
+        if (row["comparison"], row["metric"]) == ("DPO - base", "fd")
+    ]
     rule = result["layer_rule"]
     if rule:
         lines += ["", f"## The default layer: {layers[1]} against {layers[0]} (the plan's rule)", ""]

@@ -27,19 +27,20 @@ def world_size() -> int:
 
 
 def gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """``[n_r, d]`` rows of this rank -> ``[sum_r n_r, d]`` rows of every rank (rank order), differentiable. Every rank
-    must call it, the same number of times in the same order; with one process it returns ``rows``."""
+    """``[..., n_r, d]`` rows of this rank -> ``[..., sum_r n_r, d]`` rows of every rank (rank order), differentiable
+    (leading dimensions, such as stacked layers, gathered in the same collective). Every rank must call it, the same
+    number of times in the same order; with one process it returns ``rows``. One host sync (the row counts)."""
     if world_size() == 1:
         return rows
     import torch.distributed as dist
     from torch.distributed.nn.functional import all_gather
 
-    count = torch.tensor([rows.shape[0]], dtype=torch.long, device=rows.device)
+    count = torch.tensor([rows.shape[-2]], dtype=torch.long, device=rows.device)
     counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, count)
     counts = [int(c) for c in counts]
-    padded = F.pad(rows, (0, 0, 0, max(counts) - rows.shape[0]))
+    padded = F.pad(rows, (0, 0, 0, max(counts) - rows.shape[-2]))
     with warnings.catch_warnings():  # torch 2.13 points to a functional collective without gloo's all_gather support
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*all_gather.*")
         parts = all_gather(padded)
-    return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)])
+    return torch.cat([part[..., :n, :] for part, n in zip(parts, counts, strict=True)], dim=-2)

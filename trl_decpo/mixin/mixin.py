@@ -36,7 +36,6 @@ from ..capture import (
     resolve_sites,
 )
 from ..capture.injection import MISSED
-from ..capture.ranks import gather_rows
 from ..capture.sites import KEPT_DEFAULTS, is_moe_block
 from ..compat import (
     bind_trainer_arguments,
@@ -48,11 +47,10 @@ from ..compat import (
     set_checkpointing_kwargs,
     trainer_card_identity,
 )
-from ..penalty import decorrelation_penalty
 from .arguments import DecorrelationArguments
 from .card import DECPO_PAPER, append_to_card, callback_sections, settings_section
 from .checks import check_gradient_path
-from .penalties import layer_penalties, penalty_options
+from .penalties import layer_penalties, rows_penalty
 
 
 logger = logging.get_logger(__name__)
@@ -219,8 +217,9 @@ class DecorrelationMixin:
         loss, outputs = result if return_outputs else (result, None)
         # rows captured with gradients off in a step that has them, on a checkpointed model: inside a reentrant
         # checkpoint, their gradient injected below (anything else with such rows is refused by the penalty)
-        training = model.training and torch.is_grad_enabled() and is_checkpointing(model)
-        deferred = frozenset(self.decorrelation_capture.without_grad) if training else frozenset()
+        without_grad = self.decorrelation_capture.without_grad
+        training = model.training and torch.is_grad_enabled() and bool(without_grad) and is_checkpointing(model)
+        deferred = frozenset(without_grad) if training else frozenset()
         penalty, per_layer = self.decorrelation_penalty(rows, training=model.training, deferred=deferred)
         # Whether the run itself is finite (the trainer's loss, then each layer's rows), checked with the logging's sync
         finite = torch.stack(
@@ -232,9 +231,7 @@ class DecorrelationMixin:
             factor = factor / self.current_gradient_accumulation_steps  # as the trainer scaled its own loss
         loss = loss + factor * penalty.to(loss.dtype)
         if deferred:  # their gradient: at each layer's recomputation in the backward, `factor` x the loss's gradient
-            options, across = penalty_options(args), args.decorrelation_across_ranks
-            rows_penalty = lambda r: decorrelation_penalty(gather_rows(r) if across else r, **options)  # noqa: E731
-            self.decorrelation_injection.arm(sorted(deferred), row_index, rows_penalty, factor)
+            self.decorrelation_injection.arm(sorted(deferred), row_index, rows_penalty(args), factor)
             loss = self.decorrelation_injection.probe(loss)
         self._log_decorrelation(base_loss, penalty, per_layer, finite)
         return (loss, outputs) if return_outputs else loss

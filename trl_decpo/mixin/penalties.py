@@ -10,13 +10,16 @@ from ..capture.ranks import gather_rows
 from ..penalty import decorrelation_penalty
 
 
-def penalty_options(args) -> dict:
-    """The keyword arguments of :func:`~trl_decpo.penalty.decorrelation_penalty` that the config sets."""
-    return dict(
+def rows_penalty(args):
+    """``rows -> penalty`` as the config sets it (``[..., n, d]`` rows, gathered across ranks with
+    ``decorrelation_across_ranks``)."""
+    options = dict(
         normalize=args.decorrelation_normalize,
         reduction=args.decorrelation_reduction,
         target=args.decorrelation_target,
     )
+    across = getattr(args, "decorrelation_across_ranks", False)
+    return lambda rows: decorrelation_penalty(gather_rows(rows) if across else rows, **options)
 
 
 def layer_penalties(
@@ -40,12 +43,10 @@ def layer_penalties(
                 "without gradients ran before the policy forward inside `compute_loss` (pause the capture around it: "
                 "`decorrelation_paused()`)."
             )
-    options = penalty_options(args)
+    penalty = rows_penalty(args)
     layer_rows = [rows[site.layer] for site in sites]
-    if getattr(args, "decorrelation_across_ranks", False):
-        layer_rows = [gather_rows(r) for r in layer_rows]
-    if len({tuple(r.shape) for r in layer_rows}) == 1:
-        per_layer = decorrelation_penalty(torch.stack(layer_rows), **options)
+    if len({tuple(r.shape) for r in layer_rows}) == 1:  # one batched computation (and one gather) for every layer
+        per_layer = penalty(torch.stack(layer_rows))
     else:
-        per_layer = torch.stack([decorrelation_penalty(r, **options) for r in layer_rows])
+        per_layer = torch.stack([penalty(r) for r in layer_rows])
     return per_layer.sum(), per_layer
